@@ -1,0 +1,22 @@
+"""The ``nordfed`` command. Each domain registers its own commands from a module of this package."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="nordfed",
+    help="nordfed: federated analytics and clinical AI on OMOP CDM sites.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module defines register(app). Order decides the order in --help.
+for _name in ("omop", "synth", "simulate", "network", "study", "text", "demo"):
+    importlib.import_module(f"nordfed.cli.{_name}").register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

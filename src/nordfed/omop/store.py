@@ -1,0 +1,268 @@
+"""Open an OMOP CDM by URL and query it with SQL written once.
+
+Queries are written in DuckDB's SQL dialect with ``:name`` placeholders; sqlglot translates them to the
+engine's dialect (PostgreSQL here; Spark SQL, Trino, Snowflake … through :func:`translate`) and binds
+parameters as properly quoted literals.
+
+>>> cdm = open_cdm("duckdb:///tmp/site.duckdb")                     # doctest: +SKIP
+>>> cdm.query("SELECT count(*) AS n FROM person WHERE year_of_birth > :y", {"y": 1950})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from nordfed.omop.schema import Table, create_table_sql, index_sql, schema
+
+SOURCE_DIALECT = "duckdb"
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CDMError(Exception):
+    """A CDM could not be opened or a statement against it failed; the message says which."""
+
+
+@lru_cache(maxsize=512)
+def _parse(sql: str) -> list[exp.Expression]:
+    return [e for e in sqlglot.parse(sql, read=SOURCE_DIALECT) if e is not None]
+
+
+def translate(sql: str, dialect: str, params: Mapping[str, Any] | None = None) -> list[str]:
+    """Translate DuckDB-dialect SQL to ``dialect``, binding ``:name`` placeholders as literals.
+
+    >>> translate("SELECT date_diff('day', a, b) FROM t WHERE x = :x", "postgres", {"x": "O'Neil"})[0]
+    "SELECT EXTRACT(epoch FROM b - a) / 86400 FROM t WHERE x = 'O''Neil'"
+    """
+    out = []
+    for tree in _parse(sql):
+        if params is not None or any(True for _ in tree.find_all(exp.Placeholder)):
+            tree = tree.copy()
+            for ph in list(tree.find_all(exp.Placeholder)):
+                name = ph.name
+                if not name or params is None or name not in params:
+                    raise CDMError(f"query parameter :{name or '?'} has no value")
+                ph.replace(exp.convert(params[name]))
+        out.append(tree.sql(dialect=dialect))
+    return out
+
+
+@dataclass(frozen=True)
+class CDMUrl:
+    engine: str  # duckdb | postgres
+    target: str  # file path (duckdb) or libpq conninfo URL (postgres)
+    schema: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> CDMUrl:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        schema_name = query.pop("schema", [None])[0]
+        if schema_name is not None and not _SCHEMA_NAME.match(schema_name):
+            raise CDMError(f"invalid schema name {schema_name!r} in {url}")
+        if parts.scheme == "duckdb":
+            # SQLAlchemy's convention: duckdb:///relative.duckdb, duckdb:////absolute.duckdb
+            path = url.split("://", 1)[1].split("?", 1)[0]
+            path = path[1:] if path.startswith("/") else path
+            if path in ("", ":memory:"):
+                path = ":memory:"
+            return cls("duckdb", path, schema_name)
+        if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+            rest = "&".join(f"{k}={v}" for k, vs in query.items() for v in vs)
+            conninfo = f"postgresql://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
+            return cls("postgres", conninfo, schema_name)
+        raise CDMError(
+            f"unsupported CDM URL {url!r}: use duckdb:///path/to/file.duckdb or postgresql://host/db?schema=cdm"
+        )
+
+
+class CDM:
+    """A connection to one site's CDM. Use :func:`open_cdm`."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.location = CDMUrl.parse(url)
+        self.dialect = self.location.engine
+        self._in_tx = False
+        if self.dialect == "duckdb":
+            import duckdb
+
+            if self.location.target != ":memory:":
+                Path(self.location.target).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._con = duckdb.connect(self.location.target)
+            except duckdb.Error as exc:
+                raise CDMError(f"cannot open DuckDB CDM {self.location.target}: {exc}") from exc
+            if self.location.schema:
+                self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.location.schema}"')
+                self._con.execute(f'SET schema = \'{self.location.schema}\'')
+        else:
+            import psycopg
+
+            try:
+                self._con = psycopg.connect(self.location.target, autocommit=True)
+            except psycopg.Error as exc:
+                raise CDMError(f"cannot connect to PostgreSQL CDM {self.location.target}: {exc}") from exc
+            if self.location.schema:
+                self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.location.schema}"')
+                self._con.execute(f'SET search_path TO "{self.location.schema}"')
+
+    # ------------------------------------------------------------------ queries
+    def sql(self, sql: str, params: Mapping[str, Any] | None = None) -> list[str]:
+        """The statements that will run on this engine for DuckDB-dialect ``sql``."""
+        if self.dialect == SOURCE_DIALECT and params is None and ":" not in sql:
+            return [sql]
+        return translate(sql, self.dialect, params)
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        for stmt in self.sql(sql, params):
+            self._raw(stmt)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run one SELECT and return a DataFrame."""
+        stmts = self.sql(sql, params)
+        if len(stmts) != 1:
+            raise CDMError("query() takes exactly one statement")
+        if self.dialect == "duckdb":
+            return self._con.execute(stmts[0]).df()
+        with self._con.cursor() as cur:
+            cur.execute(stmts[0])
+            cols = [d.name for d in cur.description or []]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        df = self.query(sql, params)
+        return None if df.empty else df.iat[0, 0]
+
+    def _raw(self, stmt: str) -> None:
+        try:
+            self._con.execute(stmt)
+        except Exception as exc:
+            raise CDMError(f"{exc}\n-- in statement:\n{stmt[:500]}") from exc
+
+    # ------------------------------------------------------------------ schema
+    def table_names(self) -> set[str]:
+        if self.dialect == "duckdb":
+            rows = self._con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchall()
+        else:
+            rows = self._con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchall()
+        return {r[0].lower() for r in rows}
+
+    def create_schema(self, indices: bool = True) -> None:
+        """Create every CDM v5.4 table that does not exist yet (idempotent)."""
+        with self.transaction():
+            for table in schema().tables.values():
+                self._raw(create_table_sql(table, self.dialect))
+        if indices:
+            self.create_indices()
+
+    def create_indices(self) -> None:
+        for table in schema().tables.values():
+            for stmt in index_sql(table):
+                # DuckDB scans columns with zone maps; its ART indexes only pay off for point lookups
+                # by person, so other indexes would cost memory at national scale for nothing.
+                if self.dialect == "duckdb" and not re.search(r'\("(person_id|subject_id)"\)', stmt):
+                    continue
+                self._raw(stmt)
+
+    def row_counts(self) -> dict[str, int]:
+        present = self.table_names()
+        return {
+            t: int(self.scalar(f'SELECT count(*) FROM "{t}"'))
+            for t in schema().tables
+            if t in present
+        }
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements inside commit together or not at all (nested calls join the outer one)."""
+        if self._in_tx:
+            yield
+            return
+        self._in_tx = True
+        self._raw("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._raw("ROLLBACK")
+            raise
+        else:
+            self._raw("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def insert(self, table: str, data: pd.DataFrame | pa.Table) -> int:
+        """Append rows to a CDM table; columns are matched by name, missing optional columns are NULL."""
+        t = schema()[table]
+        arrow = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        cols = [c for c in t.columns if c in arrow.column_names]
+        unknown = set(arrow.column_names) - set(t.columns)
+        if unknown:
+            raise CDMError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        arrow = arrow.select(cols)
+        if arrow.num_rows == 0:
+            return 0
+        col_sql = ", ".join(f'"{c}"' for c in cols)
+        if self.dialect == "duckdb":
+            self._con.register("_nordfed_insert", arrow)
+            try:
+                self._raw(f'INSERT INTO "{t.name}" ({col_sql}) SELECT {col_sql} FROM _nordfed_insert')
+            finally:
+                self._con.unregister("_nordfed_insert")
+        else:
+            self._copy_postgres(t, cols, arrow)
+        return arrow.num_rows
+
+    def _copy_postgres(self, t: Table, cols: list[str], arrow: pa.Table) -> None:
+        col_sql = ", ".join(f'"{c}"' for c in cols)
+        try:
+            with self._con.cursor() as cur, cur.copy(f'COPY "{t.name}" ({col_sql}) FROM STDIN') as copy:
+                for batch in arrow.to_batches(max_chunksize=50_000):
+                    for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                        copy.write_row(row)
+        except Exception as exc:
+            raise CDMError(f"loading {t.name} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> CDM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def raw_connection(self) -> Any:
+        """The engine's own connection (duckdb or psycopg), for bulk paths that need it."""
+        return self._con
+
+    def table(self, name: str) -> Table:
+        return schema()[name]
+
+
+def open_cdm(url: str, create: bool = False) -> CDM:
+    """Open the CDM at ``url`` (``duckdb:///file.duckdb`` or ``postgresql://…?schema=cdm``).
+
+    With ``create=True`` the CDM tables are created where missing.
+    """
+    cdm = CDM(url)
+    if create:
+        cdm.create_schema()
+    return cdm
