@@ -36,7 +36,10 @@ class CDMError(Exception):
 
 @lru_cache(maxsize=512)
 def _parse(sql: str) -> list[exp.Expression]:
-    return [e for e in sqlglot.parse(sql, read=SOURCE_DIALECT) if e is not None]
+    try:
+        return [e for e in sqlglot.parse(sql, read=SOURCE_DIALECT) if e is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise CDMError(f"cannot parse SQL: {exc}\n-- in:\n{sql[:500]}") from exc
 
 
 def translate(sql: str, dialect: str, params: Mapping[str, Any] | None = None) -> list[str]:
@@ -224,7 +227,9 @@ class CDM:
             try:
                 self._raw(f'INSERT INTO "{t.name}" ({col_sql}) SELECT {col_sql} FROM _nordfed_insert')
             finally:
-                self._con.unregister("_nordfed_insert")
+                # after a failed insert the transaction is aborted and unregister itself fails
+                with contextlib.suppress(Exception):
+                    self._con.unregister("_nordfed_insert")
         else:
             self._copy_postgres(t, cols, arrow)
         return arrow.num_rows

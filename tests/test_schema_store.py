@@ -1,0 +1,103 @@
+"""The CDM schema comes from OHDSI's spec; the store runs the same SQL on DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nordfed.omop.schema import ddl, schema
+from nordfed.omop.store import CDMError, CDMUrl, open_cdm, translate
+
+SHARED_SPEC = Path(__file__).resolve().parents[2] / "shared" / "omop" / "OMOP_CDMv5.4_Field_Level.csv"
+
+
+def test_schema_has_every_table_and_field_of_the_spec():
+    packaged = Path(__file__).resolve().parents[1] / "src/nordfed/omop/spec/OMOP_CDMv5.4_Field_Level.csv"
+    rows = list(csv.DictReader(packaged.open(encoding="utf-8-sig")))
+    s = schema()
+    assert len(s.tables) == len({r["cdmTableName"] for r in rows}) == 39
+    assert sum(len(t.fields) for t in s.tables.values()) == len(rows)
+    assert s["PERSON"].primary_key == "person_id"
+    assert s["note_nlp"].field("offset").kind == "text"
+    assert s["measurement"].field("value_as_number").kind == "float"
+    assert {"concept", "concept_ancestor", "concept_relationship", "cohort", "drug_era"} <= set(s.tables)
+
+
+@pytest.mark.skipif(not SHARED_SPEC.exists(), reason="shared/omop spec not beside the checkout")
+def test_packaged_spec_is_the_shared_spec():
+    packaged = Path(__file__).resolve().parents[1] / "src/nordfed/omop/spec/OMOP_CDMv5.4_Field_Level.csv"
+    assert packaged.read_bytes() == SHARED_SPEC.read_bytes()
+
+
+def test_ddl_per_dialect():
+    duck = ddl("duckdb")
+    pg = ddl("postgres")
+    person = next(s for s in pg if s.startswith('CREATE TABLE IF NOT EXISTS "person"'))
+    assert '"person_id" BIGINT NOT NULL' in person and 'PRIMARY KEY ("person_id")' in person
+    assert '"gender_concept_id" INTEGER NOT NULL' in person
+    assert any('ON "condition_occurrence" ("person_id")' in s for s in duck)
+    assert any('ON "measurement" ("measurement_concept_id")' in s for s in pg)
+    with pytest.raises(ValueError, match="no DDL for dialect"):
+        ddl("oracle")
+
+
+def test_url_parsing():
+    assert CDMUrl.parse("duckdb:///site.duckdb").target == "site.duckdb"
+    assert CDMUrl.parse("duckdb:////tmp/site.duckdb").target == "/tmp/site.duckdb"
+    assert CDMUrl.parse("duckdb://").target == ":memory:"
+    pg = CDMUrl.parse("postgresql://u@127.0.0.1:5432/test?schema=cdm_dk&sslmode=disable")
+    assert (pg.engine, pg.schema, pg.target) == ("postgres", "cdm_dk", "postgresql://u@127.0.0.1:5432/test?sslmode=disable")
+    with pytest.raises(CDMError, match="unsupported CDM URL"):
+        CDMUrl.parse("mysql://x/y")
+    with pytest.raises(CDMError, match="invalid schema name"):
+        CDMUrl.parse("postgresql://h/db?schema=x;drop")
+
+
+def test_translate_binds_parameters_safely():
+    hostile = {"v": "x'; DROP TABLE person;--"}
+    (sql,) = translate("SELECT * FROM person WHERE person_source_value = :v", "postgres", hostile)
+    assert sql == "SELECT * FROM person WHERE person_source_value = 'x''; DROP TABLE person;--'"
+    with pytest.raises(CDMError, match=":missing has no value"):
+        translate("SELECT * FROM t WHERE a = :missing", "postgres", {})
+    for dialect in ("spark", "trino", "snowflake"):
+        assert translate("SELECT date_diff('day', a, b) FROM t", dialect)
+
+
+PEOPLE = pd.DataFrame(
+    {
+        "person_id": [1, 2, 3],
+        "gender_concept_id": [8507, 8532, 8532],
+        "year_of_birth": [1950, 1960, 1970],
+        "race_concept_id": [0, 0, 0],
+        "ethnicity_concept_id": [0, 0, 0],
+    }
+)
+
+
+def test_same_query_on_both_engines(cdm_url):
+    with open_cdm(cdm_url, create=True) as cdm:
+        assert {"person", "measurement", "cohort"} <= cdm.table_names()
+        with cdm.transaction():
+            assert cdm.insert("person", PEOPLE) == 3
+        df = cdm.query(
+            "SELECT gender_concept_id, count(*) AS n FROM person WHERE year_of_birth >= :y "
+            "GROUP BY gender_concept_id ORDER BY gender_concept_id",
+            {"y": 1955},
+        )
+        assert df.to_dict("list") == {"gender_concept_id": [8532], "n": [2]}
+        assert cdm.row_counts()["person"] == 3
+        cdm.create_schema()  # idempotent
+        assert cdm.row_counts()["person"] == 3
+
+
+def test_failed_transaction_leaves_nothing(cdm_url):
+    with open_cdm(cdm_url, create=True) as cdm:
+        with pytest.raises(CDMError), cdm.transaction():
+            cdm.insert("person", PEOPLE)
+            cdm.insert("person", PEOPLE.head(1))  # duplicate primary key
+        assert cdm.scalar("SELECT count(*) FROM person") == 0
+        with pytest.raises(CDMError, match="no column"):
+            cdm.insert("person", PEOPLE.assign(shoe_size=1))
