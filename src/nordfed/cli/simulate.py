@@ -38,19 +38,25 @@ def load_sites(
     numeric: list[str],
     min_rows: int = 10,
     min_cell_count: int = 10,
+    *,
+    keep: list[str] | None = None,
+    exact_event_times: bool = False,
 ) -> InProcessFederation:
     """Read ``csv``, check the named columns are present and numeric, split rows by ``site_column``.
 
-    Rows with a missing value in any of ``numeric`` are dropped (complete-case analysis, as lifelines and
-    statsmodels require). Every error names the file, the column and, for bad values, the first bad row.
+    Rows with a missing value in any of ``numeric`` or ``keep`` (extra, non-numeric columns such as a group)
+    are dropped (complete-case analysis, as lifelines and statsmodels require). Every error names the file,
+    the column and, for bad values, the first bad row. The sites get the policy stated by ``min_cell_count``
+    and ``exact_event_times``.
     """
+    keep = [c for c in (keep or []) if c not in numeric]
     if not csv.is_file():
         fail(f"{csv}: no such file")
     try:
         df = pd.read_csv(csv)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         fail(f"{csv}: cannot read as CSV: {exc}")
-    missing = [c for c in [site_column, *numeric] if c not in df.columns]
+    missing = [c for c in [site_column, *numeric, *keep] if c not in df.columns]
     if missing:
         fail(f"{csv}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, df.columns))}")
     for col in numeric:
@@ -60,15 +66,17 @@ def load_sites(
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
             fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]!r} is not a number")
         df[col] = values.astype(float)
-    df = df.dropna(subset=numeric)
-    frames = {str(site): part[numeric].reset_index(drop=True) for site, part in df.groupby(site_column, sort=True)}
+    df = df.dropna(subset=[*numeric, *keep])
+    frames = {str(site): part[[*numeric, *keep]].reset_index(drop=True)
+              for site, part in df.groupby(site_column, sort=True)}
     if len(frames) < 1:
         fail(f"{csv}: no complete rows")
     small = {s: len(f) for s, f in frames.items() if len(f) < min_rows}
     if small:
         detail = ", ".join(f"{s} ({n} rows)" for s, n in small.items())
         fail(f"{csv}: too few rows per site (at least {min_rows} needed): {detail}")
-    return InProcessFederation.from_frames(frames, DisclosurePolicy(min_cell_count=min_cell_count))
+    policy = DisclosurePolicy(min_cell_count=min_cell_count, exact_event_times=exact_event_times)
+    return InProcessFederation.from_frames(frames, policy)
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:

@@ -24,6 +24,9 @@ class DisclosurePolicy:
     min_cell_count: int = 10
     #: maximum ratio of model parameters to rows (DataSHIELD nfilter.glm = 0.33)
     max_params_per_row: float = 0.33
+    #: release exact per-time survival aggregates (event times, per-time counts, risk-set sums) whose
+    #: counts may lie below the minimum cell count; off by default (see nordfed.fed.survival_data)
+    exact_event_times: bool = False
 
     def __post_init__(self) -> None:
         if self.min_cell_count < 1:

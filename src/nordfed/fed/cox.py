@@ -1,0 +1,265 @@
+"""Exact federated Cox proportional hazards (Efron or Breslow ties), fitted by Newton-Raphson.
+
+The pooled partial likelihood depends on the data only through, for every distinct pooled event time t,
+the risk-set sums S0 = Σ w, S1 = Σ w x, S2 = Σ w x xᵀ (w = exp(xβ), over rows with time ≥ t), the same
+sums over the events tied at t (E0, E1, E2), the number of tied events d, and Σ x over all events. Every
+one is a sum over rows and therefore over sites, so the central half adds the sites' arrays and gets the
+pooled likelihood, gradient and information exactly. Rounds: one to collect event times, one per
+Newton iteration, one for concordance.
+
+``strata_by_site=True`` fits a model with a separate baseline hazard per site: each site then releases only
+its own log-likelihood, gradient and information (p + p² numbers), which every policy allows. The
+unstratified model releases per-time risk-set sums and needs ``exact_event_times`` in each site's policy
+(see :mod:`nordfed.fed.survival_data` for the disclosure rule).
+
+Concordance is Harrell's C over pairs *within* a site, computed exactly at each site (sites release three
+pair counts) and pooled as Σ concordant / Σ comparable; pairs across sites are not compared (that would need
+row-level risk scores), so with one site it equals scikit-survival's ``concordance_index_censored``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from nordfed.fed.cox_concordance import concordance_counts
+from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
+from nordfed.fed.survival_data import (
+    SurvivalData,
+    require_exact_event_times,
+    require_survival_totals,
+    survival_data,
+)
+from nordfed.privacy.disclosure import require_params_ok
+
+TIES = ("efron", "breslow")
+
+
+# --------------------------------------------------------------------------------------------- pure math
+def _sums_by(index: np.ndarray, w: np.ndarray, X: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
+    """Σ w, Σ w x, Σ w x xᵀ grouped by ``index`` (0..size-1), one bincount per entry: O(n p²), no row loop."""
+    p = X.shape[1]
+    s0 = np.bincount(index, weights=w, minlength=size)
+    s1 = np.empty((size, p))
+    s2 = np.empty((size, p, p))
+    for a in range(p):
+        wa = w * X[:, a]
+        s1[:, a] = np.bincount(index, weights=wa, minlength=size)
+        for b in range(a + 1):
+            s2[:, a, b] = s2[:, b, a] = np.bincount(index, weights=wa * X[:, b], minlength=size)
+    return s0, s1, s2
+
+
+def risk_set_sums(data: SurvivalData, beta: np.ndarray, center: np.ndarray, grid: np.ndarray) -> dict[str, Any]:
+    """Per-grid-time risk-set and tied-event sums of one site (rows sorted by time)."""
+    T = len(grid)
+    X = data.X - center
+    w = np.exp(X @ beta)
+    # block k holds rows with grid[k] <= time < grid[k+1]; rows before the first grid time are never at risk
+    block = np.searchsorted(grid, data.time, side="right") - 1
+    keep = block >= 0
+    b0, b1, b2 = _sums_by(block[keep], w[keep], X[keep], T)
+    S0, S1, S2 = (np.cumsum(a[::-1], axis=0)[::-1] for a in (b0, b1, b2))
+    ev = data.event
+    if not np.array_equal(grid[block[ev]], data.time[ev]):
+        raise ValueError("the time grid does not contain every event time of this site")
+    E0, E1, E2 = _sums_by(block[ev], w[ev], X[ev], T)
+    d = np.bincount(block[ev], minlength=T).astype(float)
+    return {"S0": S0, "S1": S1, "S2": S2, "E0": E0, "E1": E1, "E2": E2, "d": d, "xsum": X[ev].sum(axis=0)}
+
+
+def partial_likelihood(agg: dict[str, Any], beta: np.ndarray, ties: str) -> tuple[float, np.ndarray, np.ndarray]:
+    """Log partial likelihood, gradient and observed information from (summed) risk-set sums."""
+    d, S0, S1, S2 = agg["d"], agg["S0"], agg["S1"], agg["S2"]
+    loglik = float(agg["xsum"] @ beta)
+    grad = np.array(agg["xsum"], dtype=float)
+    info = np.zeros((len(beta), len(beta)))
+    if ties == "breslow":
+        m = d > 0
+        a = S1[m] / S0[m, None]
+        loglik -= float((d[m] * np.log(S0[m])).sum())
+        grad -= (d[m, None] * a).sum(axis=0)
+        info += np.einsum("t,tij->ij", d[m], S2[m] / S0[m, None, None]) - (a.T * d[m]) @ a
+        return loglik, grad, info
+    # Efron: the l-th of d tied events sees the risk set minus l/d of the tied events
+    for ll in range(int(d.max(initial=0))):
+        m = d > ll
+        f = ll / d[m]
+        den = S0[m] - f * agg["E0"][m]
+        a = (S1[m] - f[:, None] * agg["E1"][m]) / den[:, None]
+        loglik -= float(np.log(den).sum())
+        grad -= a.sum(axis=0)
+        info += ((S2[m] - f[:, None, None] * agg["E2"][m]) / den[:, None, None]).sum(axis=0) - a.T @ a
+    return loglik, grad, info
+
+
+def newton(evaluate: Any, p: int, max_iter: int = 50, tol: float = 1e-10) -> tuple[np.ndarray, float, np.ndarray, int]:
+    """Newton-Raphson with step halving; ``evaluate(beta) -> (loglik, grad, info)``."""
+    beta = np.zeros(p)
+    ll, grad, info = evaluate(beta)
+    for it in range(1, max_iter + 1):
+        step = np.linalg.solve(info, grad)
+        for _ in range(30):
+            ll_new, grad_new, info_new = evaluate(beta + step)
+            if np.isfinite(ll_new) and ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
+                break
+            step = step / 2
+        beta, ll, grad, info = beta + step, ll_new, grad_new, info_new
+        if np.max(np.abs(step)) < tol:
+            return beta, ll, info, it
+    raise RuntimeError(f"Cox model did not converge in {max_iter} iterations")
+
+
+# --------------------------------------------------------------------------------------------- partials
+def _site_data(data: SiteData, params: dict[str, Any]) -> SurvivalData:
+    frame = data.frame(params.get("dataset"))
+    sd = survival_data(frame, data.site, params["duration"], params["event"], params["covariates"])
+    require_survival_totals(sd, data.policy)
+    require_params_ok(len(params["covariates"]), sd.n, data.policy)
+    return sd
+
+
+@algorithm("nordfed.cox.summary")
+def cox_summary(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Row and event totals, covariate sums (for centering) and, unless stratified, the distinct event times."""
+    sd = _site_data(data, params)
+    out: dict[str, Any] = {"n": sd.n, "events": int(sd.event.sum()), "xsum": sd.X.sum(axis=0)}
+    if not params.get("strata_by_site"):
+        require_exact_event_times(data.policy, "an unstratified Cox model")
+        out["event_times"] = np.unique(sd.time[sd.event])
+    return out
+
+
+@algorithm("nordfed.cox.risk_sets")
+def cox_risk_sets(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Risk-set sums on the pooled event-time grid at the given coefficients."""
+    require_exact_event_times(data.policy, "an unstratified Cox model")
+    sd = _site_data(data, params)
+    return risk_set_sums(sd, np.asarray(params["beta"], float), np.asarray(params["center"], float),
+                         np.asarray(params["grid"], float))
+
+
+@algorithm("nordfed.cox.stratum")
+def cox_stratum(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """This site's own partial likelihood (its own stratum): value, gradient, information."""
+    sd = _site_data(data, params)
+    beta = np.asarray(params["beta"], float)
+    grid = np.unique(sd.time[sd.event])
+    agg = risk_set_sums(sd, beta, np.asarray(params["center"], float), grid)
+    ll, grad, info = partial_likelihood(agg, beta, params["ties"])
+    return {"loglik": ll, "grad": grad, "info": info}
+
+
+@algorithm("nordfed.cox.concordance")
+def cox_concordance(data: SiteData, params: dict[str, Any]) -> dict[str, int]:
+    """Harrell's pair counts within this site for the risk score xβ."""
+    sd = _site_data(data, params)
+    return concordance_counts(sd.time, sd.event, sd.X @ np.asarray(params["beta"], float))
+
+
+# --------------------------------------------------------------------------------------------- central
+@dataclass
+class CoxResult:
+    """A fitted federated Cox model (lifelines-like names)."""
+
+    covariates: list[str]
+    coefficients: dict[str, float]
+    standard_errors: dict[str, float]
+    ci_lower: dict[str, float]
+    ci_upper: dict[str, float]
+    z: dict[str, float]
+    p_values: dict[str, float]
+    log_likelihood: float
+    iterations: int
+    concordance: float
+    n: int
+    events: int
+    ties: str
+    strata_by_site: bool
+    variance: list[list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hazard_ratios(self) -> dict[str, float]:
+        return {k: float(np.exp(v)) for k, v in self.coefficients.items()}
+
+
+def fit_cox(
+    fed: Federation,
+    *,
+    duration: str,
+    event: str,
+    covariates: Sequence[str],
+    ties: str = "efron",
+    strata_by_site: bool = False,
+    dataset: Any = None,
+    alpha: float = 0.05,
+    max_iter: int = 50,
+) -> CoxResult:
+    """Fit a Cox PH model on the pooled rows of all sites without moving them."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
+    covariates = list(covariates)
+    if not covariates:
+        raise ValueError("a Cox model needs at least one covariate")
+    base = {"duration": duration, "event": event, "covariates": covariates, "dataset": dataset,
+            "strata_by_site": strata_by_site, "ties": ties}
+    summaries = fed.run("nordfed.cox.summary", base)
+    n = sum(int(s["n"]) for s in summaries.values())
+    events = sum(int(s["events"]) for s in summaries.values())
+    if events == 0:
+        raise AlgorithmError("all", "no events at any site")
+    center = sum(np.asarray(s["xsum"], float) for s in summaries.values()) / n
+    p = len(covariates)
+
+    if strata_by_site:
+        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            parts = fed.run("nordfed.cox.stratum", {**base, "beta": beta, "center": center})
+            return (sum(float(r["loglik"]) for r in parts.values()),
+                    sum(np.asarray(r["grad"]) for r in parts.values()),
+                    sum(np.asarray(r["info"]) for r in parts.values()))
+    else:
+        grid = np.unique(np.concatenate([np.asarray(s["event_times"], float) for s in summaries.values()]))
+
+        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            parts = list(fed.run("nordfed.cox.risk_sets", {**base, "beta": beta, "center": center,
+                                                          "grid": grid}).values())
+            agg = {k: sum(np.asarray(r[k]) for r in parts) for k in parts[0]}
+            return partial_likelihood(agg, beta, ties)
+
+    beta, loglik, info, iterations = newton(evaluate, p, max_iter=max_iter)
+    cov = np.linalg.inv(info)
+    se = np.sqrt(np.diag(cov))
+    zq = stats.norm.ppf(1 - alpha / 2)
+    zs = beta / se
+    pairs = fed.run("nordfed.cox.concordance", {**base, "beta": beta})
+    conc = sum(r["concordant"] for r in pairs.values())
+    tied = sum(r["tied_risk"] for r in pairs.values())
+    total = conc + tied + sum(r["discordant"] for r in pairs.values())
+
+    def named(values: np.ndarray) -> dict[str, float]:
+        return {c: float(v) for c, v in zip(covariates, values, strict=True)}
+
+    return CoxResult(
+        covariates=covariates,
+        coefficients=named(beta),
+        standard_errors=named(se),
+        ci_lower=named(beta - zq * se),
+        ci_upper=named(beta + zq * se),
+        z=named(zs),
+        p_values=named(2 * stats.norm.sf(np.abs(zs))),
+        log_likelihood=float(loglik),
+        iterations=iterations,
+        concordance=float((conc + 0.5 * tied) / total) if total else float("nan"),
+        n=n,
+        events=events,
+        ties=ties,
+        strata_by_site=strata_by_site,
+        variance=cov.tolist(),
+    )
