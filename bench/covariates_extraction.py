@@ -1,0 +1,134 @@
+"""Benchmark: covariate extraction on DuckDB relative to one scan of the same rows, with peak RSS.
+
+    .venv/bin/python bench/covariates_extraction.py                      # 20 000 persons from nordfed.synth
+    .venv/bin/python bench/covariates_extraction.py --persons 1000000    # the target size (SQL generator)
+
+Data: ``nordfed.synth`` up to 50 000 persons (``--source synth`` forces it), otherwise a generator in SQL with
+FeatureExtraction-like density (conditions, drugs with an ingredient hierarchy, procedures, measurements).
+Prints one JSON document and a summary line. Targets: extraction ≤ 3× the scan, peak RSS ≤ 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from nordfed.features.covariates import CovariateData, CovariateSettings, covariate_long, covariate_ref
+from nordfed.omop.store import CDM, open_cdm
+
+TABLES = {
+    "person": "gender_concept_id, year_of_birth",
+    "condition_occurrence": "condition_concept_id, condition_start_date",
+    "drug_exposure": "drug_concept_id, drug_exposure_start_date, drug_exposure_end_date",
+    "procedure_occurrence": "procedure_concept_id, procedure_date",
+    "measurement": "measurement_concept_id, measurement_date, value_as_number, unit_concept_id",
+}
+
+
+def generate_sql(cdm: CDM, persons: int, seed: int) -> None:
+    """Synthetic CDM rows written by DuckDB itself (fast at a million persons)."""
+    con = cdm.raw_connection
+    con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+    con.execute(f"""INSERT INTO person (person_id, gender_concept_id, year_of_birth, race_concept_id,
+        ethnicity_concept_id) SELECT i, CASE WHEN random() < 0.5 THEN 8507 ELSE 8532 END,
+        1930 + CAST(floor(random() * 70) AS INTEGER), 0, 0 FROM range(1, {persons + 1}) t(i)""")
+    con.execute("""INSERT INTO observation_period SELECT person_id, person_id, DATE '2005-01-01',
+        DATE '2022-12-31', 32817 FROM person""")
+    con.execute("""CREATE TEMP TABLE idx AS SELECT person_id,
+        DATE '2012-01-01' + CAST(floor(random() * 3000) AS INTEGER) AS d FROM person""")
+
+    def events(table: str, per: int, cols: str, values: str) -> None:
+        con.execute(f"""INSERT INTO {table} ({cols}) SELECT row_number() OVER (), person_id, {values}
+            FROM (SELECT i.person_id, i.d + CAST(floor(random() * 800) AS INTEGER) - 700 AS day
+                  FROM idx i, range({per}) r) e""")
+
+    events("condition_occurrence", 10, "condition_occurrence_id, person_id, condition_concept_id, "
+           "condition_start_date, condition_type_concept_id", "1000 + CAST(floor(random() * 2000) AS INTEGER), day, 0")
+    events("drug_exposure", 5, "drug_exposure_id, person_id, drug_concept_id, drug_exposure_start_date, "
+           "drug_exposure_end_date, drug_type_concept_id",
+           "50000 + CAST(floor(random() * 1000) AS INTEGER), day, day + 30, 0")
+    events("procedure_occurrence", 3, "procedure_occurrence_id, person_id, procedure_concept_id, procedure_date, "
+           "procedure_type_concept_id", "20000 + CAST(floor(random() * 500) AS INTEGER), day, 0")
+    events("measurement", 8, "measurement_id, person_id, measurement_concept_id, measurement_date, value_as_number, "
+           "unit_concept_id, measurement_type_concept_id",
+           "30000 + CAST(floor(random() * 50) AS INTEGER), day, random() * 10, 8713, 0")
+    # drugs roll up to 200 ingredients (and themselves); ingredients are RxNorm Ingredient concepts
+    con.execute("""INSERT INTO concept SELECT 40000 + i, 'ingredient ' || i, 'Drug', 'RxNorm', 'Ingredient', 'S',
+        CAST(i AS VARCHAR), DATE '1970-01-01', DATE '2099-12-31', NULL FROM range(200) t(i)""")
+    con.execute("""INSERT INTO concept_ancestor SELECT 40000 + (i % 200), 50000 + i, 1, 1 FROM range(1000) t(i)""")
+
+
+def one_scan_sql() -> str:
+    """Read every row and column the extraction touches once (the reference)."""
+    parts = [f"SELECT count(*) AS n, sum(hash({cols})) AS h FROM {t}" for t, cols in TABLES.items()]
+    return "SELECT sum(n) AS n, sum(h) AS h FROM (" + " UNION ALL ".join(parts) + ") s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--persons", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--source", choices=("auto", "sql", "synth"), default="auto")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs (best is reported)")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"duckdb:///{Path(tmp) / 'bench.duckdb'}"
+        source = args.source
+        try:
+            import nordfed.synth as synth
+
+            has_synth = hasattr(synth, "generate") and hasattr(synth, "write")
+        except ImportError:
+            has_synth = False
+        if source == "auto":
+            # the synthetic generator is realistic but slow; large runs use the SQL generator
+            source = "synth" if has_synth and args.persons <= 50_000 else "sql"
+        t0 = time.perf_counter()
+        if source == "synth":
+            synth.write(synth.generate("DK", args.persons, args.seed), url)
+            cdm = open_cdm(url)
+        else:
+            cdm = open_cdm(url, create=True)
+            generate_sql(cdm, args.persons, args.seed)
+        gen_s = time.perf_counter() - t0
+        pop = cdm.query("SELECT person_id AS subject_id, max(observation_period_start_date) + 2900 AS "
+                        "cohort_start_date FROM observation_period GROUP BY person_id ORDER BY person_id")
+        pop.insert(0, "row_id", range(1, len(pop) + 1))
+        rows = int(cdm.scalar(one_scan_sql().replace("sum(h) AS h", "0 AS h")))
+        scan, extract, nnz, ncov = [], [], 0, 0
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            cdm.query(one_scan_sql())
+            scan.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            long = covariate_long(cdm, pop, CovariateSettings())
+            data = CovariateData.from_long(pop["row_id"].to_numpy(), long, covariate_ref(cdm, long["covariate_id"]))
+            extract.append(time.perf_counter() - t0)
+            nnz, ncov = int(data.matrix.nnz), len(data.covariate_ids)
+            del long, data
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {
+            "persons": args.persons, "source": source, "cdm_rows": rows, "generate_s": round(gen_s, 2),
+            "scan_s": round(min(scan), 3), "extract_s": round(min(extract), 3),
+            "ratio": round(min(extract) / min(scan), 2), "nonzeros": nnz, "covariates": ncov,
+            "peak_rss_mb": round(peak_mb, 1), "target_ratio": 3.0, "target_rss_mb": 2048,
+        }
+        cdm.close()
+    print(json.dumps(out, indent=2))
+    ok = out["ratio"] <= 3.0 and out["peak_rss_mb"] <= 2048
+    print(f"covariates_extraction: {args.persons} persons, {rows} rows: extraction {out['extract_s']} s = "
+          f"{out['ratio']}x one scan ({out['scan_s']} s), peak RSS {out['peak_rss_mb']} MB "
+          f"[{'OK' if ok else 'ABOVE TARGET'}]")
+    return 0
+
+
+if __name__ == "__main__":
+    pd.set_option("mode.copy_on_write", True)
+    sys.exit(main())

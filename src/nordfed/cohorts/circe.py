@@ -1,0 +1,436 @@
+"""Parse the subset of OHDSI Circe cohort JSON (what ATLAS exports) that nordfed can run.
+
+Every object is checked against the keys we understand; anything else fails with a :class:`CirceError`
+naming its JSON path, so a definition never runs with part of its logic silently ignored.
+
+>>> cd = parse_cohort(json.loads(Path("studies/cohorts/crc_resection.json").read_text()))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class CirceError(ValueError):
+    """A cohort definition is malformed or uses a Circe feature nordfed does not support."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+DOMAINS = ("ConditionOccurrence", "ProcedureOccurrence", "DrugExposure", "Measurement", "Observation",
+           "VisitOccurrence", "Death")
+LIMITS = ("First", "All", "Last")
+GROUP_TYPES = ("ALL", "ANY", "AT_LEAST", "AT_MOST")
+_OPS = ("lt", "lte", "gt", "gte", "eq", "neq", "bt", "!bt")
+
+
+@dataclass(frozen=True)
+class ConceptSetItem:
+    concept_id: int
+    is_excluded: bool = False
+    include_descendants: bool = False
+    include_mapped: bool = False
+
+
+@dataclass(frozen=True)
+class ConceptSet:
+    id: int
+    name: str
+    items: tuple[ConceptSetItem, ...]
+
+
+@dataclass(frozen=True)
+class Range:
+    """A Circe numeric or date range (``{"Value": .., "Op": .., "Extent": ..}``)."""
+
+    op: str
+    value: Any
+    extent: Any = None
+
+
+@dataclass(frozen=True)
+class DomainCriterion:
+    domain: str
+    codeset_id: int | None
+    first: bool = False
+    occurrence_start_date: Range | None = None
+    age: Range | None = None
+    gender: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WindowBound:
+    days: int | None  # None: unbounded
+    coeff: int
+
+
+@dataclass(frozen=True)
+class Window:
+    start: WindowBound
+    end: WindowBound
+    use_index_end: bool = False
+    use_event_end: bool = False
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    type: int  # 0 exactly, 1 at most, 2 at least
+    count: int
+    is_distinct: bool = False
+    count_column: str = "DOMAIN_CONCEPT"
+
+
+@dataclass(frozen=True)
+class CorrelatedCriterion:
+    criterion: DomainCriterion
+    start_window: Window
+    end_window: Window | None
+    occurrence: Occurrence
+    ignore_observation_period: bool = False
+
+
+@dataclass(frozen=True)
+class Group:
+    type: str = "ALL"
+    count: int | None = None
+    criteria: tuple[CorrelatedCriterion, ...] = ()
+    groups: tuple[Group, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.criteria and not self.groups
+
+
+@dataclass(frozen=True)
+class InclusionRule:
+    name: str
+    expression: Group
+
+
+@dataclass(frozen=True)
+class CohortDefinition:
+    concept_sets: tuple[ConceptSet, ...]
+    primary: tuple[DomainCriterion, ...]
+    prior_days: int = 0
+    post_days: int = 0
+    primary_limit: str = "First"
+    additional: Group | None = None
+    qualified_limit: str = "First"
+    inclusion_rules: tuple[InclusionRule, ...] = ()
+    expression_limit: str = "First"
+    end_offset: tuple[str, int] | None = None  # (StartDate|EndDate, days); None: end of observation period
+    censoring: tuple[DomainCriterion, ...] = ()
+    censor_window: tuple[dt.date | None, dt.date | None] = (None, None)
+    era_pad: int = 0
+    title: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _obj(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CirceError(path, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CirceError(path, f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any, path: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise CirceError(path, f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise CirceError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def _is_unset(value: Any) -> bool:
+    return value is None or value is False or value == [] or value == {}
+
+
+def _check_keys(obj: dict[str, Any], path: str, known: set[str], ignored: set[str] = frozenset()) -> None:
+    for key, value in obj.items():
+        if key in known or key in ignored:
+            continue
+        if _is_unset(value):
+            continue  # ATLAS exports unset attributes as null / empty
+        raise CirceError(f"{path}.{key}", "is not supported by nordfed's Circe subset")
+
+
+def _limit(value: Any, path: str) -> str:
+    if value is None:
+        return "First"
+    t = _obj(value, path).get("Type", "First")
+    if t not in LIMITS:
+        raise CirceError(f"{path}.Type", f"must be one of {', '.join(LIMITS)}, got {t!r}")
+    return str(t)
+
+
+def _range(value: Any, path: str, dates: bool) -> Range | None:
+    if value is None:
+        return None
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"Value", "Op", "Extent"})
+    op = obj.get("Op")
+    if op not in _OPS:
+        raise CirceError(f"{path}.Op", f"must be one of {', '.join(_OPS)}, got {op!r}")
+
+    def conv(v: Any, p: str) -> Any:
+        if v is None:
+            return None
+        if dates:
+            try:
+                return dt.date.fromisoformat(str(v)[:10])
+            except ValueError:
+                raise CirceError(p, f"expected a date YYYY-MM-DD, got {v!r}") from None
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise CirceError(p, f"expected a number, got {v!r}")
+        return v
+
+    value_ = conv(obj.get("Value"), f"{path}.Value")
+    extent = conv(obj.get("Extent"), f"{path}.Extent")
+    if value_ is None:
+        raise CirceError(f"{path}.Value", "is required")
+    if op in ("bt", "!bt") and extent is None:
+        raise CirceError(f"{path}.Extent", f"is required for Op {op!r}")
+    return Range(op, value_, extent)
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def _concept_sets(value: Any, path: str) -> tuple[ConceptSet, ...]:
+    out = []
+    seen: set[int] = set()
+    for i, cs in enumerate(_list(value, path)):
+        p = f"{path}[{i}]"
+        cs = _obj(cs, p)
+        _check_keys(cs, p, {"id", "name", "expression"})
+        cs_id = _int(cs.get("id"), f"{p}.id")
+        if cs_id in seen:
+            raise CirceError(f"{p}.id", f"concept set id {cs_id} is defined twice")
+        seen.add(cs_id)
+        expr = _obj(cs.get("expression", {"items": []}), f"{p}.expression")
+        _check_keys(expr, f"{p}.expression", {"items"})
+        items = []
+        for j, it in enumerate(_list(expr.get("items"), f"{p}.expression.items")):
+            ip = f"{p}.expression.items[{j}]"
+            it = _obj(it, ip)
+            _check_keys(it, ip, {"concept", "isExcluded", "includeDescendants", "includeMapped"})
+            concept = _obj(it.get("concept"), f"{ip}.concept")
+            items.append(ConceptSetItem(
+                concept_id=_int(concept.get("CONCEPT_ID"), f"{ip}.concept.CONCEPT_ID"),
+                is_excluded=_bool(it.get("isExcluded"), f"{ip}.isExcluded"),
+                include_descendants=_bool(it.get("includeDescendants"), f"{ip}.includeDescendants"),
+                include_mapped=_bool(it.get("includeMapped"), f"{ip}.includeMapped"),
+            ))
+        out.append(ConceptSet(cs_id, str(cs.get("name", "")), tuple(items)))
+    return tuple(out)
+
+
+def _domain_criterion(value: Any, path: str, codesets: set[int]) -> DomainCriterion:
+    obj = _obj(value, path)
+    if len(obj) != 1:
+        raise CirceError(path, f"expected exactly one criteria type ({', '.join(DOMAINS)}), got {sorted(obj)}")
+    domain, body = next(iter(obj.items()))
+    if domain not in DOMAINS:
+        raise CirceError(f"{path}.{domain}", f"criteria type is not supported (supported: {', '.join(DOMAINS)})")
+    p = f"{path}.{domain}"
+    body = _obj(body, p)
+    known = {"CodesetId", "First", "OccurrenceStartDate", "Age", "Gender"}
+    if domain == "Death":
+        known = {"CodesetId", "OccurrenceStartDate", "Age", "Gender"}
+    _check_keys(body, p, known)
+    codeset = body.get("CodesetId")
+    if codeset is not None:
+        codeset = _int(codeset, f"{p}.CodesetId")
+        if codeset not in codesets:
+            raise CirceError(f"{p}.CodesetId", f"refers to concept set {codeset}, which is not defined in ConceptSets")
+    elif domain != "Death":
+        raise CirceError(f"{p}.CodesetId", "is required (criteria without a concept set are not supported)")
+    genders = tuple(
+        _int(_obj(g, f"{p}.Gender[{k}]").get("CONCEPT_ID"), f"{p}.Gender[{k}].CONCEPT_ID")
+        for k, g in enumerate(_list(body.get("Gender"), f"{p}.Gender"))
+    )
+    return DomainCriterion(
+        domain=domain,
+        codeset_id=codeset,
+        first=_bool(body.get("First"), f"{p}.First"),
+        occurrence_start_date=_range(body.get("OccurrenceStartDate"), f"{p}.OccurrenceStartDate", dates=True),
+        age=_range(body.get("Age"), f"{p}.Age", dates=False),
+        gender=genders,
+    )
+
+
+def _window(value: Any, path: str) -> Window:
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"Start", "End", "UseIndexEnd", "UseEventEnd"})
+
+    def bound(v: Any, p: str) -> WindowBound:
+        b = _obj(v if v is not None else {}, p)
+        _check_keys(b, p, {"Days", "Coeff"})
+        days = b.get("Days")
+        coeff = _int(b.get("Coeff"), f"{p}.Coeff", default=1)
+        if coeff not in (-1, 1):
+            raise CirceError(f"{p}.Coeff", f"must be -1 or 1, got {coeff}")
+        return WindowBound(None if days is None else _int(days, f"{p}.Days"), coeff)
+
+    return Window(
+        start=bound(obj.get("Start"), f"{path}.Start"),
+        end=bound(obj.get("End"), f"{path}.End"),
+        use_index_end=_bool(obj.get("UseIndexEnd"), f"{path}.UseIndexEnd"),
+        use_event_end=_bool(obj.get("UseEventEnd"), f"{path}.UseEventEnd"),
+    )
+
+
+def _occurrence(value: Any, path: str) -> Occurrence:
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"Type", "Count", "IsDistinct", "CountColumn"})
+    t = _int(obj.get("Type"), f"{path}.Type")
+    if t not in (0, 1, 2):
+        raise CirceError(f"{path}.Type", f"must be 0 (exactly), 1 (at most) or 2 (at least), got {t}")
+    col = obj.get("CountColumn") or "DOMAIN_CONCEPT"
+    if col not in ("DOMAIN_CONCEPT", "START_DATE"):
+        raise CirceError(f"{path}.CountColumn", f"must be DOMAIN_CONCEPT or START_DATE, got {col!r}")
+    count = _int(obj.get("Count"), f"{path}.Count")
+    if count < 0:
+        raise CirceError(f"{path}.Count", "must not be negative")
+    return Occurrence(t, count, _bool(obj.get("IsDistinct"), f"{path}.IsDistinct"), col)
+
+
+def _group(value: Any, path: str, codesets: set[int]) -> Group:
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"Type", "Count", "CriteriaList", "Groups", "DemographicCriteriaList"})
+    gtype = obj.get("Type", "ALL")
+    if gtype not in GROUP_TYPES:
+        raise CirceError(f"{path}.Type", f"must be one of {', '.join(GROUP_TYPES)}, got {gtype!r}")
+    count = None
+    if gtype in ("AT_LEAST", "AT_MOST"):
+        count = _int(obj.get("Count"), f"{path}.Count")
+    if _list(obj.get("DemographicCriteriaList"), f"{path}.DemographicCriteriaList"):
+        raise CirceError(f"{path}.DemographicCriteriaList", "is not supported by nordfed's Circe subset")
+    criteria = []
+    for i, c in enumerate(_list(obj.get("CriteriaList"), f"{path}.CriteriaList")):
+        p = f"{path}.CriteriaList[{i}]"
+        c = _obj(c, p)
+        _check_keys(c, p, {"Criteria", "StartWindow", "EndWindow", "Occurrence", "IgnoreObservationPeriod"})
+        criteria.append(CorrelatedCriterion(
+            criterion=_domain_criterion(c.get("Criteria"), f"{p}.Criteria", codesets),
+            start_window=_window(c.get("StartWindow") or {}, f"{p}.StartWindow"),
+            end_window=_window(c["EndWindow"], f"{p}.EndWindow") if c.get("EndWindow") else None,
+            occurrence=_occurrence(c.get("Occurrence"), f"{p}.Occurrence"),
+            ignore_observation_period=_bool(c.get("IgnoreObservationPeriod"), f"{p}.IgnoreObservationPeriod"),
+        ))
+    groups = tuple(_group(g, f"{path}.Groups[{i}]", codesets)
+                   for i, g in enumerate(_list(obj.get("Groups"), f"{path}.Groups")))
+    return Group(str(gtype), count, tuple(criteria), groups)
+
+
+def _end_strategy(value: Any, path: str) -> tuple[str, int] | None:
+    if _is_unset(value):
+        return None
+    obj = _obj(value, path)
+    if obj.get("CustomEra"):
+        raise CirceError(f"{path}.CustomEra", "is not supported by nordfed's Circe subset (use DateOffset)")
+    _check_keys(obj, path, {"DateOffset"})
+    off = _obj(obj["DateOffset"], f"{path}.DateOffset")
+    _check_keys(off, f"{path}.DateOffset", {"DateField", "Offset"})
+    date_field = off.get("DateField", "StartDate")
+    if date_field not in ("StartDate", "EndDate"):
+        raise CirceError(f"{path}.DateOffset.DateField", f"must be StartDate or EndDate, got {date_field!r}")
+    return str(date_field), _int(off.get("Offset"), f"{path}.DateOffset.Offset", default=0)
+
+
+def _censor_window(value: Any, path: str) -> tuple[dt.date | None, dt.date | None]:
+    if _is_unset(value):
+        return None, None
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"StartDate", "EndDate"})
+    out = []
+    for key in ("StartDate", "EndDate"):
+        v = obj.get(key)
+        try:
+            out.append(None if v is None else dt.date.fromisoformat(str(v)[:10]))
+        except ValueError:
+            raise CirceError(f"{path}.{key}", f"expected a date YYYY-MM-DD, got {v!r}") from None
+    return out[0], out[1]
+
+
+def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
+    """Parse Circe JSON (a dict or JSON text) into a :class:`CohortDefinition`; errors name the JSON path."""
+    if isinstance(definition, str):
+        try:
+            definition = json.loads(definition)
+        except json.JSONDecodeError as exc:
+            raise CirceError("$", f"not valid JSON: {exc}") from None
+    root = _obj(definition, "$")
+    _check_keys(root, "$", {
+        "ConceptSets", "PrimaryCriteria", "QualifiedLimit", "ExpressionLimit", "InclusionRules", "EndStrategy",
+        "CensoringCriteria", "CollapseSettings", "CensorWindow", "AdditionalCriteria",
+    }, ignored={"cdmVersionRange", "Title", "title", "name", "description", "id"})
+    concept_sets = _concept_sets(root.get("ConceptSets"), "$.ConceptSets")
+    codesets = {cs.id for cs in concept_sets}
+    if "PrimaryCriteria" not in root:
+        raise CirceError("$.PrimaryCriteria", "is required")
+    pc = _obj(root["PrimaryCriteria"], "$.PrimaryCriteria")
+    _check_keys(pc, "$.PrimaryCriteria", {"CriteriaList", "ObservationWindow", "PrimaryCriteriaLimit"})
+    primary = tuple(_domain_criterion(c, f"$.PrimaryCriteria.CriteriaList[{i}]", codesets)
+                    for i, c in enumerate(_list(pc.get("CriteriaList"), "$.PrimaryCriteria.CriteriaList")))
+    if not primary:
+        raise CirceError("$.PrimaryCriteria.CriteriaList", "needs at least one criterion")
+    ow = _obj(pc.get("ObservationWindow") or {}, "$.PrimaryCriteria.ObservationWindow")
+    _check_keys(ow, "$.PrimaryCriteria.ObservationWindow", {"PriorDays", "PostDays"})
+    rules = []
+    for i, r in enumerate(_list(root.get("InclusionRules"), "$.InclusionRules")):
+        p = f"$.InclusionRules[{i}]"
+        r = _obj(r, p)
+        _check_keys(r, p, {"name", "expression"}, ignored={"description"})
+        rules.append(InclusionRule(str(r.get("name") or f"rule {i}"), _group(r.get("expression") or {},
+                                                                              f"{p}.expression", codesets)))
+    collapse = _obj(root.get("CollapseSettings") or {}, "$.CollapseSettings")
+    _check_keys(collapse, "$.CollapseSettings", {"CollapseType", "EraPad"})
+    if collapse.get("CollapseType", "ERA") != "ERA":
+        raise CirceError("$.CollapseSettings.CollapseType", "only ERA is supported")
+    additional = root.get("AdditionalCriteria")
+    return CohortDefinition(
+        concept_sets=concept_sets,
+        primary=primary,
+        prior_days=_int(ow.get("PriorDays"), "$.PrimaryCriteria.ObservationWindow.PriorDays", default=0),
+        post_days=_int(ow.get("PostDays"), "$.PrimaryCriteria.ObservationWindow.PostDays", default=0),
+        primary_limit=_limit(pc.get("PrimaryCriteriaLimit"), "$.PrimaryCriteria.PrimaryCriteriaLimit"),
+        additional=None if _is_unset(additional) else _group(additional, "$.AdditionalCriteria", codesets),
+        qualified_limit=_limit(root.get("QualifiedLimit"), "$.QualifiedLimit"),
+        inclusion_rules=tuple(rules),
+        expression_limit=_limit(root.get("ExpressionLimit"), "$.ExpressionLimit"),
+        end_offset=_end_strategy(root.get("EndStrategy"), "$.EndStrategy"),
+        censoring=tuple(_domain_criterion(c, f"$.CensoringCriteria[{i}]", codesets)
+                        for i, c in enumerate(_list(root.get("CensoringCriteria"), "$.CensoringCriteria"))),
+        censor_window=_censor_window(root.get("CensorWindow"), "$.CensorWindow"),
+        era_pad=_int(collapse.get("EraPad"), "$.CollapseSettings.EraPad", default=0),
+        title=str(root.get("Title") or root.get("title") or root.get("name") or ""),
+    )
+
+
+def load_cohort(path: str | Path) -> CohortDefinition:
+    """Read and parse a Circe JSON file; errors name the file and the JSON path."""
+    p = Path(path)
+    try:
+        return parse_cohort(p.read_text(encoding="utf-8"))
+    except CirceError as exc:
+        raise CirceError(f"{p}:{exc.path}", str(exc).split(": ", 1)[1]) from None

@@ -1,0 +1,167 @@
+"""Covariates from SQL checked against a direct pandas computation on the same raw CDM rows; federated tidying."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from nordfed.features.covariates import CovariateSettings, extract_covariates
+from nordfed.features.preprocessing import plan_preprocessing
+from nordfed.fed.protocol import InProcessFederation, SiteData
+from nordfed.privacy.disclosure import DisclosurePolicy
+from test_cohorts_support import add, concept, new_cdm
+
+CONDS = [501, 502, 503, 201820, 443767, 443392, 432851, 4329847]  # 503 is a child of diabetes 201820
+CHARLSON_W = {201820: (10, 1), 503: (10, 1), 443767: (11, 2), 443392: (14, 2), 432851: (16, 6), 4329847: (1, 1)}
+PROCS, MEAS = [601, 602], [(701, 8840), (702, 8713)]
+INGREDIENT, ATC4, ATC7, DRUG = 1001, 1100, 1101, 1002
+DRUG_GROUPS = {DRUG: [INGREDIENT, ATC4], INGREDIENT: [INGREDIENT, ATC4]}
+
+
+def build(url: str, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    cdm = new_cdm(url)
+    concept(cdm, {c: f"condition {c}" for c in CONDS}, [(201820, 503)])
+    concept(cdm, {p: f"procedure {p}" for p in PROCS}, domain="Procedure")
+    concept(cdm, {m: f"lab {m}" for m, _ in MEAS}, domain="Measurement")
+    concept(cdm, {INGREDIENT: "metformin"}, domain="Drug", vocabulary="RxNorm", concept_class="Ingredient")
+    concept(cdm, {DRUG: "metformin 500 MG"}, [(INGREDIENT, DRUG)], domain="Drug", vocabulary="RxNorm",
+            concept_class="Clinical Drug")
+    concept(cdm, {ATC4: "Biguanides", ATC7: "metformin (ATC)"}, [(ATC4, DRUG), (ATC4, INGREDIENT), (ATC7, DRUG)],
+            domain="Drug", vocabulary="ATC", concept_class="ATC", codes={ATC4: "A10B", ATC7: "A10BA02"})
+    index = pd.Timestamp("2015-01-01") + pd.to_timedelta(rng.integers(0, 1500, n), unit="D")
+    pop = pd.DataFrame({"row_id": np.arange(1, n + 1) * 10, "subject_id": np.arange(1, n + 1),
+                        "cohort_start_date": index})
+    add(cdm, "person", [{"person_id": int(s), "gender_concept_id": int(rng.choice([8507, 8532])),
+                         "year_of_birth": int(rng.integers(1930, 1990))} for s in pop["subject_id"]])
+
+    def day(i: int) -> dt.date:
+        return (index[i] + pd.Timedelta(days=int(rng.integers(-500, 40)))).date()
+
+    rows: dict[str, list] = {"condition_occurrence": [], "procedure_occurrence": [], "drug_exposure": [],
+                             "measurement": []}
+    for i, s in enumerate(pop["subject_id"].tolist()):
+        for _ in range(rng.integers(0, 6)):
+            rows["condition_occurrence"].append({"person_id": s, "condition_concept_id": int(rng.choice(CONDS)),
+                                                 "condition_start_date": day(i)})
+        for _ in range(rng.integers(0, 3)):
+            rows["procedure_occurrence"].append({"person_id": s, "procedure_concept_id": int(rng.choice(PROCS)),
+                                                 "procedure_date": day(i)})
+        for _ in range(rng.integers(0, 3)):
+            start = day(i)
+            rows["drug_exposure"].append({"person_id": s, "drug_concept_id": int(rng.choice([DRUG, INGREDIENT])),
+                                          "drug_exposure_start_date": start,
+                                          "drug_exposure_end_date": start + dt.timedelta(int(rng.integers(0, 90)))})
+        for _ in range(rng.integers(0, 5)):
+            m, unit = MEAS[int(rng.integers(0, 2))]
+            value = None if rng.random() < 0.1 else round(float(rng.normal(5, 2)), 2)
+            rows["measurement"].append({"person_id": s, "measurement_concept_id": m, "measurement_date": day(i),
+                                        "value_as_number": value, "unit_concept_id": unit})
+    for table, r in rows.items():
+        add(cdm, table, r)
+    add(cdm, "observation_period", [{"person_id": int(s), "observation_period_start_date": dt.date(2000, 1, 1),
+                                     "observation_period_end_date": dt.date(2025, 1, 1)} for s in pop["subject_id"]])
+    add(cdm, "cohort", [{"cohort_definition_id": 1, "subject_id": int(s), "cohort_start_date": i.date(),
+                         "cohort_end_date": i.date()} for s, i in zip(pop["subject_id"], index, strict=True)])
+    return cdm, pop
+
+
+def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
+    """FeatureExtraction's definitions computed directly in pandas from the raw tables."""
+    p = pop.merge(cdm.query("SELECT * FROM person").astype({"gender_concept_id": np.int64}), left_on="subject_id",
+                  right_on="person_id")
+    idx = pd.to_datetime(p["cohort_start_date"])
+    out = [pd.DataFrame({"row_id": p["row_id"], "covariate_id": p["gender_concept_id"] * 1000 + 1, "v": 1.0}),
+           pd.DataFrame({"row_id": p["row_id"], "covariate_id": ((idx.dt.year - p["year_of_birth"]) // 5) * 1000 + 3,
+                         "v": 1.0}),
+           pd.DataFrame({"row_id": p["row_id"], "covariate_id": idx.dt.year * 1000 + 6, "v": 1.0}),
+           pd.DataFrame({"row_id": p["row_id"], "covariate_id": idx.dt.month * 1000 + 7, "v": 1.0})]
+
+    def joined(table: str, date_col: str) -> pd.DataFrame:
+        raw = cdm.query(f"SELECT * FROM {table}")
+        raw = raw.astype({c: "Int64" for c in raw.columns if c.endswith("concept_id")})  # ids * 1000 need 64 bits
+        t = pop.merge(raw, left_on="subject_id", right_on="person_id")
+        t["days"] = (pd.to_datetime(t[date_col]) - pd.to_datetime(t["cohort_start_date"])).dt.days
+        return t
+
+    for table, col, date_col, base in (("condition_occurrence", "condition_concept_id", "condition_start_date", 100),
+                                       ("procedure_occurrence", "procedure_concept_id", "procedure_date", 700),
+                                       ("measurement", "measurement_concept_id", "measurement_date", 800)):
+        t = joined(table, date_col)
+        for lo, aid in ((-365, base + 2), (-30, base + 3)):
+            w = t[(t["days"] >= lo) & (t["days"] <= 0)]
+            out.append(pd.DataFrame({"row_id": w["row_id"], "covariate_id": w[col] * 1000 + aid, "v": 1.0}))
+    m = joined("measurement", "measurement_date")
+    m = m[(m["days"] >= -365) & (m["days"] <= 0) & m["value_as_number"].notna()]
+    last = m.sort_values(["days", "measurement_id"]).groupby(["row_id", "measurement_concept_id", "unit_concept_id"])
+    last = last.tail(1)
+    out.append(pd.DataFrame({"row_id": last["row_id"], "v": last["value_as_number"],
+                             "covariate_id": last["measurement_concept_id"] * 1_000_000
+                             + (last["unit_concept_id"] % 1000) * 1000 + 812}))
+    d = joined("drug_exposure", "drug_exposure_start_date")
+    d["end_days"] = (pd.to_datetime(d["drug_exposure_end_date"]) - pd.to_datetime(d["cohort_start_date"])).dt.days
+    for lo, aid in ((-365, 410), (-30, 411)):
+        w = d[(d["days"] <= 0) & (d["end_days"] >= lo)]
+        groups = [(r, g * 1000 + aid) for r, c in zip(w["row_id"], w["drug_concept_id"], strict=True)
+                  for g in DRUG_GROUPS[c]]
+        out.append(pd.DataFrame(groups, columns=["row_id", "covariate_id"]).assign(v=1.0))
+    c = joined("condition_occurrence", "condition_start_date")
+    c = c[(c["days"] <= 0) & c["condition_concept_id"].isin(list(CHARLSON_W))]
+    c = c.assign(cat=c["condition_concept_id"].map(lambda k: CHARLSON_W[k][0]),
+                 w=c["condition_concept_id"].map(lambda k: CHARLSON_W[k][1]))
+    score = {}
+    for r, g in c.drop_duplicates(["row_id", "cat"]).groupby("row_id"):
+        cats = set(g["cat"])
+        score[r] = g["w"].sum() - (10 in cats and 11 in cats) * 1 - (14 in cats and 16 in cats) * 2
+    out.append(pd.DataFrame({"row_id": list(score), "covariate_id": 1901, "v": [float(v) for v in score.values()]}))
+    long = pd.concat(out, ignore_index=True).drop_duplicates(["row_id", "covariate_id"])
+    return long.sort_values(["row_id", "covariate_id"]).reset_index(drop=True)
+
+
+def test_covariates_match_direct_pandas_computation(cdm_url):
+    cdm, pop = build(cdm_url, n=120, seed=7)
+    data = extract_covariates(cdm, pop, CovariateSettings())
+    coo = data.matrix.tocoo()
+    got = pd.DataFrame({"row_id": data.row_ids[coo.row], "covariate_id": data.covariate_ids[coo.col], "v": coo.data})
+    got = got.sort_values(["row_id", "covariate_id"]).reset_index(drop=True)
+    want = expected_long(cdm, pop)
+    assert len(want) > 1000 and set(want["covariate_id"] % 1000) >= {1, 3, 6, 7, 102, 103, 410, 411, 702, 703, 802,
+                                                                       803, 812, 901}
+    pd.testing.assert_frame_equal(got.astype({"covariate_id": np.int64, "row_id": np.int64}),
+                                  want.astype({"covariate_id": np.int64, "row_id": np.int64}), check_dtype=False)
+    ref = data.covariate_ref.set_index("covariate_id")
+    assert ref.loc[INGREDIENT * 1000 + 410, "covariate_name"].endswith("metformin")
+    assert ATC7 * 1000 + 410 not in ref.index  # a 7-character ATC code is not a drug group
+    frame = data.to_frame()
+    assert frame.shape == (120, len(data.covariate_ids)) and frame.index.tolist() == pop["row_id"].tolist()
+
+
+def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):
+    policy = DisclosurePolicy(min_cell_count=5)
+    cdms, pooled, charlson_max = {}, [], []
+    settings = {"index_year": False}
+    for k, seed in enumerate((1, 2)):
+        cdm, pop = build(f"duckdb:///{tmp_path / f's{k}.duckdb'}", n=60, seed=seed)
+        cdms[f"S{k}"] = cdm
+        data = extract_covariates(cdm, pop, CovariateSettings(**settings))
+        counts = np.diff(data.matrix.tocsc().indptr)
+        pooled.append(pd.Series(np.where(counts < 5, 0, counts), index=data.covariate_ids))
+        ch = data.select([1901]).matrix.toarray()
+        charlson_max.append(ch.max() if (ch > 0).sum() >= 5 else 0.0)
+    spec = {"builder": "plp", "target": 1, "outcome": "death", "covariates": settings,
+            "population": {"requireTimeAtRisk": False, "removeSubjectsWithPriorOutcome": False}}
+    plan = plan_preprocessing(InProcessFederation.from_cdms(cdms, policy), spec, min_fraction=0.1)
+    total = pd.concat(pooled, axis=1).fillna(0).sum(axis=1)
+    assert plan.n == 120
+    kept_expected = sorted(int(c) for c, k in total.items() if k / 120 >= 0.1 and k < 120)
+    gender = [c for c in kept_expected if c % 1000 == 1]
+    assert len(gender) == 2  # one-hot: the more prevalent sex is dropped as redundant
+    top = max(gender, key=lambda c: (total[c], c))
+    assert plan.removed["redundant"] == [top]
+    assert plan.covariate_ids == [c for c in kept_expected if c != top]
+    assert plan.max_values[1901] == max(charlson_max) > 0
+    frame = SiteData(site="S0", cdm=cdms["S0"]).frame(plan.dataset_params(spec))
+    assert list(frame.columns[6:]) == [str(c) for c in plan.covariate_ids]
+    assert frame["1901"].max() <= 1.0 and frame["1901"].max() > 0
