@@ -1,0 +1,181 @@
+"""Federated characterization and data quality: Achilles/DQD-style tables from every site, pooled at the client.
+
+Node side (``@algorithm``): ``nordfed.characterization`` releases persons by sex and 5-year age group, the
+observation-time histogram and the top concepts per domain; ``nordfed.dq`` releases the data-quality table.
+Every count passes :func:`~nordfed.privacy.disclosure.suppress_counts` at the node's minimum cell count
+(default 10): a count of 1..min-1 is released as ``None``.
+
+Client side: :func:`characterize` and :func:`data_quality` return per-site and pooled tables. **Pooled counts
+are sums of the released counts only.** A suppressed cell adds nothing and is never reconstructed (not from
+totals, not from percentages); the pooled row says in ``sites_suppressed`` how many sites withheld it, so a
+pooled count with ``sites_suppressed > 0`` is a lower bound (by at most ``(min_cell_count-1)`` per such site).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nordfed.fed.protocol import Federation, SiteData, algorithm
+from nordfed.omop import characterization as ch
+from nordfed.omop import dq
+from nordfed.privacy.disclosure import suppress_counts
+
+if TYPE_CHECKING:
+    from nordfed.omop.store import CDM
+
+DEFAULT_DOMAINS = ("condition", "drug")
+
+
+def _plain(v: Any) -> Any:
+    """numpy/pandas scalars → Python values the wire format can carry (NA → None)."""
+    if v is None or (not isinstance(v, str | bytes) and pd.api.types.is_scalar(v) and pd.isna(v)):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def _suppress_column(df: pd.DataFrame, column: str, data: SiteData) -> pd.DataFrame:
+    df = df.copy()
+    df[column] = pd.Series(suppress_counts(dict(enumerate(df[column])), data.policy), dtype=object).to_numpy()
+    return df
+
+
+def _cdm(data: SiteData) -> CDM:
+    if data.cdm is None:
+        raise ValueError(f"site {data.site} has no CDM")
+    return data.cdm
+
+
+@algorithm("nordfed.characterization", version="1")
+def characterization_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Persons by sex × age group, observation years and top concepts, with small cells suppressed."""
+    cdm = _cdm(data)
+    width = int(params.get("age_width", 5))
+    top_n = int(params.get("top_n", 10))
+    domains = list(params.get("domains", DEFAULT_DOMAINS))
+    persons = int(cdm.scalar("SELECT count(*) FROM person") or 0)
+    age_sex = _suppress_column(ch.persons_by_age_sex(cdm, width), "persons", data)
+    obs = ch.observation_time(cdm)
+    years = suppress_counts(obs.by_year, data.policy)
+    top = {}
+    for d in domains:
+        t = ch.top_concepts(cdm, d, top_n)
+        t = _suppress_column(_suppress_column(t, "persons", data), "records", data)
+        top[d] = _records(t)
+    return {
+        "persons": suppress_counts({"n": persons}, data.policy)["n"],
+        "age_sex": _records(age_sex),
+        "observation_years": [[y, n] for y, n in sorted(years.items())],
+        "top": top,
+        "min_cell_count": data.policy.min_cell_count,
+    }
+
+
+@algorithm("nordfed.dq", version="1")
+def dq_partial(data: SiteData, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The site's DQ table; counts suppressed, % failing withheld where the failing count is suppressed.
+
+    ``status`` is decided at the node on the exact counts (it is what the site's own dashboard would show).
+    """
+    df = dq.run_checks(_cdm(data))
+    df = _suppress_column(_suppress_column(df, "n_rows", data), "n_fail", data)
+    df["pct_fail"] = [None if f is None or n is None else p
+                      for f, n, p in zip(df["n_fail"], df["n_rows"], df["pct_fail"], strict=True)]
+    return _records(df)
+
+
+# ------------------------------------------------------------------------------------------------ central
+@dataclass
+class FederatedTables:
+    """``per_site[name]`` has a ``site`` column; ``pooled[name]`` sums released counts (see module doc)."""
+
+    per_site: dict[str, pd.DataFrame] = field(default_factory=dict)
+    pooled: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _counts(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """Released counts as nullable integers (None = suppressed at the site)."""
+    for c in columns:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    return df
+
+
+def _pool(long: pd.DataFrame, keys: list[str], counts: list[str]) -> pd.DataFrame:
+    """Sum released counts per key; ``sites_suppressed`` counts sites that withheld any of ``counts``."""
+    df = long.copy()
+    df["_supp"] = df[counts].isna().any(axis=1).astype(int)
+    for c in counts:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    out = df.groupby(keys, sort=False, dropna=False).agg(
+        **{c: (c, lambda s: int(s.sum(min_count=0))) for c in counts},
+        sites_reporting=("site", "nunique"), sites_suppressed=("_supp", "sum"),
+    ).reset_index()
+    return out
+
+
+def characterize(federation: Federation, top_n: int = 10, domains: Sequence[str] = DEFAULT_DOMAINS,
+                 age_width: int = 5, sites: Sequence[str] | None = None) -> FederatedTables:
+    """Run ``nordfed.characterization`` at every site; per-site and pooled tables.
+
+    Tables: ``persons`` (per site), ``age_sex``, ``observation_years`` and one per domain (top concepts).
+    A concept missing from a site's top list counts as not reported there (``sites_reporting``).
+    """
+    res = federation.run("nordfed.characterization",
+                         {"top_n": top_n, "domains": list(domains), "age_width": age_width}, sites)
+    out = FederatedTables()
+    out.per_site["persons"] = _counts(pd.DataFrame([{"site": s, "persons": r["persons"]} for s, r in res.items()]),
+                                      "persons")
+    out.pooled["persons"] = _pool(out.per_site["persons"].assign(all="all"), ["all"], ["persons"]).drop(
+        columns="all")
+    age = pd.DataFrame([{"site": s, **row} for s, r in res.items() for row in r["age_sex"]],
+                       columns=["site", "age_group", "age_low", "sex", "persons"])
+    out.per_site["age_sex"] = _counts(age, "persons")
+    out.pooled["age_sex"] = _pool(age, ["age_group", "age_low", "sex"], ["persons"]).sort_values(
+        ["age_low", "sex"], ignore_index=True)
+    years = pd.DataFrame([{"site": s, "years": y, "persons": n} for s, r in res.items()
+                          for y, n in r["observation_years"]], columns=["site", "years", "persons"])
+    out.per_site["observation_years"] = _counts(years, "persons")
+    out.pooled["observation_years"] = _pool(years, ["years"], ["persons"]).sort_values("years", ignore_index=True)
+    for d in domains:
+        top = pd.DataFrame([{"site": s, **row} for s, r in res.items() for row in r["top"].get(d, [])],
+                           columns=["site", "concept_id", "concept_name", "persons", "records"])
+        out.per_site[d] = _counts(top, "persons", "records")
+        pooled = _pool(top, ["concept_id"], ["persons", "records"])
+        names = top.dropna(subset=["concept_name"]).drop_duplicates("concept_id").set_index("concept_id")
+        pooled.insert(1, "concept_name", pooled["concept_id"].map(names["concept_name"]))
+        out.pooled[d] = pooled.sort_values(["persons", "records"], ascending=False, ignore_index=True)
+    return out
+
+
+@dataclass
+class FederatedDQ:
+    per_site: dict[str, pd.DataFrame]
+    #: one row per check: released counts summed over sites, % failing of those, sites failing / suppressed
+    pooled: pd.DataFrame
+    #: check × site (as ``nordfed omop dq`` prints it)
+    table: pd.DataFrame
+
+
+def data_quality(federation: Federation, sites: Sequence[str] | None = None) -> FederatedDQ:
+    """Run ``nordfed.dq`` at every site; per-site tables, a pooled table and the check × site view."""
+    res = federation.run("nordfed.dq", {}, sites)
+    per_site = {s: _counts(pd.DataFrame(rows, columns=dq.COLUMNS), "concept_id", "n_rows", "n_fail")
+                for s, rows in res.items()}
+    long = pd.concat([df.assign(site=s) for s, df in per_site.items()], ignore_index=True)
+    long["key"] = [dq.check_key(r) for r in long.to_dict("records")]
+    pooled = _pool(long, ["key", "category", "threshold"], ["n_rows", "n_fail"])
+    fails = long.assign(f=long["status"] == "fail").groupby("key", sort=False)["f"].sum()
+    pooled["sites_failing"] = pooled["key"].map(fails).astype(int)
+    pooled["pct_fail"] = (100.0 * pooled["n_fail"] / pooled["n_rows"]).where(pooled["n_rows"] > 0)
+    return FederatedDQ(per_site=per_site, pooled=pooled, table=dq.compare(per_site))
+

@@ -1,0 +1,106 @@
+"""Federated characterization and DQ through InProcessFederation: exact against the pooled rows when nothing
+is suppressed; with the default policy every released count is 0 or >= 10 and pooled sums never reconstruct."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from nordfed.fed import wire
+from nordfed.fed.characterization import characterize, data_quality
+from nordfed.fed.protocol import InProcessFederation, get_algorithm
+from nordfed.omop import characterization as ch
+from nordfed.omop.store import open_cdm
+from nordfed.privacy.disclosure import DisclosurePolicy
+from test_omop_support import CREATININE, build_cdm
+
+SIZES = {"DK": 150, "NO": 90, "SE": 40}
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fedchar")
+    cdms, frames = {}, {}
+    for i, (site, n) in enumerate(SIZES.items()):
+        cdm = open_cdm(f"duckdb:///{root / site}.duckdb")
+        frames[site] = build_cdm(cdm, n=n, seed=40 + i, id_offset=100_000 * i, defects=site == "SE")
+        cdms[site] = cdm
+    return cdms, frames
+
+
+def _site_age_sex(cdm) -> pd.Series:
+    return ch.persons_by_age_sex(cdm).set_index(["age_group", "sex"])["persons"]
+
+
+def test_algorithms_are_registered():
+    assert get_algorithm("nordfed.characterization").version == "1"
+    assert get_algorithm("nordfed.dq").version == "1"
+
+
+def test_pooled_equals_per_site_sums_without_suppression(sites):
+    cdms, frames = sites
+    res = characterize(InProcessFederation.from_cdms(cdms, DisclosurePolicy(min_cell_count=1)), top_n=50)
+    # reference: pandas on all sites' rows pooled in one place
+    person = pd.concat([f["person"] for f in frames.values()]).set_index("person_id")
+    op = pd.concat([f["observation_period"] for f in frames.values()])
+    first = pd.to_datetime(op.groupby("person_id")["observation_period_start_date"].min())
+    age = (first.dt.year - person["year_of_birth"]).clip(0, 90) // 5 * 5
+    sex = person["gender_concept_id"].map({8507: "male", 8532: "female"})
+    ref = pd.DataFrame({"age_low": age, "sex": sex}).groupby(["age_low", "sex"]).size()
+    pooled = res.pooled["age_sex"].set_index(["age_low", "sex"])["persons"]
+    pd.testing.assert_series_equal(pooled.sort_index(), ref.sort_index(), check_names=False, check_dtype=False)
+    assert res.pooled["persons"]["persons"].iat[0] == sum(SIZES.values())
+    assert (res.pooled["age_sex"]["sites_suppressed"] == 0).all()
+    # top conditions: persons are distinct across sites, so pooled persons = persons in the union of rows
+    cond = pd.concat([f["condition_occurrence"].assign(site=s) for s, f in frames.items()])
+    ref_persons = cond.groupby("condition_concept_id")["person_id"].nunique()
+    got = res.pooled["condition"].set_index("concept_id")["persons"]
+    assert got.sort_index().to_dict() == ref_persons.sort_index().to_dict()
+
+
+def test_default_policy_suppresses_small_cells_and_pools_only_released(sites):
+    cdms, _ = sites
+    res = characterize(InProcessFederation.from_cdms(cdms))  # min cell count 10
+    per = res.per_site["age_sex"]
+    for site, cdm in cdms.items():
+        exact = _site_age_sex(cdm)
+        released = per[per["site"] == site].set_index(["age_group", "sex"])["persons"]
+        assert released.index.equals(exact.index)
+        small = (exact > 0) & (exact < 10)
+        assert released[small].isna().all() and small.any()
+        assert (released[~small] == exact[~small]).all()
+    pooled = res.pooled["age_sex"].set_index(["age_group", "sex"])
+    ref = per.groupby(["age_group", "sex"])["persons"].sum(min_count=0)  # NA skipped: never reconstructed
+    assert (pooled["persons"] == ref.reindex(pooled.index)).all()
+    n_na = per.assign(na=per["persons"].isna()).groupby(["age_group", "sex"])["na"].sum()
+    assert (pooled["sites_suppressed"] == n_na.reindex(pooled.index)).all()
+    for name in ("age_sex", "observation_years", "condition", "drug"):
+        counts = res.per_site[name]["persons"].dropna()
+        assert ((counts == 0) | (counts >= 10)).all(), name
+
+
+def test_partial_result_is_wire_encodable(sites):
+    cdms, _ = sites
+    fed = InProcessFederation.from_cdms(cdms)
+    for name in ("nordfed.characterization", "nordfed.dq"):
+        for site, result in fed.run(name, {}).items():
+            assert wire.decode(wire.encode(result)) == result, (name, site)
+
+
+def test_federated_dq_flags_the_defective_site(sites):
+    cdms, _ = sites
+    out = data_quality(InProcessFederation.from_cdms(cdms))
+    key = f"measurement.value_as_number: plausible value [{CREATININE}]"
+    row = out.table[out.table["key"] == key].iloc[0]
+    assert row["DK"] == "0.0% pass" and row["NO"] == "0.0% pass" and row["SE"].endswith("fail")
+    pooled = out.pooled.set_index("key").loc[key]
+    assert pooled["sites_failing"] == 1
+    se = out.per_site["SE"]
+    sex = se[(se["check"] == "sex plausible") & (se["concept_id"] == 200962)].iloc[0]
+    # one implausible record: status decided at the node, the count of 1 withheld
+    assert sex["status"] == "fail" and pd.isna(sex["n_fail"]) and pd.isna(sex["pct_fail"])
+    for df in out.per_site.values():
+        fails = df["n_fail"].dropna()
+        assert ((fails == 0) | (fails >= 10)).all()
+        # % failing is withheld exactly where the failing count is
+        assert (df["pct_fail"].isna() >= df["n_fail"].isna()).all()
