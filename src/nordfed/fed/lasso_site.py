@@ -1,0 +1,156 @@
+"""Node-side halves of the penalised logistic regression: moments, Newton sums and fold deviances.
+
+Every partial builds the same analysis table with :func:`site_table` (filter, derived linear predictors,
+complete cases, deterministic folds), so the rows behind each aggregate are identical across rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nordfed.fed.lasso_solver import design, logistic_sums
+from nordfed.fed.protocol import SiteData, algorithm
+from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok
+
+_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal}
+
+
+def linear_predictor(frame: pd.DataFrame, model: Mapping[str, Any], site: str = "?") -> np.ndarray:
+    """A fitted model's logit on ``frame``: ``intercept + X @ coef`` (model as in ``LassoFit.to_model``)."""
+    cols = list(model["covariates"])
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"site {site}: the model needs column(s) {', '.join(missing)} missing from the data")
+    x = frame[cols].to_numpy(dtype=float)
+    return float(model["intercept"]) + x @ np.asarray(model["coef"], dtype=float)
+
+
+def _where_mask(frame: pd.DataFrame, where: Mapping[str, Any], site: str) -> np.ndarray:
+    col, op, value = where["column"], where["op"], where["value"]
+    if col not in frame.columns:
+        raise ValueError(f"site {site}: filter column {col!r} not in the data")
+    if op not in _OPS:
+        raise ValueError(f"filter operator {op!r} not one of {', '.join(_OPS)}")
+    series = frame[col]
+    if pd.api.types.is_numeric_dtype(series):
+        return _OPS[op](series.to_numpy(dtype=float), float(value))
+    return _OPS[op](pd.to_datetime(series, errors="coerce").to_numpy(), np.datetime64(pd.Timestamp(value)))
+
+
+def site_table(data: SiteData, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The site's rows for this analysis: ``x`` (n×p), ``y`` (0/1), ``offset`` (or None), ``folds`` (or None).
+
+    params: ``dataset``, ``covariates``, ``outcome``, optional ``where`` {column, op, value},
+    ``derived`` {name: model} (adds a model's logit as a column), ``offset`` (a column name),
+    ``n_folds`` and ``seed`` (fold = seeded permutation of the complete rows modulo ``n_folds``), ``keep``
+    (extra columns returned as-is for the same rows).
+    """
+    frame = data.frame(params.get("dataset"))
+    for name, model in (params.get("derived") or {}).items():
+        frame = frame.assign(**{name: linear_predictor(frame, model, data.site)})
+    if params.get("where"):
+        frame = frame[_where_mask(frame, params["where"], data.site)]
+    covariates = list(params["covariates"])
+    outcome = params["outcome"]
+    offset_col = params.get("offset")
+    cols = [*covariates, outcome, *([offset_col] if offset_col else [])]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"site {data.site}: column(s) {', '.join(missing)} not in the data")
+    keep = [c for c in params.get("keep") or [] if c not in cols]
+    if any(c not in frame.columns for c in keep):
+        raise ValueError(f"site {data.site}: column(s) {', '.join(c for c in keep if c not in frame.columns)} "
+                         "not in the data")
+    sub = frame[cols]
+    for c, dtype in zip(cols, sub.dtypes, strict=True):
+        if not pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            raise ValueError(f"site {data.site}: column {c!r} is not numeric (dtype {dtype})")
+    arr = sub.to_numpy(dtype=float)
+    complete = ~np.isnan(arr).any(axis=1)  # complete cases, the same rows in every round
+    if not complete.all():
+        arr = arr[complete]
+    p = len(covariates)
+    y = arr[:, p]
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        row = frame.index[np.flatnonzero(complete)[np.flatnonzero(bad)[0]]]
+        raise ValueError(f"site {data.site}: row {row}, outcome {outcome!r} = {y[bad][0]:g} is not 0 or 1")
+    k = int(params.get("n_folds") or 0)
+    folds = None
+    if k > 1:
+        folds = np.random.default_rng(int(params.get("seed", 0))).permutation(len(y)) % k
+    all_keep = keep + [c for c in params.get("keep") or [] if c in cols]
+    extra = frame[all_keep][complete] if all_keep else None
+    return {
+        "x": arr[:, :p],
+        "y": y,
+        "offset": arr[:, p + 1] if offset_col else None,
+        "folds": folds,
+        "keep": {} if extra is None else {c: extra[c].to_numpy() for c in extra.columns},
+    }
+
+
+def _rows(table: Mapping[str, Any], fold: int, train: bool) -> np.ndarray | slice:
+    if fold < 0 or table["folds"] is None:
+        return slice(None)
+    return table["folds"] != fold if train else table["folds"] == fold
+
+
+def _protect(y: np.ndarray, n_params: int, data: SiteData, what: str) -> None:
+    require_min_rows(len(y), data.policy, what)
+    require_params_ok(n_params, len(y), data.policy)
+    events = int(y.sum())
+    check_counts([events, len(y) - events], data.policy, f"outcome class count(s) in {what}")
+
+
+@algorithm("nordfed.lasso.moments", "1")
+def moments(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Per fold (or for all rows): n, events, covariate means and centred sums of squares."""
+    t = site_table(data, params)
+    x, y, folds = t["x"], t["y"], t["folds"]
+    groups = [np.arange(len(y))] if folds is None else [np.flatnonzero(folds == f) for f in range(folds.max() + 1)]
+    parts = []
+    for idx in groups:
+        xs, ys = x[idx], y[idx]
+        require_min_rows(len(ys), data.policy, "rows in a fold" if folds is not None else "rows")
+        mean = xs.mean(axis=0) if len(ys) else np.zeros(x.shape[1])
+        parts.append({"n": len(ys), "events": int(ys.sum()), "mean": mean, "m2": ((xs - mean) ** 2).sum(axis=0)})
+    _protect(y, x.shape[1] + 1, data, "rows")
+    return {"parts": parts}
+
+
+@algorithm("nordfed.lasso.newton", "1")
+def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Summed logloss, gradient and Hessian at each requested point ``{fold, beta, center, scale}``."""
+    t = site_table(data, params)
+    out = []
+    for pt in params["points"]:
+        rows = _rows(t, int(pt.get("fold", -1)), train=True)
+        y = t["y"][rows]
+        _protect(y, len(pt["beta"]), data, "training rows")
+        z = design(t["x"][rows], np.asarray(pt["center"]), np.asarray(pt["scale"]))
+        off = None if t["offset"] is None else t["offset"][rows]
+        out.append(logistic_sums(z, y, np.asarray(pt["beta"]), off, hessian=bool(pt.get("hessian", True))))
+    return {"results": out}
+
+
+@algorithm("nordfed.lasso.deviance", "1")
+def deviance(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
+    """Held-out deviance of each fold's path ``{fold, betas (L×(p+1)), center, scale}`` on that fold's rows."""
+    t = site_table(data, params)
+    out = []
+    for pt in params["points"]:
+        rows = _rows(t, int(pt["fold"]), train=False)
+        y = t["y"][rows]
+        require_min_rows(len(y), data.policy, "rows in a fold")
+        z = design(t["x"][rows], np.asarray(pt["center"]), np.asarray(pt["scale"]))
+        eta = z @ np.asarray(pt["betas"]).T
+        if t["offset"] is not None:
+            eta = eta + t["offset"][rows][:, None]
+        dev = 2.0 * np.sum(np.logaddexp(0.0, eta) - y[:, None] * eta, axis=0)
+        out.append({"n": len(y), "deviance": dev})
+    return {"results": out}

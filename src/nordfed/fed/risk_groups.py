@@ -1,0 +1,75 @@
+"""Risk groups: cut-offs on predicted risk (federated quantiles or fixed) mapped to intervention bundles.
+
+Quantiles come from the sites' disclosure-safe score blocks (:mod:`nordfed.fed.score_hist`), so no
+prediction leaves a site; each group reports, per site and pooled, its size, events and observed rate, with
+cells below the node's minimum cell count withheld by the site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nordfed.fed import score_hist
+from nordfed.fed.evaluation import as_model, pooled_table
+from nordfed.fed.protocol import Federation
+
+DEFAULT_BUNDLES = (
+    "standard care",
+    "standard care + risk review",
+    "prehabilitation: exercise + nutrition",
+    "intensive prehabilitation + geriatric assessment",
+)
+
+
+@dataclass
+class RiskGroups:
+    """Cut-offs, bundles and outcome by group (pooled and per site)."""
+
+    cutoffs: list[float]
+    bundles: list[str]
+    pooled: list[dict[str, Any]]
+    per_site: dict[str, list[dict[str, Any]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cutoffs": self.cutoffs, "bundles": self.bundles, "pooled": self.pooled, "per_site": self.per_site}
+
+
+def federated_quantiles(fed: Federation, model: Any, outcome: str, probs: Sequence[float], dataset: Any = None,
+                        sites: Sequence[str] | None = None) -> np.ndarray:
+    """Quantiles of the model's predicted risk over the pooled rows, from the sites' score blocks."""
+    probs_arr = np.asarray(probs, dtype=float)
+    if np.any((probs_arr <= 0) | (probs_arr >= 1)):
+        raise ValueError("quantile levels must lie strictly between 0 and 1")
+    res = fed.run("nordfed.eval.scores", {"dataset": dataset, "model": as_model(model), "outcome": outcome}, sites)
+    return score_hist.pooled_quantiles([r["blocks"]["all"] for r in res.values()], probs_arr)
+
+
+def risk_groups(fed: Federation, model: Any, outcome: str, cutoffs: Sequence[float] | None = None,
+                quantiles: Sequence[float] = (0.25, 0.5, 0.75), bundles: Sequence[str] | None = None,
+                dataset: Any = None, sites: Sequence[str] | None = None) -> RiskGroups:
+    """Group rows by predicted risk (fixed ``cutoffs`` or pooled ``quantiles``) and name each group's bundle."""
+    if cutoffs is None:
+        cuts = federated_quantiles(fed, model, outcome, quantiles, dataset, sites)
+    else:
+        cuts = np.asarray(cutoffs, dtype=float)
+        if np.any(np.diff(cuts) <= 0) or np.any((cuts <= 0) | (cuts >= 1)):
+            raise ValueError("cut-offs must be increasing probabilities strictly between 0 and 1")
+    names = list(bundles) if bundles is not None else list(DEFAULT_BUNDLES[-(len(cuts) + 1):]) \
+        if len(cuts) + 1 <= len(DEFAULT_BUNDLES) else [f"group {i + 1}" for i in range(len(cuts) + 1)]
+    if len(names) != len(cuts) + 1:
+        raise ValueError(f"{len(cuts)} cut-offs make {len(cuts) + 1} groups but {len(names)} bundles were given")
+    params = {"dataset": dataset, "model": as_model(model), "outcome": outcome, "cutoffs": cuts}
+    res = fed.run("nordfed.eval.groups", params, sites)
+    bounds = [0.0, *map(float, cuts), 1.0]
+
+    def label(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"group": i + 1, "bundle": names[i], "risk_from": bounds[i], "risk_to": bounds[i + 1], **row}
+                for i, row in enumerate(rows)]
+
+    per_site = {s: label(pooled_table([r["groups"]])) for s, r in res.items()}
+    return RiskGroups(cutoffs=[float(c) for c in cuts], bundles=names,
+                      pooled=label(pooled_table([r["groups"] for r in res.values()])), per_site=per_site)
