@@ -1,0 +1,228 @@
+"""Standard study reports: the section order a patient-level prediction (PLP) or survival study uses.
+
+Study runners fill a :class:`PlpResults` or :class:`SurvivalResults` with plain data (dicts or result
+dataclasses) and call :func:`plp_report` / :func:`survival_report`. Every part is optional; a missing part
+leaves its section out rather than showing an empty one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nordfed.reports import plots, tables
+from nordfed.reports.html import ReportMetadata, StudyReport
+from nordfed.reports.tables import as_mapping, pick
+
+PLP_SECTIONS = ("Summary", "Cohort & attrition", "Model", "Internal performance", "External validation by site",
+                "Risk groups", "Ground truth comparison")
+SURVIVAL_SECTIONS = ("Summary", "Cohort & attrition", "Survival by group", "Survival by site", "Cox model",
+                     "Ground truth comparison")
+
+
+@dataclass
+class PlpResults:
+    """Inputs of a PLP report. ``internal`` is an evaluation (``Evaluation`` or its dict) of the pooled model."""
+
+    target: str = ""
+    outcome: str = ""
+    time_at_risk: str = ""
+    attrition: Sequence[Any] | None = None
+    coefficients: Mapping[str, float] | None = None
+    coefficient_ci: Mapping[str, tuple[float, float]] | None = None
+    hyperparameters: Mapping[str, Any] | None = None
+    internal: Any = None
+    #: ROC curves keyed by label (``fpr``, ``tpr``, optional ``auroc``/``auroc_ci``)
+    internal_roc: Mapping[str, Any] | None = None
+    #: per-site validation rows (leave-one-site-out, temporal, …) keyed by site/setting label
+    external: Mapping[str, Any] | None = None
+    external_roc: Mapping[str, Any] | None = None
+    risk_groups: Any = None
+    characterization: Mapping[str, Any] | None = None
+    #: synthetic data only: the generating coefficients and (optionally) the true AUROC
+    truth: Mapping[str, float] | None = None
+    truth_metrics: Mapping[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SurvivalResults:
+    target: str = ""
+    outcome: str = ""
+    attrition: Sequence[Any] | None = None
+    km_by_group: Mapping[str, Any] | None = None
+    km_by_site: Mapping[str, Any] | None = None
+    at_risk_times: Sequence[float] | None = None
+    at_risk_by_group: Mapping[str, Sequence[int | None]] | None = None
+    at_risk_by_site: Mapping[str, Sequence[int | None]] | None = None
+    logrank: Mapping[str, float] | None = None
+    cox: Any = None
+    truth: Mapping[str, float] | None = None
+    time_label: str = "Time (days)"
+    notes: list[str] = field(default_factory=list)
+
+
+def _ci_text(est: float | None, ci: Sequence[float] | None, digits: int = 3) -> tuple[str, str]:
+    if est is None:
+        return "–", ""
+    return f"{est:.{digits}f}", (f"95% CI {ci[0]:.{digits}f}–{ci[1]:.{digits}f}" if ci and None not in ci else "")
+
+
+def _count(n: Any, min_cell_count: int) -> str:
+    return tables.format_cell(n, tables.Column("n", "n", "count"), min_cell_count).text
+
+
+def _headcount(steps: Sequence[Any] | None) -> tuple[Any, Any]:
+    if not steps:
+        return None, None
+    last = as_mapping(steps[-1])
+    return pick(last, "persons", "n"), pick(last, "outcomes", "events")
+
+
+def _report(title: str, subtitle: str, metadata: ReportMetadata | Mapping[str, Any] | None,
+            min_cell_count: int) -> StudyReport:
+    return StudyReport(title, subtitle, metadata, min_cell_count=min_cell_count)
+
+
+def plp_report(res: PlpResults, title: str, subtitle: str = "",
+               metadata: ReportMetadata | Mapping[str, Any] | None = None, min_cell_count: int = 10) -> StudyReport:
+    """A PLP study report with the sections of :data:`PLP_SECTIONS` (those with data)."""
+    rep = _report(title, subtitle, metadata, min_cell_count)
+    ev = as_mapping(res.internal) if res.internal is not None else {}
+    persons, outcomes = _headcount(res.attrition)
+    if persons is not None:
+        rep.add_headline("Persons", _count(persons, min_cell_count),
+                         f"{_count(outcomes, min_cell_count)} with the outcome" if outcomes is not None else "")
+    if ev.get("auroc") is not None:
+        rep.add_headline("AUROC (internal)", *_ci_text(ev["auroc"], ev.get("auroc_ci")))
+    if ev.get("calibration_slope") is not None:
+        rep.add_headline("Calibration slope", f"{ev['calibration_slope']:.2f}",
+                         f"intercept {ev.get('calibration_intercept', float('nan')):.2f}")
+    if res.external:
+        aucs = [as_mapping(v).get("auroc") for v in res.external.values()]
+        aucs = [a for a in aucs if a is not None]
+        if aucs:
+            rep.add_headline("AUROC across sites", f"{min(aucs):.3f}–{max(aucs):.3f}",
+                             f"{len(aucs)} external validation(s)")
+    if res.coefficients is not None:
+        nz = sum(1 for k, v in res.coefficients.items() if v and k != "(Intercept)")
+        rep.add_headline("Model", f"{nz} covariates", "non-zero coefficients")
+
+    s = rep.add_section("Summary")
+    lines = [x for x in (f"Target cohort: {res.target}." if res.target else "",
+                         f"Outcome: {res.outcome}." if res.outcome else "",
+                         f"Time at risk: {res.time_at_risk}." if res.time_at_risk else "") if x]
+    if lines:
+        s.add_text(" ".join(lines))
+    for n in res.notes:
+        s.add_note(n)
+    if res.attrition or res.characterization:
+        s = rep.add_section("Cohort & attrition")
+        if res.attrition:
+            s.add_table(tables.attrition_table(res.attrition))
+        for name, spec in (res.characterization or {}).items():
+            s.add_table(tables.sites_side_by_side(**{"caption": name, **spec}))
+    if res.coefficients is not None:
+        s = rep.add_section("Model", "Coefficients of the pooled model, largest effects first.")
+        if res.hyperparameters:
+            s.add_metrics({k: str(v) for k, v in res.hyperparameters.items()})
+        if any(v and k != "(Intercept)" for k, v in res.coefficients.items()):
+            s.add_figure(plots.coefficient_plot(res.coefficients, res.coefficient_ci, odds_ratios=True,
+                                                title="Odds ratios of non-zero coefficients"),
+                         "Odds ratios (exp of the coefficients); orange: raises risk, blue: lowers it.")
+        s.add_table(tables.coefficient_table(res.coefficients, res.coefficient_ci))
+    if ev or res.internal_roc:
+        s = rep.add_section("Internal performance")
+        figs = []
+        if res.internal_roc:
+            figs.append((plots.roc_plot(res.internal_roc, "ROC, internal validation"), "Receiver operating "
+                         "characteristic of the pooled model."))
+        if ev.get("calibration_table"):
+            figs.append((plots.calibration_plot(ev["calibration_table"], ev.get("calibration_intercept"),
+                                                ev.get("calibration_slope"), ev.get("e_avg"), ev.get("ici"),
+                                                min_cell_count=min_cell_count),
+                         "Observed vs expected risk by decile of predicted risk."))
+        if figs:
+            s.add_figures(figs)
+        if ev:
+            s.add_table(tables.validation_table({"pooled (internal)": ev}, "Internal performance"))
+        if ev.get("per_site"):
+            s.add_table(tables.validation_table(ev["per_site"], "Internal performance by site"))
+    if res.external or res.external_roc:
+        s = rep.add_section("External validation by site", "Each site scored by a model trained on the other sites "
+                            "(leave one site out), unless labelled otherwise.")
+        if res.external:
+            s.add_table(tables.validation_table(res.external, "External validation", "Held-out site / setting"))
+        if res.external_roc:
+            s.add_figure(plots.roc_plot(res.external_roc, "ROC by held-out site", pooled=None),
+                         "ROC of each held-out site.")
+    if res.risk_groups is not None:
+        rg = as_mapping(res.risk_groups)
+        s = rep.add_section("Risk groups")
+        s.add_table(tables.risk_group_table(rg["pooled"], rg.get("per_site")))
+    if res.truth is not None:
+        s = rep.add_section("Ground truth comparison", "Synthetic data only: the simulation's true parameters next "
+                            "to what the federated fit recovered.")
+        fitted = {k: float(v) for k, v in (res.coefficients or {}).items()}
+        s.add_table(tables.ground_truth_table(res.truth, fitted, res.coefficient_ci))
+        if res.truth_metrics:
+            s.add_table(tables.ground_truth_table(res.truth_metrics, {k: ev.get(k) for k in res.truth_metrics
+                                                                      if ev.get(k) is not None},
+                                                  caption="Performance: truth vs estimated"))
+        if fitted and any(fitted.values()):
+            s.add_figure(plots.coefficient_plot(fitted, res.coefficient_ci, truth=res.truth,
+                                                title="Fitted coefficients and ground truth"),
+                         "Diamonds: the generating (true) coefficients.")
+    return rep
+
+
+def survival_report(res: SurvivalResults, title: str, subtitle: str = "",
+                    metadata: ReportMetadata | Mapping[str, Any] | None = None,
+                    min_cell_count: int = 10) -> StudyReport:
+    """A survival study report: KM by group and site, the Cox table and (synthetic) ground truth."""
+    rep = _report(title, subtitle, metadata, min_cell_count)
+    persons, outcomes = _headcount(res.attrition)
+    if persons is not None:
+        rep.add_headline("Persons", _count(persons, min_cell_count),
+                         f"{_count(outcomes, min_cell_count)} events" if outcomes is not None else "")
+    cox = as_mapping(res.cox) if res.cox is not None else {}
+    if cox.get("concordance") is not None:
+        rep.add_headline("Concordance (Cox)", f"{cox['concordance']:.3f}")
+    if res.logrank and res.logrank.get("p_value") is not None:
+        p = res.logrank["p_value"]
+        rep.add_headline("Log-rank test", "p<0.001" if p < 0.001 else f"p={p:.3f}", "between groups")
+    s = rep.add_section("Summary")
+    lines = [x for x in (f"Target cohort: {res.target}." if res.target else "",
+                         f"Outcome: {res.outcome}." if res.outcome else "") if x]
+    if lines:
+        s.add_text(" ".join(lines))
+    for n in res.notes:
+        s.add_note(n)
+    if res.attrition:
+        rep.add_section("Cohort & attrition").add_table(tables.attrition_table(res.attrition))
+    for name, curves, at_risk in (("Survival by group", res.km_by_group, res.at_risk_by_group),
+                                  ("Survival by site", res.km_by_site, res.at_risk_by_site)):
+        if curves:
+            caption = ""
+            if name == "Survival by group" and res.logrank and res.logrank.get("p_value") is not None:
+                lr = res.logrank
+                p = lr["p_value"]
+                caption = (f"Log-rank test: χ² = {lr.get('chi2', float('nan')):.1f}, "
+                           + ("p < 0.001." if p < 0.001 else f"p = {p:.3f}."))
+            rep.add_section(name).add_figure(plots.km_plot(
+                curves, f"Kaplan-Meier: {name.lower()}", res.at_risk_times, at_risk, res.time_label, min_cell_count),
+                caption)
+    if cox:
+        s = rep.add_section("Cox model")
+        s.add_table(tables.cox_table(cox))
+        hr = {k: v for k, v in cox["coefficients"].items()}
+        ci = {k: (cox["ci_lower"][k], cox["ci_upper"][k]) for k in hr if k in cox.get("ci_lower", {})}
+        if any(hr.values()):
+            s.add_figure(plots.coefficient_plot(hr, ci, truth=res.truth, odds_ratios=True, effect="Hazard ratio",
+                                                title="Hazard ratios (95% CI)"))
+    if res.truth is not None and cox:
+        rep.add_section("Ground truth comparison", "Synthetic data only.").add_table(tables.ground_truth_table(
+            res.truth, cox["coefficients"], {k: (cox["ci_lower"][k], cox["ci_upper"][k]) for k in cox["coefficients"]
+                                             if k in cox.get("ci_lower", {})}))
+    return rep

@@ -1,0 +1,356 @@
+"""Study figures drawn with matplotlib's object API (no pyplot state, Agg canvas) and returned as PNG charts.
+
+Each function takes plain data and returns a :class:`Chart`: PNG bytes, alt text and the notes the
+report prints under the figure (e.g. which calibration bins were suppressed).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+from nordfed.reports.tables import as_mapping, pick
+
+#: Okabe-Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+POOLED = "#222222"
+DPI = 144
+#: shown at 96 CSS px per inch, so the 144-dpi PNG is sharp on high-density screens and the figure keeps its size
+CSS_PX_PER_INCH = 96
+_RATIO_TICKS = (0.05, 0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0)
+STYLE = {"font.size": 9.5, "axes.titlesize": 10.5, "axes.labelsize": 9.5, "legend.fontsize": 8.5,
+         "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
+         "grid.linewidth": 0.6, "font.family": "DejaVu Sans"}
+
+
+@dataclass
+class Chart:
+    """A rendered figure: PNG bytes plus alt text and notes for the reader."""
+
+    png: bytes
+    alt: str = ""
+    notes: list[str] = field(default_factory=list)
+    #: disclosure-control remarks (what was suppressed and how it is shown), highlighted in the report
+    suppressed: list[str] = field(default_factory=list)
+    #: resolution the PNG was drawn at; sets its on-screen size (PNG bytes from elsewhere: use 96)
+    dpi: int = DPI
+
+    @classmethod
+    def from_figure(cls, fig: Figure, alt: str = "", notes: Sequence[str] = (),
+                    suppressed: Sequence[str] = ()) -> Chart:
+        FigureCanvasAgg(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": "nordfed"})
+        return cls(buf.getvalue(), alt, list(notes), list(suppressed))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Pixel width and height from the PNG header."""
+        if self.png[:8] != b"\x89PNG\r\n\x1a\n":
+            raise ValueError("Chart.png is not a PNG image")
+        return int.from_bytes(self.png[16:20], "big"), int.from_bytes(self.png[20:24], "big")
+
+    @property
+    def css_width(self) -> int:
+        return round(self.size[0] * CSS_PX_PER_INCH / self.dpi)
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_bytes(self.png)
+        return p
+
+
+def new_figure(width: float = 6.0, height: float = 4.2, **kw: Any) -> Figure:
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE):
+        return Figure(figsize=(width, height), layout="constrained", **kw)
+
+
+def _style() -> Any:
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
+
+
+def _fmt_ci(est: float | None, ci: Sequence[float | None] | None) -> str:
+    if est is None:
+        return ""
+    if ci and all(c is not None for c in ci):
+        return f"{est:.3f} ({ci[0]:.3f}–{ci[1]:.3f})"
+    return f"{est:.3f}"
+
+
+def _shorten(name: str, width: int = 48) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ ROC
+def roc_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "ROC curves",
+             pooled: str | None = "pooled") -> Chart:
+    """One line per site/setting from ``fpr``/``tpr`` arrays; the legend carries AUROC (95% CI).
+
+    A curve whose label equals ``pooled`` is drawn thick and dark.
+    """
+    items = [{"label": k, **as_mapping(v)} for k, v in curves.items()] if isinstance(curves, Mapping) \
+        else [dict(as_mapping(c)) for c in curves]
+    if not items:
+        raise ValueError("roc_plot: no curves given")
+    with _style():
+        fig = new_figure(5.6, 5.0)
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="#888888", label="chance")
+        k = 0
+        for c in items:
+            fpr, tpr = np.asarray(c["fpr"], float), np.asarray(c["tpr"], float)
+            if fpr.shape != tpr.shape:
+                raise ValueError(f"roc_plot: curve {c['label']!r} has {fpr.size} fpr but {tpr.size} tpr values")
+            auc = pick(c, "auroc", "auc")
+            ci = pick(c, "auroc_ci", "ci")
+            lab = str(c["label"]) + (f" — AUROC {_fmt_ci(auc, ci)}" if auc is not None else "")
+            is_pooled = pooled is not None and str(c["label"]).lower() == pooled.lower()
+            color = POOLED if is_pooled else PALETTE[k % len(PALETTE)]
+            k += 0 if is_pooled else 1
+            ax.plot(fpr, tpr, lw=2.4 if is_pooled else 1.4, color=color, label=_shorten(lab, 70),
+                    zorder=3 if is_pooled else 2, drawstyle="default")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
+               ylabel="Sensitivity (true positive rate)", title=title, aspect="equal")
+        ax.legend(loc="lower right", frameon=True, framealpha=0.9)
+    alt = "ROC curves: " + "; ".join(f"{c['label']} AUROC {pick(c, 'auroc', 'auc') or 'n/a'}" for c in items)
+    return Chart.from_figure(fig, alt)
+
+
+# ------------------------------------------------------------------------------------------ calibration
+def _wilson(k: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def calibration_points(table: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per bin: expected and observed proportions (``None`` when suppressed) and a Wilson 95% CI.
+
+    Rows carry ``n``, ``observed`` (outcome count) and ``expected`` (sum of predicted risks), or the
+    rates directly as ``observed_rate``/``expected_rate``.
+    """
+    pts = []
+    for i, r in enumerate(as_mapping(x) for x in table):
+        n, obs, exp = pick(r, "n"), pick(r, "observed", "events"), pick(r, "expected")
+        o_rate, e_rate = pick(r, "observed_rate"), pick(r, "expected_rate")
+        if o_rate is None and n and obs is not None:
+            o_rate = obs / n
+        if e_rate is None and n and exp is not None:
+            e_rate = exp / n
+        suppressed = n is None or (o_rate is None and obs is None) or e_rate is None
+        lo = hi = None
+        if not suppressed and n and obs is not None:
+            lo, hi = _wilson(obs, n)
+        pts.append({"bin": pick(r, "bin", "group", default=i + 1), "n": n, "expected": None if suppressed else e_rate,
+                    "observed": None if suppressed else o_rate, "lower": lo, "upper": hi, "suppressed": suppressed})
+    return pts
+
+
+def calibration_plot(table: Sequence[Any], intercept: float | None = None, slope: float | None = None,
+                     e_avg: float | None = None, ici: float | None = None, title: str = "Calibration",
+                     min_cell_count: int = 10) -> Chart:
+    """Observed vs expected risk by bin with the diagonal; suppressed bins become gaps and are named."""
+    pts = calibration_points(table)
+    shown = [p for p in pts if not p["suppressed"]]
+    hidden = [p for p in pts if p["suppressed"]]
+    with _style():
+        fig = new_figure(5.6, 5.2)
+        ax = fig.add_subplot()
+        top = max([0.05, *(p["expected"] for p in shown), *(p["upper"] or p["observed"] for p in shown)]) * 1.08
+        top = min(1.0, top)
+        ax.plot([0, top], [0, top], ls="--", lw=0.9, color="#888888", label="perfect calibration")
+        # None breaks the line, so a suppressed bin is a visible gap, not an interpolation
+        xs = [p["expected"] if not p["suppressed"] else np.nan for p in pts]
+        ys = [p["observed"] if not p["suppressed"] else np.nan for p in pts]
+        ax.plot(xs, ys, color=PALETTE[0], lw=1.2, marker="o", ms=5, label="observed by risk bin")
+        err = [(p["expected"], p["observed"], p["lower"], p["upper"]) for p in shown if p["lower"] is not None]
+        if err:
+            x, y, lo, hi = map(np.asarray, zip(*err, strict=True))
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor=PALETTE[0], alpha=0.55, lw=1, capsize=2,
+                        label="95% CI (Wilson)")
+        bits = []
+        if intercept is not None:
+            bits.append(f"intercept {intercept:.2f}")
+        if slope is not None:
+            bits.append(f"slope {slope:.2f}")
+        if e_avg is not None:
+            bits.append(f"E-avg {e_avg:.3f}")
+        if ici is not None:
+            bits.append(f"ICI {ici:.3f}")
+        ax.set_title(title + ("\n" + ", ".join(bits) if bits else ""))
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="Expected risk (mean predicted)", ylabel="Observed risk",
+               aspect="equal")
+        if hidden:
+            ax.text(0.98, 0.03, f"{len(hidden)} bin(s) suppressed (n<{min_cell_count}): gaps",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#9a3412")
+        ax.legend(loc="upper left", frameon=True, framealpha=0.9)
+    supp = []
+    if hidden:
+        names = ", ".join(str(p["bin"]) for p in hidden)
+        supp.append(f"Bins {names} were suppressed by disclosure control (fewer than {min_cell_count} persons or "
+                     f"outcomes) and are left as gaps; they are not zero.")
+    alt = f"Calibration plot, {len(shown)} bins shown, {len(hidden)} suppressed" + (
+        f", {', '.join(bits)}" if bits else "")
+    return Chart.from_figure(fig, alt, suppressed=supp)
+
+
+# ------------------------------------------------------------------------------------------ Kaplan-Meier
+def _step(times: np.ndarray, values: np.ndarray, start: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    if times.size == 0 or times[0] > 0:
+        return np.r_[0.0, times], np.r_[start, values]
+    return times, values
+
+
+def km_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "Kaplan-Meier survival",
+            at_risk_times: Sequence[float] | None = None, at_risk: Mapping[str, Sequence[int | None]] | None = None,
+            time_label: str = "Time (days)", min_cell_count: int = 10,
+            ylim: tuple[float, float] = (0.0, 1.02)) -> Chart:
+    """Survival step curves with pointwise 95% bands (``times``, ``survival``, ``ci_lower``, ``ci_upper``).
+
+    ``at_risk`` maps a curve label to its numbers at risk at ``at_risk_times`` (``None`` = suppressed);
+    they are printed in a table under the plot.
+    """
+    items = [{"label": k, **as_mapping(v)} for k, v in curves.items()] if isinstance(curves, Mapping) \
+        else [dict(as_mapping(c)) for c in curves]
+    if not items:
+        raise ValueError("km_plot: no curves given")
+    show_risk = bool(at_risk) and at_risk_times is not None
+    with _style():
+        rows = len(items) if show_risk else 0
+        fig = new_figure(6.6, 4.4 + 0.22 * rows)
+        if show_risk:
+            ax, axr = fig.subplots(2, 1, sharex=True, height_ratios=[4.4, 0.45 + 0.22 * rows])
+        else:
+            ax, axr = fig.add_subplot(), None
+        tmax = 0.0
+        for k, c in enumerate(items):
+            t = np.asarray(c["times"], float)
+            s = np.asarray(c["survival"], float)
+            color = PALETTE[k % len(PALETTE)]
+            x, y = _step(t, s)
+            ax.step(x, y, where="post", color=color, lw=1.6, label=_shorten(str(c["label"]), 60))
+            lo, hi = pick(c, "ci_lower", "lower"), pick(c, "ci_upper", "upper")
+            if lo is not None and hi is not None:
+                xl, yl = _step(t, np.asarray(lo, float))
+                _, yh = _step(t, np.asarray(hi, float))
+                ax.fill_between(xl, yl, yh, step="post", color=color, alpha=0.15, lw=0)
+            tmax = max(tmax, float(x.max()) if x.size else 0.0)
+        ax.set(ylim=ylim, ylabel="Survival probability", title=title)
+        ax.set_xlim(0, max(tmax, *(at_risk_times or [0])) * 1.02 or 1)
+        ax.legend(loc="lower left", frameon=True, framealpha=0.9)
+        if axr is None:
+            ax.set_xlabel(time_label)
+        else:
+            _at_risk_table(axr, items, at_risk_times, at_risk, min_cell_count, time_label)
+    notes = ["Shaded bands: pointwise 95% confidence intervals."]
+    supp = []
+    if show_risk and any(v is None for vals in at_risk.values() for v in vals):
+        supp.append(f"Numbers at risk below {min_cell_count} are suppressed and shown as <{min_cell_count}.")
+    alt = "Kaplan-Meier curves for " + ", ".join(str(c["label"]) for c in items)
+    return Chart.from_figure(fig, alt, notes, supp)
+
+
+def _at_risk_table(axr: Any, items: list[dict[str, Any]], times: Sequence[float],
+                   at_risk: Mapping[str, Sequence[int | None]], min_cell_count: int, time_label: str) -> None:
+    axr.grid(False)
+    for side in ("left", "top", "right", "bottom"):
+        axr.spines[side].set_visible(side == "bottom")
+    axr.set_yticks([])
+    n = len(items)
+    axr.set_ylim(-0.5, n - 0.5)
+    axr.text(0.0, 1.0, "Number at risk", transform=axr.transAxes, fontsize=8.5, fontweight="bold",
+             va="bottom", ha="left")
+    for k, c in enumerate(items):
+        vals = at_risk.get(str(c["label"]))
+        if vals is None:
+            continue
+        if len(vals) != len(times):
+            raise ValueError(f"km_plot: {len(vals)} numbers at risk for {c['label']!r} but {len(times)} times")
+        y = n - 1 - k
+        # offset in points so the label clears the (centred) count printed at time 0
+        axr.annotate(_shorten(str(c["label"]), 22), xy=(0, y), xycoords=("axes fraction", "data"), xytext=(-16, 0),
+                     textcoords="offset points", ha="right", va="center", fontsize=8, color=PALETTE[k % len(PALETTE)])
+        for t, v in zip(times, vals, strict=True):
+            axr.text(t, y, f"<{min_cell_count}" if v is None else f"{int(v)}", ha="center", va="center",
+                     fontsize=8, color=PALETTE[k % len(PALETTE)])
+    axr.set_xticks(list(times))
+    axr.set_xlabel(time_label)
+
+
+# ------------------------------------------------------------------------------------------ coefficients
+def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[float, float]] | None = None,
+                     truth: Mapping[str, float] | None = None, odds_ratios: bool = False,
+                     title: str = "Model coefficients", max_terms: int = 30, intercept: str | None = "(Intercept)",
+                     effect: str = "Odds ratio") -> Chart:
+    """Forest plot of non-zero coefficients (with CIs) or a bar chart (without); optional truth markers.
+
+    ``odds_ratios`` draws exp(coefficient) on a log axis with the reference line at 1.
+    """
+    ci = ci or {}
+    items = sorted(((k, float(v)) for k, v in coefficients.items() if v and k != intercept), key=lambda kv: -abs(kv[1]))
+    dropped = max(0, len(items) - max_terms)
+    items = items[:max_terms][::-1]  # largest at the top
+    if not items:
+        raise ValueError("coefficient_plot: all coefficients are zero")
+    f = np.exp if odds_ratios else (lambda x: x)
+    with _style():
+        fig = new_figure(7.0, 1.2 + 0.28 * len(items))
+        ax = fig.add_subplot()
+        y = np.arange(len(items))
+        vals = np.array([f(v) for _, v in items])
+        ref = 1.0 if odds_ratios else 0.0
+        colors = [PALETTE[5] if v > ref else PALETTE[0] for v in vals]
+        has_ci = any(k in ci for k, _ in items)
+        if has_ci:
+            lo = np.array([f(ci[k][0]) if k in ci else f(v) for k, v in items])
+            hi = np.array([f(ci[k][1]) if k in ci else f(v) for k, v in items])
+            ax.hlines(y, lo, hi, color=colors, lw=1.4)
+            ax.scatter(vals, y, color=colors, s=26, zorder=3, label="estimate (95% CI)")
+        elif odds_ratios:
+            ax.scatter(vals, y, color=colors, s=26, zorder=3, label="estimate")
+        else:
+            ax.barh(y, vals, color=colors, height=0.62, label="estimate")
+        if truth:
+            ty = [(i, f(truth[k])) for i, (k, _) in enumerate(items) if k in truth]
+            if ty:
+                ax.scatter([t for _, t in ty], [i for i, _ in ty], marker="D", facecolor="none",
+                           edgecolor=POOLED, s=30, zorder=4, label="ground truth")
+        ax.axvline(ref, color="#555555", lw=0.9)
+        if odds_ratios:
+            ax.set_xscale("log")
+            lo_x, hi_x = ax.get_xlim()
+            ticks = [t for t in _RATIO_TICKS if lo_x <= t <= hi_x]
+            if len(ticks) >= 3:  # narrow range: readable ratios instead of bare decades
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+            else:
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticks(y, [_shorten(k) for k, _ in items])
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(f"{effect} (log scale)" if odds_ratios else "Coefficient (log-odds scale)")
+        ax.set_title(title)
+        if has_ci or truth:
+            fig.legend(loc="outside lower center", ncol=2, frameon=False)
+    notes = [f"{dropped} further non-zero coefficients with smaller magnitude are not drawn."] if dropped else []
+    alt = f"{title}: {len(items)} non-zero coefficients"
+    return Chart.from_figure(fig, alt, notes)
