@@ -58,3 +58,25 @@ def test_suppress_counts():
     assert suppress_counts({"a": 0, "b": 3, "c": 10}, DisclosurePolicy()) == {"a": 0, "b": None, "c": 10}
     with pytest.raises(ValueError):
         DisclosurePolicy(min_cell_count=0)
+
+
+def test_third_party_algorithms_register_through_entry_points(tmp_path, monkeypatch):
+    """A package that declares [project.entry-points."nordfed.algorithms"] adds its partials at discovery."""
+    from nordfed.fed import protocol
+
+    (tmp_path / "acme_algos.py").write_text(
+        "from nordfed.fed.protocol import algorithm\n\n"
+        "@algorithm('acme.mean', version='0.3')\n"
+        "def mean(data, params):\n"
+        "    return {'mean': float(data.frame()[params['column']].mean())}\n"
+    )
+    dist = tmp_path / "acme_algos-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-algos\nVersion: 0.3\n")
+    (dist / "entry_points.txt").write_text("[nordfed.algorithms]\nacme = acme_algos\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(protocol, "_loaded", False)
+    algo = get_algorithm("acme.mean")
+    assert algo.ref == "acme.mean@0.3"
+    fed = InProcessFederation.from_frames({"EE": pd.DataFrame({"x": np.arange(10.0)})})
+    assert fed.run("acme.mean", {"column": "x"}) == {"EE": {"mean": 4.5}}
