@@ -1,0 +1,111 @@
+"""The hub application: ``create_app(db_url)`` → FastAPI. Run it with one uvicorn worker (long polls are
+coordinated in-process with asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from nordfed import __version__
+from nordfed.hub.admin import create_root
+from nordfed.hub.db import open_hub_db
+from nordfed.hub.deps import HubState
+from nordfed.hub.routers import ROUTERS
+
+MAX_BODY = 256 * 1024 * 1024  # bytes per request
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse bodies over ``max_bytes`` (declared or streamed) with 413."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        detail = f"request body larger than {self.max_bytes} bytes"
+        too_large = JSONResponse(status_code=413, content={"detail": detail})
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                return await too_large(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLarge:
+            await too_large(scope, receive, send)
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "request"
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # One readable sentence; offending values are not echoed back (they may be huge or sensitive).
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    detail = "; ".join(f"{_where(tuple(e['loc']))}: {e['msg']}" for e in errors) or "invalid request"
+    return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+
+async def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": "conflicts with existing data"})
+
+
+async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": "hub database unavailable, try again"})
+
+
+def create_app(
+    db_url: str = "sqlite:///hub.sqlite",
+    root_password: str | None = None,
+    root_username: str = "root",
+    user_token_ttl: timedelta = timedelta(hours=12),
+    node_token_ttl: timedelta = timedelta(hours=24),
+) -> FastAPI:
+    """Build the hub. With ``root_password`` a root user is created on first start (left as is afterwards)."""
+    db = open_hub_db(db_url)
+    if root_password is not None:
+        create_root(db, root_username, root_password, exist_ok=True)
+    state = HubState(db=db, user_token_ttl=user_token_ttl, node_token_ttl=node_token_ttl)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        state.dispatcher.bind(asyncio.get_running_loop())
+        yield
+        db.engine.dispose()
+
+    app = FastAPI(
+        title="nordfed hub",
+        version=__version__,
+        lifespan=lifespan,
+        description="Coordination server of the nordfed federated network. See API.md.",
+    )
+    app.state.hub = state
+
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OperationalError, _database_down)
+    for router in ROUTERS:
+        app.include_router(router, prefix="/api")
+    return app

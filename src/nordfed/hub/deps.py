@@ -1,0 +1,142 @@
+"""Request-scoped helpers shared by the routers: hub state, short transactions, the calling principal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nordfed.hub.auth import Principal, TokenCache, lookup_token, token_digest
+from nordfed.hub.claims import Claimer
+from nordfed.hub.db import HubDB
+from nordfed.hub.dispatch import Dispatcher
+from nordfed.hub.models import Collaboration
+from nordfed.hub.schemas import MAX_ID
+
+
+@dataclass
+class HubState:
+    db: HubDB
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    tokens: TokenCache = field(default_factory=TokenCache)
+    user_token_ttl: timedelta = timedelta(hours=12)
+    node_token_ttl: timedelta = timedelta(hours=24)
+    online_window: timedelta = timedelta(seconds=90)
+    claimer: Claimer = field(init=False)
+    collab_cache: dict[int, tuple[CollabInfo, float]] = field(default_factory=dict)
+    collab_ttl: float = 30.0  # seconds; memberships are only set at creation today
+
+    def __post_init__(self) -> None:
+        self.claimer = Claimer(self.db)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One short transaction: commit on success, roll back on error; duplicates become 409."""
+        try:
+            with self.db.sessions.begin() as session:
+                yield session
+        except IntegrityError as exc:
+            raise HTTPException(409, "conflicts with existing data (duplicate name or unknown reference)") from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only transaction that sees one consistent snapshot (a task and its runs as of one instant).
+
+        PostgreSQL's default READ COMMITTED takes a new snapshot per statement, so a task read before and its runs
+        read after a concurrent update would disagree; SQLite's writer lock already gives one snapshot.
+        """
+        with self.db.sessions.begin() as session:
+            if self.db.dialect == "postgresql":
+                session.connection(
+                    execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+                )
+            yield session
+
+    def collaboration(self, session: Session, collaboration_id: int) -> CollabInfo:
+        """A collaboration's id, name and member organizations (cached briefly); 404 when unknown."""
+        cached = self.collab_cache.get(collaboration_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        collab = session.get(Collaboration, collaboration_id)
+        if collab is None:
+            raise not_found("collaboration", collaboration_id)
+        info = CollabInfo(collab.id, collab.name, frozenset(collab.organization_ids))
+        if len(self.collab_cache) > 10_000:
+            self.collab_cache.clear()
+        self.collab_cache[collaboration_id] = (info, time.monotonic() + self.collab_ttl)
+        return info
+
+
+@dataclass(frozen=True)
+class CollabInfo:
+    id: int
+    name: str
+    organization_ids: frozenset[int]
+
+
+def get_hub(request: Request) -> HubState:
+    return request.app.state.hub
+
+
+Hub = Annotated[HubState, Depends(get_hub)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+_bearer = HTTPBearer(auto_error=False, description="token from POST /api/token or POST /api/token/node")
+
+
+async def get_principal(
+    hub: Hub, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    token = credentials.credentials
+    if len(token) > 200:
+        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    digest = token_digest(token)
+    principal = hub.tokens.get(digest)
+    if principal is None:
+
+        def load():
+            with hub.db.sessions() as session:
+                return lookup_token(session, digest)
+
+        found = await run_in_threadpool(load)
+        if found is None:
+            raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+        principal = found[0]
+        hub.tokens.put(digest, principal, found[1])
+    return principal
+
+
+async def get_user(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.kind != "user":
+        raise HTTPException(403, "this endpoint is for users; nodes may not call it")
+    return principal
+
+
+async def get_node(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.kind != "node":
+        raise HTTPException(403, "this endpoint is for nodes (use a node token from POST /api/token/node)")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+CurrentUser = Annotated[Principal, Depends(get_user)]
+CurrentNode = Annotated[Principal, Depends(get_node)]
+
+
+def not_found(kind: str, ident: int) -> HTTPException:
+    return HTTPException(404, f"{kind} {ident} not found")
+
+
+def forbidden(message: str) -> HTTPException:
+    return HTTPException(403, message)

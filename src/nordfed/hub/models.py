@@ -1,0 +1,136 @@
+"""Hub ORM models (SQLAlchemy 2.0). Tables are prefixed ``hub_`` so they never clash with CDM tables in one schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite drops the zone on the way back; every hub timestamp is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+collaboration_organization = Table(
+    "hub_collaboration_organization",
+    Base.metadata,
+    Column("collaboration_id", ForeignKey("hub_collaboration.id", ondelete="CASCADE"), primary_key=True),
+    Column("organization_id", ForeignKey("hub_organization.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Organization(Base):
+    __tablename__ = "hub_organization"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    country: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "hub_user"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[int] = mapped_column(ForeignKey("hub_organization.id"))
+    roles: Mapped[str] = mapped_column(String(400))  # comma-separated role names
+    encryption_key: Mapped[str | None] = mapped_column(String(200))
+    signing_key: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def role_list(self) -> list[str]:
+        return [r for r in self.roles.split(",") if r]
+
+
+class Collaboration(Base):
+    __tablename__ = "hub_collaboration"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    organizations: Mapped[list[Organization]] = relationship(secondary=collaboration_organization, lazy="selectin")
+
+    @property
+    def organization_ids(self) -> list[int]:
+        return sorted(o.id for o in self.organizations)
+
+
+class Node(Base):
+    __tablename__ = "hub_node"
+    __table_args__ = (UniqueConstraint("collaboration_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organization_id: Mapped[int] = mapped_column(ForeignKey("hub_organization.id"))
+    collaboration_id: Mapped[int] = mapped_column(ForeignKey("hub_collaboration.id"))
+    key_id: Mapped[str] = mapped_column(String(64), unique=True)  # public part of the api key, for lookup
+    api_key_hash: Mapped[str] = mapped_column(String(200))
+    encryption_key: Mapped[str | None] = mapped_column(String(200))
+    signing_key: Mapped[str | None] = mapped_column(String(200))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "hub_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256: tokens are 256-bit random
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("hub_user.id", ondelete="CASCADE"))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("hub_node.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Task(Base):
+    __tablename__ = "hub_task"
+    __table_args__ = (Index("ix_hub_task_collab_status", "collaboration_id", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collaboration_id: Mapped[int] = mapped_column(ForeignKey("hub_collaboration.id"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("hub_user.id"))
+    algorithm: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    code_hash: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    runs: Mapped[list[Run]] = relationship(back_populates="task", order_by="Run.id")
+
+
+class Run(Base):
+    __tablename__ = "hub_run"
+    __table_args__ = (Index("ix_hub_run_node_status", "node_id", "status", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("hub_task.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("hub_node.id"))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    log: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    input: Mapped[str] = mapped_column(Text, deferred=True)  # ciphertexts: loaded only when asked for
+    result: Mapped[str | None] = mapped_column(Text, deferred=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    task: Mapped[Task] = relationship(back_populates="runs")

@@ -1,0 +1,13 @@
+"""One router per resource; ``ROUTERS`` is mounted under /api by ``create_app``."""
+
+from nordfed.hub.routers import auth, collaborations, nodes, organizations, runs, tasks, users
+
+ROUTERS = [
+    auth.router,
+    organizations.router,
+    users.router,
+    collaborations.router,
+    nodes.router,
+    tasks.router,
+    runs.router,
+]

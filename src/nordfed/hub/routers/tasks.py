@@ -1,0 +1,243 @@
+"""Tasks: one algorithm call fanned out as runs to nodes of a collaboration. Inputs and results are opaque
+ciphertext strings; the hub stores and forwards them and never decrypts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from nordfed.hub.auth import Principal
+from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, not_found
+from nordfed.hub.dispatch import wait_for
+from nordfed.hub.lifecycle import TaskMeta, cancel_task, lock_task
+from nordfed.hub.models import Node, Run, Task, as_utc, collaboration_organization
+from nordfed.hub.permissions import (
+    require_results_reader,
+    require_task_canceller,
+    require_task_creator,
+    require_task_reader,
+)
+from nordfed.hub.schemas import MAX_ID, ResultOut, RunOut, TaskCreate, TaskOut, TaskStatus
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+
+def run_views(s: Session, task_ids: list[int]) -> dict[int, list[RunOut]]:
+    """The runs of some tasks with node names and has_result, in one query (results themselves are not read)."""
+    rows = s.execute(
+        select(
+            Run.task_id,
+            Run.id,
+            Run.node_id,
+            Node.name,
+            Run.status,
+            Run.progress,
+            Run.log,
+            Run.attempts,
+            Run.started_at,
+            Run.finished_at,
+            Run.result.is_not(None),
+        )
+        .join(Node, Node.id == Run.node_id)
+        .where(Run.task_id.in_(task_ids))
+        .order_by(Run.id)
+    )
+    out: dict[int, list[RunOut]] = {t: [] for t in task_ids}
+    for task_id, run_id, node_id, name, status, progress, log, attempts, started, finished, has_result in rows:
+        out[task_id].append(
+            RunOut(
+                id=run_id,
+                node_id=node_id,
+                node_name=name,
+                status=status,
+                progress=progress,
+                log=log,
+                attempts=attempts,
+                started_at=as_utc(started),
+                finished_at=as_utc(finished),
+                has_result=bool(has_result),
+            )
+        )
+    return out
+
+
+def task_out(s: Session, task: Task, runs: list[RunOut] | None = None) -> TaskOut:
+    runs = runs if runs is not None else run_views(s, [task.id])[task.id]
+    return TaskOut(
+        id=task.id,
+        collaboration_id=task.collaboration_id,
+        algorithm=task.algorithm,
+        version=task.version,
+        code_hash=task.code_hash,
+        description=task.description,
+        owner_id=task.owner_id,
+        status=task.status,
+        created_at=as_utc(task.created_at),
+        runs=runs,
+    )
+
+
+def load_task(hub: HubState, s: Session, task_id: int, caller: Principal) -> tuple[Task, CollabInfo]:
+    task = s.get(Task, task_id)
+    if task is None:
+        raise not_found("task", task_id)
+    collab = hub.collaboration(s, task.collaboration_id)
+    require_task_reader(caller, task, collab)
+    return task, collab
+
+
+@router.post("", response_model=TaskOut, status_code=201)
+def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
+    node_ids = [r.node_id for r in body.runs]
+    if len(set(node_ids)) != len(node_ids):
+        raise HTTPException(400, "each node may appear only once in runs")
+    with hub.tx() as s:
+        collab = hub.collaboration(s, body.collaboration_id)
+        require_task_creator(caller, collab)
+        found = s.execute(select(Node.id, Node.collaboration_id, Node.name).where(Node.id.in_(node_ids)))
+        nodes = {i: (c, name) for i, c, name in found}
+        missing = sorted(set(node_ids) - set(nodes))
+        if missing:
+            raise HTTPException(404, f"nodes {missing} not found")
+        foreign = sorted(n for n, (c, _) in nodes.items() if c != collab.id)
+        if foreign:
+            raise HTTPException(400, f"nodes {foreign} are not in collaboration {collab.id}")
+        meta = TaskMeta(collab.id, body.algorithm, body.version, body.code_hash, caller.id)
+        task = Task(**asdict(meta), description=body.description, status="pending")
+        s.add(task)
+        s.flush()
+        rows = s.execute(
+            insert(Run).returning(Run.id, Run.node_id, sort_by_parameter_order=True),
+            [
+                {
+                    "task_id": task.id,
+                    "node_id": r.node_id,
+                    "input": r.input,
+                    "status": "pending",
+                    "progress": 0.0,
+                    "log": "",
+                    "attempts": 0,
+                }
+                for r in body.runs
+            ],
+        ).all()
+        runs = [
+            RunOut(
+                id=run_id,
+                node_id=node_id,
+                node_name=nodes[node_id][1],
+                status="pending",
+                progress=0.0,
+                log="",
+                attempts=0,
+                started_at=None,
+                finished_at=None,
+                has_result=False,
+            )
+            for run_id, node_id in rows
+        ]
+        out = TaskOut(
+            id=task.id,
+            **asdict(meta),
+            description=task.description,
+            status="pending",
+            created_at=as_utc(task.created_at),
+            runs=runs,
+        )
+    hub.claimer.remember(out.id, meta)
+    hub.dispatcher.notify("node", node_ids)
+    return out
+
+
+@router.get("", response_model=list[TaskOut])
+def list_tasks(
+    hub: Hub,
+    caller: CurrentPrincipal,
+    collaboration_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[TaskOut]:
+    with hub.snapshot() as s:
+        query = select(Task).order_by(Task.id.desc()).limit(limit)
+        if collaboration_id is not None:
+            query = query.where(Task.collaboration_id == collaboration_id)
+        if status is not None:
+            query = query.where(Task.status == status)
+        if caller.kind == "node":
+            query = query.where(Task.collaboration_id == caller.collaboration_id)
+        elif not caller.has("collaboration_admin"):
+            member_of = select(collaboration_organization.c.collaboration_id).where(
+                collaboration_organization.c.organization_id == caller.organization_id
+            )
+            query = query.where(Task.collaboration_id.in_(member_of) | (Task.owner_id == caller.id))
+        tasks = list(s.scalars(query))
+        runs = run_views(s, [t.id for t in tasks])
+        return [task_out(s, t, runs[t.id]) for t in tasks]
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+def get_task(task_id: PathId, hub: Hub, caller: CurrentPrincipal) -> TaskOut:
+    with hub.snapshot() as s:
+        task, _ = load_task(hub, s, task_id, caller)
+        return task_out(s, task)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut)
+def cancel(task_id: PathId, hub: Hub, caller: CurrentUser) -> TaskOut:
+    with hub.tx() as s:
+        task, collab = load_task(hub, s, task_id, caller)
+        require_task_canceller(caller, task, collab)
+        task = lock_task(s, task_id)
+        if task.status in ("completed", "failed", "cancelled"):
+            raise HTTPException(409, f"task {task_id} is already {task.status}")
+        cancel_task(s, task)
+        s.flush()
+        out = task_out(s, task)
+    hub.dispatcher.notify("task", [task_id])
+    return out
+
+
+def _finished_task(hub: HubState, task_id: int, caller) -> tuple[TaskOut, bool]:
+    with hub.snapshot() as s:
+        task, _ = load_task(hub, s, task_id, caller)
+        out = task_out(s, task)
+    return out, out.status in ("completed", "failed", "cancelled")
+
+
+@router.get("/{task_id}/wait", response_model=TaskOut)
+async def wait_task(
+    task_id: PathId, hub: Hub, caller: CurrentPrincipal, timeout: Annotated[float, Query(ge=0, le=600)] = 30.0
+) -> TaskOut:
+    """Long-poll until every run of the task is finished or ``timeout`` seconds passed; returns the task."""
+    deadline = time.monotonic() + timeout
+    with hub.dispatcher.waiting(("task", task_id)) as current_event:
+        while True:
+            event = current_event()
+            out, done = await run_in_threadpool(_finished_task, hub, task_id, caller)
+            remaining = deadline - time.monotonic()
+            if done or remaining <= 0 or hub.dispatcher.closing:
+                return out
+            await wait_for(event, remaining)
+
+
+@router.get("/{task_id}/results", response_model=list[ResultOut])
+def task_results(task_id: PathId, hub: Hub, caller: CurrentUser) -> list[ResultOut]:
+    with hub.snapshot() as s:
+        task, _ = load_task(hub, s, task_id, caller)
+        require_results_reader(caller, task)
+        rows = s.execute(
+            select(Run.id, Run.node_id, Node.name, Run.status, Run.log, Run.result)
+            .join(Node, Node.id == Run.node_id)
+            .where(Run.task_id == task.id)
+            .order_by(Run.id)
+        )
+        return [
+            ResultOut(run_id=run_id, node_id=node_id, node_name=name, status=status, log=log, result=result)
+            for run_id, node_id, name, status, log, result in rows
+        ]

@@ -1,0 +1,250 @@
+"""Pydantic request and response models: every value crossing the API boundary is validated here.
+
+Requests are strict (no "12" → 12 coercion) and every string is bounded and checked for characters a database
+would refuse (NUL, lone surrogates), so hostile input ends as a 422, never as a driver error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ID = 2_147_483_647  # PostgreSQL integer
+MAX_CIPHERTEXT = 64 * 1024 * 1024  # characters of base64 per run input or result
+MAX_LOG = 1024 * 1024  # characters kept per run log (older text is dropped)
+
+Role = Literal["root", "collaboration_admin", "organization_admin", "researcher", "viewer"]
+RunStatus = Literal["pending", "active", "completed", "failed", "refused", "cancelled"]
+TaskStatus = Literal["pending", "active", "completed", "failed", "cancelled"]
+FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+def _public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != 32:
+        raise ValueError(f"must encode a 32-byte public key, got {len(raw)} bytes")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_storable)]
+Short = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_storable)
+]
+Country = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_storable)
+]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_storable)]
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024), AfterValidator(_storable)]
+LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_storable)]
+LogText = Annotated[str, StringConstraints(max_length=MAX_LOG), AfterValidator(_storable)]
+Ciphertext = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CIPHERTEXT, pattern=r"^[A-Za-z0-9+/_=-]+$")]
+PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64), AfterValidator(_public_key)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------- requests
+class TokenRequest(Request):
+    username: Name
+    password: Password
+
+
+class NodeTokenRequest(Request):
+    api_key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class OrganizationCreate(Request):
+    name: Name
+    country: Country
+
+
+class UserCreate(Request):
+    username: Name
+    password: NewPassword
+    organization_id: Id
+    roles: Annotated[list[Role], Field(min_length=1, max_length=5)]
+
+
+class KeysUpdate(Request):
+    encryption_key: PublicKey
+    signing_key: PublicKey
+
+
+class CollaborationCreate(Request):
+    name: Name
+    organization_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class NodeCreate(Request):
+    name: Name
+    organization_id: Id
+    collaboration_id: Id
+
+
+class RunInput(Request):
+    node_id: Id
+    input: Ciphertext
+
+
+class TaskCreate(Request):
+    collaboration_id: Id
+    algorithm: Name
+    version: Short
+    code_hash: Name
+    description: LongText | None = None
+    runs: Annotated[list[RunInput], Field(min_length=1, max_length=10_000)]
+
+
+class RunPatch(Request):
+    status: Literal["completed", "failed", "refused"] | None = None
+    progress: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    log: LogText | None = None
+    result: Ciphertext | None = None
+
+
+# --------------------------------------------------------------------------------------------------- responses
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    user_id: int
+    organization_id: int
+    roles: list[str]
+
+
+class NodeTokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    node_id: int
+    name: str
+    organization_id: int
+    collaboration_id: int
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+
+
+class OrganizationOut(BaseModel):
+    id: int
+    name: str
+    country: str
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    organization_id: int
+    roles: list[str]
+    encryption_key: str | None = None
+    signing_key: str | None = None
+
+
+class KeysOut(BaseModel):
+    id: int
+    encryption_key: str | None
+    signing_key: str | None
+
+
+class CollaborationOut(BaseModel):
+    id: int
+    name: str
+    organization_ids: list[int]
+
+
+class NodeOut(BaseModel):
+    id: int
+    name: str
+    organization_id: int
+    collaboration_id: int
+    encryption_key: str | None
+    signing_key: str | None
+    status: Literal["online", "offline"]
+    last_seen: datetime | None
+
+
+class NodeCreated(BaseModel):
+    id: int
+    name: str
+    organization_id: int
+    collaboration_id: int
+    api_key: str
+
+
+class SessionOut(BaseModel):
+    requeued: int
+    failed: int
+
+
+class RunOut(BaseModel):
+    id: int
+    node_id: int
+    node_name: str
+    status: RunStatus
+    progress: float
+    log: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    has_result: bool
+
+
+class TaskOut(BaseModel):
+    id: int
+    collaboration_id: int
+    algorithm: str
+    version: str
+    code_hash: str
+    description: str | None
+    owner_id: int
+    status: TaskStatus
+    created_at: datetime
+    runs: list[RunOut]
+
+
+class ResultOut(BaseModel):
+    run_id: int
+    node_id: int
+    node_name: str
+    status: RunStatus
+    log: str
+    result: str | None
+
+
+class RunAssignment(BaseModel):
+    run_id: int
+    task_id: int
+    collaboration_id: int
+    algorithm: str
+    version: str
+    code_hash: str
+    owner_id: int
+    input: str
+
+
+class RunState(BaseModel):
+    id: int
+    task_id: int
+    status: RunStatus
+    progress: float
+    attempts: int

@@ -1,0 +1,75 @@
+"""Run a hub with uvicorn: in the foreground (CLI) or in a background thread on a free loopback port (tests,
+notebooks, the demo)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
+    # One worker: long polls are coordinated in-process; h11 + asyncio keep the dependency set small.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        workers=1,
+        log_level=kwargs.pop("log_level", "warning"),
+        access_log=kwargs.pop("access_log", False),
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=75,  # longer than a long-poll gap, so nodes keep their connections
+        **kwargs,
+    )
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn that first wakes the hub's long polls, so shutdown does not wait for (or cancel) them."""
+
+    async def shutdown(self, sockets=None) -> None:
+        state = getattr(getattr(self.config.app, "state", None), "hub", None)
+        if state is not None:
+            state.dispatcher.close()
+        await super().shutdown(sockets=sockets)
+
+
+class HubServer:
+    """A uvicorn server for ``app`` in a daemon thread. Use as a context manager; ``url`` is the base URL."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any):
+        self.host, self.port = host, port or free_port(host)
+        self.server = GracefulServer(uvicorn_config(app, self.host, self.port, **kwargs))
+        self.thread = threading.Thread(target=self.server.run, name=f"hub:{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> HubServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"hub server did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

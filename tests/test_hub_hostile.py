@@ -1,0 +1,212 @@
+"""Hostile and malformed requests get a clear 4xx, never a 5xx: huge strings, wrong types, SQL-ish strings,
+NUL bytes, lone surrogates, out-of-range ids, other organizations' ids, broken JSON and oversized bodies."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from nordfed.hub.app import create_app
+from nordfed.hub.server import HubServer
+from test_hub_support import PASSWORD, ROOT_PASSWORD, Network, b64, build_network
+
+pytestmark = pytest.mark.network
+
+HUGE = "x" * 1_000_000
+SQLISH = "'; DROP TABLE hub_user; --"
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory) -> Network:
+    db = tmp_path_factory.mktemp("hub") / "hub.sqlite"
+    with HubServer(create_app(f"sqlite:///{db}", root_password=ROOT_PASSWORD)) as server:
+        yield build_network(server.url)
+
+
+def assert_clear_4xx(response, expected: int | None = None) -> None:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    if expected is not None:
+        assert response.status_code == expected, response.text[:300]
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and 0 < len(detail) < 5000  # readable, and never the huge input echoed back
+
+
+def user_body(net, **over):
+    return {"username": "newuser", "password": PASSWORD, "organization_id": net.org["A"], "roles": ["viewer"], **over}
+
+
+def task_body(net, **over):
+    runs = [{"node_id": net.nodes["node_a"].id, "input": b64()}]
+    return {"collaboration_id": net.collab, "algorithm": "a", "version": "1", "code_hash": "h", "runs": runs, **over}
+
+
+BAD_USERS = {
+    "huge username": {"username": HUGE},
+    "numeric username": {"username": 12345},
+    "null username": {"username": None},
+    "NUL in username": {"username": "bad\x00name"},
+    "empty username": {"username": "   "},
+    "short password": {"password": "short"},
+    "list password": {"password": ["a", "b"]},
+    "unknown role": {"roles": ["superuser"]},
+    "no roles": {"roles": []},
+    "roles as string": {"roles": "viewer"},
+    "org id as string": {"organization_id": "1"},
+    "org id zero": {"organization_id": 0},
+    "org id negative": {"organization_id": -5},
+    "org id overflow": {"organization_id": 2**63},
+    "org id float": {"organization_id": 1.5},
+    "org id bool": {"organization_id": True},
+}
+
+
+@pytest.mark.parametrize("over", BAD_USERS.values(), ids=BAD_USERS.keys())
+def test_bad_user_bodies_are_422(net, over):
+    assert_clear_4xx(net.root.request("POST", "/users", json=user_body(net, **over)), 422)
+
+
+BAD_TASKS = {
+    "no runs": {"runs": []},
+    "runs not a list": {"runs": {"node_id": 1}},
+    "input not base64": {"runs": [{"node_id": 1, "input": "<script>alert(1)</script>"}]},
+    "input empty": {"runs": [{"node_id": 1, "input": ""}]},
+    "input number": {"runs": [{"node_id": 1, "input": 42}]},
+    "node id huge": {"runs": [{"node_id": 10**30, "input": "QQ=="}]},
+    "collaboration id string": {"collaboration_id": "one"},
+    "collaboration id sql": {"collaboration_id": "1 OR 1=1"},
+    "algorithm huge": {"algorithm": HUGE},
+    "algorithm NUL": {"algorithm": "\x00"},
+    "description huge": {"description": HUGE},
+    "version object": {"version": {"$gt": ""}},
+}
+
+
+@pytest.mark.parametrize("over", BAD_TASKS.values(), ids=BAD_TASKS.keys())
+def test_bad_task_bodies_are_422(net, over):
+    assert_clear_4xx(net.researcher_a.request("POST", "/tasks", json=task_body(net, **over)), 422)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/organizations/0"),
+        ("GET", "/organizations/-1"),
+        ("GET", "/organizations/abc"),
+        ("GET", "/organizations/99999999999999999999999"),
+        ("GET", "/organizations/1%20OR%201=1"),
+        ("GET", "/tasks/2147483648"),
+        ("GET", "/tasks?status=bogus"),
+        ("GET", "/tasks?collaboration_id=x"),
+        ("GET", "/tasks?limit=100000"),
+        ("GET", "/tasks/1/wait?timeout=-1"),
+        ("GET", "/tasks/1/wait?timeout=1e9"),
+        ("GET", "/tasks/1/wait?timeout=nan"),
+        ("GET", "/users/%27%3B%20DROP%20TABLE%20hub_user%3B--/keys"),
+    ],
+)
+def test_bad_paths_and_queries_are_422(net, method, path):
+    assert_clear_4xx(net.researcher_a.request(method, path), 422)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/organizations/999999",
+        "/users/999999/keys",
+        "/collaborations/999999",
+        "/tasks/999999",
+        "/tasks/999999/results",
+        "/nodes/999999",
+    ],
+)
+def test_unknown_ids_are_404(net, path):
+    response = net.root.request("GET", path)
+    assert_clear_4xx(response, 404)
+    assert "999999" in response.json()["detail"]
+
+
+def test_unknown_run_and_node_polls(net):
+    node = net.nodes["node_a"]
+    assert_clear_4xx(node.request("PATCH", "/runs/999999", json={"status": "completed"}), 404)
+    assert_clear_4xx(node.request("GET", "/runs/next?timeout=-3"), 422)
+    assert_clear_4xx(node.request("GET", "/runs/next?timeout=forever"), 422)
+    for body in (
+        {"progress": 1.5},
+        {"progress": "half"},
+        {"status": "active"},
+        {"status": "completed", "log": HUGE * 2},
+        {"result": "not base64!"},
+        {"log": "\x00"},
+    ):
+        assert_clear_4xx(node.request("PATCH", "/runs/1", json=body), 422)
+    for raw in (b'{"progress": NaN}', b'{"progress": Infinity}', b'{"progress": -0.5}'):
+        response = node.request("PATCH", "/runs/1", content=raw, headers={"content-type": "application/json"})
+        assert_clear_4xx(response, 422)
+    too_long = {"name": "Hospital Z", "country": "c" * 65}
+    assert_clear_4xx(net.root.request("POST", "/organizations", json=too_long), 422)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"null",
+        b'"string"',
+        b"{" * 10_000,
+        b'{"username": "\\ud800", "password": "12345678"}',
+        b"\xff\xfe\xfd",
+        json.dumps({"username": "a", "password": "b" * 100_000}).encode(),
+    ],
+    ids=["empty", "text", "list", "null", "string", "deep", "lone surrogate", "not utf8", "long password"],
+)
+def test_broken_json_is_4xx(net, content):
+    response = net.anon.request("POST", "/token", content=content, headers={"content-type": "application/json"})
+    assert_clear_4xx(response)
+
+
+def test_bad_public_keys_are_422(net):
+    for enc in ("", "AAAA", b64(n=31), b64(n=33), "!" * 44, HUGE):
+        response = net.researcher_a.request("PUT", "/users/me/keys", json={"encryption_key": enc, "signing_key": enc})
+        assert_clear_4xx(response, 422)
+
+
+def raw_post(url: str, headers: str, body: bytes = b"{}") -> int:
+    """Send a request httpx would refuse to build (lying Content-Length); return the status code."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST /api/token HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode() + body)
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])
+
+
+def test_oversized_or_lying_bodies_are_4xx(net):
+    assert raw_post(net.url, f"Content-Type: application/json\r\nContent-Length: {2**40}\r\n") == 413
+    assert 400 <= raw_post(net.url, "Content-Type: application/json\r\nContent-Length: 12abc\r\n") < 500
+
+
+def test_sql_looking_strings_are_just_data(net):
+    created = net.root.call("POST", "/users", 201, json=user_body(net, username=SQLISH))
+    assert created["username"] == SQLISH
+    assert net.anon.login(SQLISH).call("GET", "/users/me")["username"] == SQLISH
+    org = net.root.call(
+        "POST", "/organizations", 201, json={"name": "Robert'); DROP TABLE hub_task;--", "country": "EE"}
+    )
+    assert net.root.call("GET", f"/organizations/{org['id']}")["name"].startswith("Robert')")
+    wrong = net.anon.request("POST", "/token", json={"username": "root' OR '1'='1", "password": "' OR '1'='1"})
+    assert_clear_4xx(wrong, 401)
+    assert net.task(net.researcher_a, [net.nodes["node_b"]], description=SQLISH)["description"] == SQLISH
+
+
+def test_other_organizations_ids_are_refused(net):
+    # Organization A's admin aims at B's and C's ids; researcher C aims at A's collaboration and nodes.
+    for org in ("B", "C"):
+        assert_clear_4xx(net.admin_a.request("POST", "/users", json=user_body(net, organization_id=net.org[org])), 403)
+        body = {"name": "n", "organization_id": net.org[org], "collaboration_id": net.collab}
+        assert_clear_4xx(net.admin_a.request("POST", "/nodes", json=body), 403)
+    assert_clear_4xx(net.researcher_c.request("POST", "/tasks", json=task_body(net)), 403)
+    assert_clear_4xx(net.researcher_c.request("GET", f"/nodes/{net.nodes['node_a'].id}"), 403)
+    assert_clear_4xx(net.researcher_c.request("GET", f"/collaborations/{net.collab}"), 403)
