@@ -1,0 +1,233 @@
+"""Phrase banks for synthetic notes in Finnish and Estonian (inflected forms written out by hand).
+
+Slots as in :mod:`nordfed.synth.notes_scand`, with a grammatical case: {imp:nom}, {imp:part} (partitive),
+{imp:gen} (genitive); drugs and reactions take {drug:nom|gen|part|ela|all} and {reac:nom|gen|part}.
+"""
+
+from __future__ import annotations
+
+IMPLANTS = {
+    "fi": {
+        "pacemaker": {"nom": ["tahdistin", "sydämentahdistin", "PM"], "part": ["tahdistinta", "sydämentahdistinta"],
+                      "gen": ["tahdistimen", "sydämentahdistimen"], "cmp": ["tahdistinkontrolli", "tahdistinpotilas"]},
+        "icd": {"nom": ["ICD", "rytmihäiriötahdistin", "ICD-laite"], "part": ["ICD:tä", "rytmihäiriötahdistinta"],
+                "gen": ["ICD:n", "rytmihäiriötahdistimen"], "cmp": ["ICD-kontrolli"]},
+        "cochlear_implant": {"nom": ["sisäkorvaistute", "sisäkorvaimplantti", "CI"],
+                             "part": ["sisäkorvaistutetta", "sisäkorvaimplanttia"],
+                             "gen": ["sisäkorvaistutteen", "sisäkorvaimplantin"], "cmp": ["CI-käyttäjä"]},
+        "neurostimulator": {"nom": ["syväaivostimulaattori", "neurostimulaattori", "DBS-laite"],
+                            "part": ["syväaivostimulaattoria", "neurostimulaattoria"],
+                            "gen": ["syväaivostimulaattorin", "neurostimulaattorin"], "cmp": ["DBS-hoito"]},
+        "insulin_pump": {"nom": ["insuliinipumppu"], "part": ["insuliinipumppua"], "gen": ["insuliinipumpun"],
+                         "cmp": ["insuliinipumppuhoito"]},
+        "coronary_stent": {"nom": ["sepelvaltimostentti", "stentti", "lääkestentti"],
+                           "part": ["sepelvaltimostenttiä", "stenttiä"], "gen": ["sepelvaltimostentin", "stentin"],
+                           "cmp": ["stenttihoito"]},
+        "vascular_stent": {"nom": ["kaulavaltimostentti", "stenttisiirre"],
+                           "part": ["kaulavaltimostenttiä", "stenttisiirrettä"],
+                           "gen": ["kaulavaltimostentin", "stenttisiirteen"], "cmp": ["EVAR-kontrolli"]},
+        "hip_prosthesis": {"nom": ["lonkkaproteesi", "lonkan tekonivel"],
+                           "part": ["lonkkaproteesia", "lonkan tekoniveltä"],
+                           "gen": ["lonkkaproteesin", "lonkan tekonivelen"], "cmp": ["lonkkaproteesileikkaus"]},
+        "knee_prosthesis": {"nom": ["polviproteesi", "polven tekonivel"], "part": ["polviproteesia",
+                                                                                   "polven tekoniveltä"],
+                            "gen": ["polviproteesin", "polven tekonivelen"], "cmp": ["polviproteesileikkaus"]},
+        "aneurysm_clip": {"nom": ["aneurysmaklipsi"], "part": ["aneurysmaklipsiä"], "gen": ["aneurysmaklipsin"],
+                          "cmp": ["aneurysmaklipsaus"]},
+    },
+    "et": {
+        "pacemaker": {"nom": ["südamestimulaator", "kardiostimulaator", "rütmur"],
+                      "part": ["südamestimulaatorit", "kardiostimulaatorit", "rütmurit"],
+                      "gen": ["südamestimulaatori", "kardiostimulaatori", "rütmuri"], "cmp": ["stimulaatorikontroll"]},
+        "icd": {"nom": ["ICD", "implanteeritav defibrillaator"], "part": ["ICD-d", "implanteeritavat defibrillaatorit"],
+                "gen": ["ICD", "implanteeritava defibrillaatori"], "cmp": ["ICD-kontroll"]},
+        "cochlear_implant": {"nom": ["kohleaarimplantaat", "sisekõrva implantaat"],
+                             "part": ["kohleaarimplantaati", "sisekõrva implantaati"],
+                             "gen": ["kohleaarimplantaadi", "sisekõrva implantaadi"], "cmp": ["CI-kasutaja"]},
+        "neurostimulator": {"nom": ["neurostimulaator", "sügavaju stimulaator", "DBS"],
+                            "part": ["neurostimulaatorit", "sügavaju stimulaatorit"],
+                            "gen": ["neurostimulaatori", "sügavaju stimulaatori"], "cmp": ["DBS-ravi"]},
+        "insulin_pump": {"nom": ["insuliinipump"], "part": ["insuliinipumpa"], "gen": ["insuliinipumba"],
+                         "cmp": ["insuliinipumbaravi"]},
+        "coronary_stent": {"nom": ["koronaarstent", "pärgarteri stent"], "part": ["koronaarstenti",
+                                                                                  "pärgarteri stenti"],
+                           "gen": ["koronaarstendi", "pärgarteri stendi"], "cmp": ["koronaarstentimine"]},
+        "vascular_stent": {"nom": ["unearteri stent", "stentgraft"], "part": ["unearteri stenti", "stentgrafti"],
+                           "gen": ["unearteri stendi", "stentgrafti"], "cmp": ["EVAR-kontroll"]},
+        "hip_prosthesis": {"nom": ["puusaprotees", "puusaliigese endoprotees"],
+                           "part": ["puusaproteesi", "puusaliigese endoproteesi"],
+                           "gen": ["puusaproteesi", "puusaliigese endoproteesi"], "cmp": ["puusaproteesimine"]},
+        "knee_prosthesis": {"nom": ["põlveprotees", "põlveliigese endoprotees"],
+                            "part": ["põlveproteesi", "põlveliigese endoproteesi"],
+                            "gen": ["põlveproteesi", "põlveliigese endoproteesi"], "cmp": ["põlveproteesimine"]},
+        "aneurysm_clip": {"nom": ["aneurüsmiklamber", "aneurüsmi klamber"],
+                          "part": ["aneurüsmiklambrit", "aneurüsmi klambrit"],
+                          "gen": ["aneurüsmiklambri", "aneurüsmi klambri"], "cmp": ["aneurüsmiklambrid"]},
+    },
+}
+
+IMPLANT_TEMPLATES = {
+    "fi": {
+        "present": [
+            "Potilaalla on {imp:nom}.", "{imp:nom} asennettu {year}.",
+                "Potilaalle asennettiin {imp:nom} vuonna {year}.",
+            "{imp:gen} tarkastus {date}, toiminta normaali.", "Käytössä {imp:nom} ({model}).",
+            "{model} {imp:nom} asennettu {date}.", "{cmp} {date}: ei huomautettavaa.", "Thoraxkuvassa näkyy {imp:nom}.",
+            "{imp:nom} toimii hyvin.", "Potilaalla on ollut {imp:nom} vuodesta {year}.",
+            "Implanttikortin mukaan {imp:nom} on MRI-ehdollinen ({model}).", "Tullut {imp:gen} tarkastukseen.",
+            "Tila {imp:gen} asennuksen jälkeen, ei komplikaatioita.",
+            "!Ei magneettikuvausta {imp:gen} vuoksi.", "!{imp:gen} poistoa harkittiin, mutta se jätettiin paikalleen.",
+        ],
+        "negated": [
+            "Potilaalla ei ole {imp:part}.", "Ei {imp:part}.", "{imp:nom}: ei.", "Ei {imp:part} eikä {imp2:part}.",
+            "{imp:part} ei ole.", "Potilaalle ei ole asennettu {imp:part}.", "Ei merkkejä {imp:gen} olemassaolosta.",
+            "Potilas kiistää {imp:part}.", "{imp:nom}/{imp2:nom}: ei.",
+        ],
+        "historical": [
+            "{imp:nom} poistettu {year}.", "{imp:nom} poistettiin {date} infektion vuoksi.",
+            "Aiemmin ollut {imp:nom}, joka poistettiin {year}.", "{imp:nom} eksplantoitu {year}.",
+            "{imp:nom} poistettiin taskuinfektion takia {year}.", "Aikaisemmin ollut {imp:nom}.",
+            "!{imp:gen} poisto {year}.",
+        ],
+        "family": [
+            "Äidillä on {imp:nom}.", "Isällä {imp:nom} vuodesta {year}.",
+                "Veljellä on {imp:nom} sydänpysähdyksen jälkeen.",
+            "Sukuanamneesi: isällä {imp:nom}.", "Sisarella on {imp:nom}.", "!Tyttärellä on {imp:nom}.",
+        ],
+        "uncertain": [
+            "Mahdollisesti {imp:nom}, tarkistetaan implanttikortista.", "Epäselvää onko potilaalla {imp:nom}.",
+            "{imp:nom}?", "Mahdollinen {imp:nom} vanhassa thoraxkuvassa.", "{imp:part} ei voida poissulkea.",
+            "Epävarmaa onko {imp:nom} edelleen paikallaan.", "Epäily {imp:gen} olemassaolosta, varmistetaan.",
+        ],
+    },
+    "et": {
+        "present": [
+            "Patsiendil on {imp:nom}.", "{imp:nom} paigaldatud {year}.",
+                "Patsiendile paigaldati {imp:nom} {year}. aastal.",
+            "{imp:gen} kontroll {date}, töötab korralikult.", "Kasutusel {imp:nom} ({model}).",
+            "{model} {imp:nom} paigaldatud {date}.", "{cmp} {date}: märkusteta.", "Röntgenil nähtav {imp:nom}.",
+            "{imp:nom} töötab hästi.", "Patsiendil on {year}. aastast {imp:nom}.",
+            "Implantaadikaardi järgi on {imp:nom} MRT-tingimuslik ({model}).", "Tuli {imp:gen} kontrolli.",
+            "Seisund pärast {imp:gen} paigaldamist, tüsistusi ei ole.",
+            "!MRT ei tehta {imp:gen} tõttu.", "!{imp:gen} eemaldamist kaaluti, kuid see jäeti alles.",
+        ],
+        "negated": [
+            "Patsiendil ei ole {imp:part}.", "{imp:part} ei ole.", "{imp:nom} puudub.", "{imp:nom}: ei.",
+            "Ei {imp:part} ega {imp2:part}.", "{imp:part} pole.", "Patsiendile ei ole paigaldatud {imp:part}.",
+            "Patsient eitab {imp:part}.", "{imp:nom}/{imp2:nom}: ei.",
+        ],
+        "historical": [
+            "{imp:nom} eemaldatud {year}.", "{imp:nom} eemaldati {date} infektsiooni tõttu.",
+            "Varem olnud {imp:nom}, eemaldatud {year}.", "{imp:nom} eksplanteeritud {year}.",
+            "{imp:nom} eemaldati taskuinfektsiooni tõttu {year}.", "!{imp:gen} eemaldamine {year}.",
+        ],
+        "family": [
+            "Emal on {imp:nom}.", "Isal {imp:nom} alates {year}.", "Vennal on {imp:nom} pärast südameseiskust.",
+            "Perekonnas: isal {imp:nom}.", "Õel on {imp:nom}.", "!Tütrel on {imp:nom}.",
+        ],
+        "uncertain": [
+            "Võimalik {imp:nom}, vajab täpsustamist.", "Ebaselge kas patsiendil on {imp:nom}.", "{imp:nom}?",
+            "Tõenäoliselt {imp:nom}, implantaadikaarti ei ole kaasas.", "{imp:part} ei saa välistada.",
+            "Kahtlus {imp:gen} olemasolule, täpsustada.",
+        ],
+    },
+}
+
+ADR_TEMPLATES = {
+    "fi": ["{drug:nom} aiheutti {reac:gen}.", "{reac:nom} {drug:gen} aloituksen jälkeen.",
+           "{drug:nom} lopetettu {reac:gen} vuoksi.", "CAVE: {drug:nom} ({reac:nom}).",
+           "Allergia {drug:all}: {reac:nom}.", "{drug:gen} aiheuttama {reac:nom}.",
+           "Haittavaikutuksena {reac:nom} ({drug:nom} {dose}).", "{drug:ela} tuli {reac:nom}.",
+           "{drug:nom} tauotettu {reac:gen} takia."],
+    "et": ["{drug:nom} põhjustas {reac:part}.", "{drug:gen} tõttu tekkis {reac:nom}.",
+           "{drug:nom} lõpetatud {reac:gen} tõttu.", "CAVE: {drug:nom} ({reac:nom}).",
+           "Allergia {drug:gen} suhtes: {reac:nom}.", "{drug:ela} tekkis {reac:nom}.",
+           "Kõrvaltoimena {reac:nom} ({drug:nom} {dose}).", "{drug:gen} põhjustatud {reac:nom}.",
+           "{reac:nom} {drug:gen} kasutamise järel."],
+}
+ADR_NEG_TEMPLATES = {
+    "fi": ["{drug:nom} sopii hyvin, ei {reac:part}.", "Ei {reac:part} {drug:gen} jälkeen."],
+    "et": ["{drug:nom} sobib hästi, {reac:nom} puudub.", "Ei {reac:part} pärast {drug:part}."],
+}
+SYMPTOM_TEMPLATES = {
+    "fi": ["{reac:nom} viime vuorokauden ajan, todennäköisesti virusperäinen.",
+           "Tulee {reac:gen} vuoksi päivystykseen."],
+    "et": ["{reac:nom} viimase ööpäeva jooksul, tõenäoliselt viiruslik.", "Pöördus {reac:gen} tõttu erakorraliselt."],
+}
+MED_LINE = {"fi": "- {drug:nom} {dose} {freq}", "et": "- {drug:nom} {dose} {freq}"}
+FREQ = {"fi": ["x 1", "x 2", "1+0+1", "aamuisin", "tarvittaessa"], "et": ["x 1", "x 2", "1+0+1", "hommikul",
+                                                                          "vajadusel"]}
+
+REACTIONS = {  # (nominative, genitive, partitive)
+    "fi": {"rash": [("ihottuma", "ihottuman", "ihottumaa")],
+           "urticaria": [("nokkosihottuma", "nokkosihottuman", "nokkosihottumaa")],
+           "angioedema": [("angioedeema", "angioedeeman", "angioedeemaa")],
+           "anaphylaxis": [("anafylaksia", "anafylaksian", "anafylaksiaa"),
+                           ("anafylaktinen reaktio", "anafylaktisen reaktion", "anafylaktista reaktiota")],
+           "cough": [("yskä", "yskän", "yskää"), ("kuiva yskä", "kuivan yskän", "kuivaa yskää")],
+           "bleeding": [("verenvuoto", "verenvuodon", "verenvuotoa")],
+           "nausea": [("pahoinvointi", "pahoinvoinnin", "pahoinvointia")],
+           "diarrhoea": [("ripuli", "ripulin", "ripulia")], "myalgia": [("lihaskipu", "lihaskivun", "lihaskipua")],
+           "hypoglycaemia": [("hypoglykemia", "hypoglykemian", "hypoglykemiaa")],
+           "bradycardia": [("bradykardia", "bradykardian", "bradykardiaa")],
+           "dizziness": [("huimaus", "huimauksen", "huimausta")],
+           "hyperkalaemia": [("hyperkalemia", "hyperkalemian", "hyperkalemiaa")],
+           "neutropenia": [("neutropenia", "neutropenian", "neutropeniaa")],
+           "neuropathy": [("neuropatia", "neuropatian", "neuropatiaa")],
+           "constipation": [("ummetus", "ummetuksen", "ummetusta")]},
+    "et": {"rash": [("nahalööve", "nahalööbe", "nahalöövet")],
+           "urticaria": [("nõgestõbi", "nõgestõve", "nõgestõbe")],
+           "angioedema": [("angioödeem", "angioödeemi", "angioödeemi")],
+           "anaphylaxis": [("anafülaksia", "anafülaksia", "anafülaksiat")],
+           "cough": [("köha", "köha", "köha")], "bleeding": [("verejooks", "verejooksu", "verejooksu")],
+           "nausea": [("iiveldus", "iivelduse", "iiveldust")],
+           "diarrhoea": [("kõhulahtisus", "kõhulahtisuse", "kõhulahtisust")],
+           "myalgia": [("lihasvalu", "lihasvalu", "lihasvalu")],
+           "hypoglycaemia": [("hüpoglükeemia", "hüpoglükeemia", "hüpoglükeemiat")],
+           "bradycardia": [("bradükardia", "bradükardia", "bradükardiat")],
+           "dizziness": [("peapööritus", "peapöörituse", "peapööritust")],
+           "hyperkalaemia": [("hüperkaleemia", "hüperkaleemia", "hüperkaleemiat")],
+           "neutropenia": [("neutropeenia", "neutropeenia", "neutropeeniat")],
+           "neuropathy": [("neuropaatia", "neuropaatia", "neuropaatiat")],
+           "constipation": [("kõhukinnisus", "kõhukinnisuse", "kõhukinnisust")]},
+}
+
+NOTE_TEXT = {
+    "fi": {
+        "titles": {"admission": "Tulotilanne", "discharge": "Epikriisi", "mri_referral": "Lähete magneettitutkimukseen",
+                   "medication_review": "Lääkityksen arviointi"},
+        "meds": "Lääkitys:", "allergy": "Allergiat:", "implants": "Implantit:",
+        "hospitals": ["HUS Meilahti", "TAYS", "OYS", "KYS", "TYKS"],
+        "fillers": [
+            "Potilas tulee päivystykseen hengenahdistuksen ja rintakivun vuoksi.", "Ei kuumetta.",
+            "Tupakoimaton, alkoholia kohtuudella.", "Yleistila hyvä, orientoitunut.",
+            "RR 135/80, pulssi 72 tasainen, SpO2 97 % huoneilmalla.", "Sydän: rytmi tasainen, ei sivuääniä.",
+            "Keuhkot: hengitysäänet puhtaat molemmin puolin.", "Asuu kotona puolison kanssa, omatoiminen.",
+            "EKG:ssä sinusrytmi, ei iskeemisiä muutoksia.", "Laboratoriokokeissa ei selviä poikkeavuuksia.",
+            "Poliklinikkakontrolli kolmen kuukauden kuluttua.", "Kotiutuu hyvässä voinnissa.",
+            "Lähetetään aivojen magneettikuvaukseen päänsäryn ja huimauskohtausten vuoksi.",
+            "Pyydetään arvio MRI-turvallisuudesta ennen tutkimusta.", "Potilasta on informoitu ja hän suostuu.",
+            "Lääkelista käyty läpi potilaan ja omalääkärin kanssa.", "Ei merkittäviä yhteisvaikutuksia.",
+            "Munuaisfunktio vakaa, eGFR 58.", "Kontrolli terveyskeskuksessa kahden viikon kuluttua.",
+        ],
+    },
+    "et": {
+        "titles": {"admission": "Vastuvõtu märkus", "discharge": "Epikriis", "mri_referral": "Saatekiri MRT-uuringule",
+                   "medication_review": "Ravimite ülevaatus"},
+        "meds": "Ravimid:", "allergy": "Allergiad:", "implants": "Implantaadid:",
+        "hospitals": ["TÜ Kliinikum", "PERH", "Ida-Tallinna Keskhaigla", "Pärnu Haigla"],
+        "fillers": [
+            "Patsient pöördus erakorralise meditsiini osakonda hingelduse ja valu tõttu rinnus.", "Palavikku ei ole.",
+            "Mittesuitsetaja, alkoholi tarvitab mõõdukalt.", "Üldseisund hea, teadvus selge.",
+            "RR 135/80, pulss 72 regulaarne, SpO2 97 % toaõhul.", "Süda: rütm regulaarne, kahinaid ei ole.",
+            "Kopsud: vesikulaarne hingamiskahin mõlemal pool.",
+                "Elab kodus koos abikaasaga, toimetuleku osas iseseisev.",
+            "EKG-l siinusrütm, isheemilisi muutusi ei ole.", "Vereanalüüsides olulisi kõrvalekaldeid ei ole.",
+            "Ambulatoorne kontroll kolme kuu pärast.", "Kirjutatakse välja koju stabiilses seisundis.",
+            "Suunatakse pea MRT-uuringule peavalu ja peapööritushoogude tõttu.",
+            "Palun hinnata MRT-ohutust enne uuringut.", "Patsienti on teavitatud ja ta on nõus.",
+            "Ravimite nimekiri vaadati üle koos patsiendi ja perearstiga.", "Olulisi koostoimeid ei ole.",
+            "Neerufunktsioon stabiilne, eGFR 58.", "Kontroll perearsti juures kahe nädala pärast.",
+        ],
+    },
+}
