@@ -1,0 +1,230 @@
+"""`nordfed ledger …`: verify, show, export, merge and checkpoint a node's or the hub's ledger file.
+
+Exit codes: 0 intact / done, 1 the chain is broken or two copies fork, 2 the input cannot be used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from nordfed.ledger import Checkpoint, Ledger
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)  # one message per line, greppable
+
+ledger_app = typer.Typer(help="Verify, inspect and replicate the tamper-evident ledger.", no_args_is_help=True)
+
+KEY_HELP = "Trusted writer key: base64 Ed25519 verify key or a signing.pub file. Repeat for several writers."
+CP_HELP = "Published checkpoint the chain must still contain: SEQ:HASH or a checkpoint JSON file. Repeatable."
+
+
+def _fail(msg: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(code)
+
+
+def _text_or_file(value: str) -> str:
+    p = Path(value)
+    return p.read_text().strip() if len(value) < 4096 and p.is_file() else value.strip()
+
+
+def _keys(values: list[str] | None) -> list[str] | None:
+    from nacl.signing import VerifyKey
+
+    from nordfed.privacy.crypto import VerificationError, _public
+
+    if not values:
+        return None
+    keys = []
+    for v in values:
+        key = _text_or_file(v)
+        try:
+            _public(key, VerifyKey, f"--key {v}")
+        except VerificationError as exc:
+            _fail(str(exc))
+        keys.append(key)
+    return keys
+
+
+def _checkpoints(values: list[str] | None) -> list[Checkpoint]:
+    from nordfed.ledger import Checkpoint, LedgerFormatError
+    from nordfed.privacy.crypto import VerificationError
+
+    out = []
+    for v in values or []:
+        try:
+            cp = Checkpoint.parse(_text_or_file(v))
+            cp.signed_by()  # a countersigned checkpoint must carry only valid signatures
+        except (LedgerFormatError, VerificationError) as exc:
+            _fail(f"--checkpoint {v}: {exc}")
+        out.append(cp)
+    return out
+
+
+def _open(path: Path, identity_dir: Path | None = None) -> Ledger:
+    from nordfed.ledger import Ledger, LedgerError
+    from nordfed.privacy.crypto import Identity
+
+    try:
+        ident = Identity.load(identity_dir) if identity_dir else None
+        return Ledger.open(path, ident, create=False)
+    except (LedgerError, FileNotFoundError, PermissionError) as exc:
+        _fail(str(exc))
+
+
+@ledger_app.command("verify")
+def verify_cmd(
+    path: Path = typer.Argument(..., help="Ledger file (SQLite)."),
+    key: list[str] = typer.Option(None, "--key", "-k", help=KEY_HELP),
+    checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c", help=CP_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check every entry's hash, signature, order and links (and the checkpoints); exit 1 naming the first break."""
+    keys, cps = _keys(key), _checkpoints(checkpoint)
+    with _open(path) as led:
+        rep = led.verify(keys, cps)
+    if as_json:
+        print(json.dumps({"ok": rep.ok, "count": rep.count, "head": str(rep.head) if rep.head else None,
+                          "pinned": rep.pinned, "signers": rep.signers,
+                          "problems": [{"seq": p.seq, "reason": p.reason, "detail": p.detail} for p in rep.problems]}))
+    elif rep.ok:
+        console.print(f"[green]{path}: {rep.summary()}[/green]")
+        if not rep.pinned:
+            err.print("[yellow]warning:[/yellow] no --key given: a forger who re-signs the whole chain with their own "
+                      f"key would pass; signers seen: {', '.join(rep.signers) or 'none'}")
+    else:
+        err.print(f"[red]{path}: {rep.summary()}[/red]")
+        for p in rep.problems[1:10]:
+            err.print(f"  also {p}")
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+def _short(value: object) -> object:
+    """Long hex digests shortened for display, like git does."""
+    if isinstance(value, str) and len(value) >= 40 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    return value
+
+
+@ledger_app.command("show")
+def show_cmd(
+    path: Path = typer.Argument(..., help="Ledger file (SQLite)."),
+    tail: int = typer.Option(20, "--tail", "-n", min=0, help="Show the last N entries (0 = all)."),
+) -> None:
+    """Print entries as a table, each marked with its verification status."""
+    from nordfed.ledger import LedgerFormatError
+    from nordfed.ledger.verify import parse_row
+
+    with _open(path) as led:
+        rows = led.rows()
+        rep = led.verify()
+    status = {p.seq: p.reason for p in rep.problems}
+    table = Table(title=str(path), caption=rep.summary())
+    for col in ("seq", "time (UTC)", "kind", "actor", "payload", "hash", "signer", "status"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("seq", "kind", "status"))
+    shown = rows[-tail:] if tail else rows
+    last = shown[0][0] - 1 if shown and isinstance(shown[0][0], int) else None
+    for row in shown:
+        if isinstance(row[0], int) and last is not None and row[0] > last + 1:
+            gone = f"entry {last + 1}" if row[0] == last + 2 else f"entries {last + 1}..{row[0] - 1}"
+            table.add_row(f"{last + 1}", "", "", "", f"[red]{gone} missing[/red]", "", "", "[red]gap[/red]")
+        last = row[0] if isinstance(row[0], int) else last
+        try:
+            e = parse_row(row)
+            payload = json.dumps({k: _short(v) for k, v in e.payload.items()}, sort_keys=True, ensure_ascii=False)
+            ts = e.ts[:19].replace("T", " ")
+            cells = [str(e.seq), ts, e.kind, e.actor, payload, e.entry_hash[:12], e.signer[:12]]
+        except LedgerFormatError:
+            cells = [str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4])[:80], str(row[6])[:12],
+                     str(row[7])[:12]]
+        bad = status.get(row[0] if isinstance(row[0], int) else -1)
+        table.add_row(*cells, f"[red]{bad}[/red]" if bad else "[green]ok[/green]")
+    console.print(table)
+
+
+@ledger_app.command("export")
+def export_cmd(
+    path: Path = typer.Argument(..., help="Ledger file (SQLite)."),
+    since: int = typer.Option(0, "--since", min=0, help="Export entries after this sequence number."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Write the entries after --since as JSON lines (for `nordfed ledger merge` on another copy)."""
+    from nordfed.ledger import LedgerError, dump_jsonl
+
+    with _open(path) as led:
+        try:
+            entries = led.export_since(since)
+        except LedgerError as exc:
+            _fail(f"{exc}; run `nordfed ledger verify {path}`", 1)
+    if out is None:
+        dump_jsonl(entries, sys.stdout)
+        return
+    tmp = out.with_name(out.name + ".tmp")  # nothing half-written: rename into place when complete
+    with open(tmp, "w", encoding="utf-8") as fh:
+        n = dump_jsonl(entries, fh)
+    tmp.replace(out)
+    err.print(f"{n} entries written to {out}")
+
+
+@ledger_app.command("merge")
+def merge_cmd(
+    path: Path = typer.Argument(..., help="This copy of the ledger (created if missing)."),
+    export: Path = typer.Argument(..., help="JSON lines from `nordfed ledger export` of another copy."),
+    key: list[str] = typer.Option(None, "--key", "-k", help=KEY_HELP),
+) -> None:
+    """Add another copy's entries that extend this one (all or nothing); exit 1 if the copies fork."""
+    from nordfed.ledger import Ledger, LedgerError, LedgerFork, LedgerFormatError, load_jsonl
+
+    keys = _keys(key)
+    try:
+        entries = load_jsonl(export)
+    except (OSError, LedgerFormatError) as exc:
+        _fail(str(exc))
+    try:
+        with Ledger.open(path) as led:
+            rep = led.merge(entries, keys)
+    except LedgerFork as exc:
+        _fail(str(exc), 1)
+    except LedgerError as exc:
+        _fail(str(exc))
+    console.print(f"{path}: {rep.added} added, {rep.present} already present, head {rep.head}")
+
+
+@ledger_app.command("checkpoint")
+def checkpoint_cmd(
+    path: Path = typer.Argument(..., help="Ledger file (SQLite)."),
+    confirm: str | None = typer.Option(None, "--confirm", help="Countersign this published checkpoint "
+                                       "(SEQ:HASH or JSON file) instead of the current head."),
+    key_dir: Path | None = typer.Option(None, "--key-dir", help="Countersign with the key pair in this folder."),
+) -> None:
+    """Print the head (or a confirmed checkpoint) as checkpoint JSON, countersigned when --key-dir is given."""
+    from nordfed.ledger import LedgerError, LedgerFork
+
+    with _open(path, key_dir) as led:
+        cp = _checkpoints([confirm])[0] if confirm else led.checkpoint()
+        if cp is None:
+            _fail(f"{path}: the ledger is empty")
+        if confirm:
+            rep = led.verify(checkpoints=[cp])
+            if not rep.ok:
+                _fail(f"{path} does not confirm checkpoint {cp}: {rep.first}", 1)
+        if key_dir is not None:
+            try:
+                cp = led.countersign(cp)
+            except LedgerFork as exc:
+                _fail(str(exc), 1)
+            except LedgerError as exc:
+                _fail(str(exc))
+    print(json.dumps(cp.to_dict(), sort_keys=True))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ledger_app, name="ledger")
