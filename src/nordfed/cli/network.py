@@ -1,9 +1,213 @@
-"""`nordfed` commands for network."""
+"""`nordfed node …`, `nordfed login`, `nordfed task …` and `nordfed algorithms`: the network commands."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+node_app = typer.Typer(help="Run a node next to a site's OMOP CDM.", no_args_is_help=True)
+task_app = typer.Typer(help="Create, follow and read tasks on the hub.", no_args_is_help=True)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(1)
+
+
+@node_app.command("start")
+def node_start(
+    config: Path = typer.Option(..., "--config", "-c", help="node.yaml: hub, api key, CDM, keys and policy."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Start the node: connect to the hub (outbound only) and serve runs allowed by the policy until stopped."""
+    from nordfed.node.runtime import NodeRuntime
+    from nordfed.policy.node import PolicyError, load_node_config
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        cfg = load_node_config(config)
+    except PolicyError as exc:
+        _fail(str(exc))
+    try:
+        NodeRuntime(cfg).serve_forever()
+    except (RuntimeError, OSError) as exc:
+        _fail(str(exc))
+
+
+@node_app.command("keys")
+def node_keys(
+    key_dir: Path = typer.Option(..., "--dir", "-d", help="Folder for the key files (private keys mode 0600)."),
+) -> None:
+    """Generate a node's (or researcher's) X25519 encryption and Ed25519 signing key pairs; print the public keys."""
+    from nordfed.privacy.crypto import Identity
+
+    try:
+        ident = Identity.generate()
+        ident.save(key_dir)
+    except FileExistsError as exc:
+        _fail(str(exc))
+    console.print(f"keys written to {key_dir}")
+    console.print(f"encryption_key: {ident.encryption_public}\nsigning_key: {ident.signing_public}")
+
+
+def login(
+    hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
+    username: str = typer.Option(..., "--username", "-u"),
+    password: str = typer.Option(..., "--password", "-p", prompt=True, hide_input=True),
+    key_dir: Path | None = typer.Option(None, "--key-dir", help="Key folder (default: $NORDFED_HOME/keys/USER)."),
+) -> None:
+    """Log in to a hub, create your key pairs on first use and publish the public halves."""
+    from nordfed.client.api import Client, HubError
+
+    c = Client(hub, key_dir=key_dir)
+    try:
+        c.login(username, password)
+        ident = c.ensure_keys()
+    except HubError as exc:
+        _fail(str(exc))
+    path = c.save_state()
+    console.print(f"logged in to {hub} as {username}; state in {path}")
+    console.print(f"your signing key (nodes pin it in their policy): {ident.signing_public}")
+
+
+def _client() -> Any:
+    from nordfed.client.api import Client
+
+    try:
+        return Client.from_state()
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+def _run_table(task: dict[str, Any]) -> Table:
+    t = Table(title=f"task {task['id']}: {task['algorithm']}@{task['version']} — {task['status']}")
+    for col in ("run", "node", "status", "progress", "attempts", "log"):
+        t.add_column(col)
+    for r in task["runs"]:
+        last = [ln for ln in (r.get("log") or "").splitlines() if ln.strip()]
+        t.add_row(str(r["id"]), r.get("node_name") or str(r["node_id"]), r["status"],
+                  f"{(r.get('progress') or 0) * 100:.0f}%", str(r.get("attempts", 0)), last[-1] if last else "")
+    return t
+
+
+def follow(client: Any, task_id: int, timeout: float) -> dict[str, Any]:
+    """Wait for a task with one progress bar per node."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=err, transient=False) as prog:
+        bars: dict[int, Any] = {}
+
+        def update(task: dict[str, Any]) -> None:
+            for r in task["runs"]:
+                if r["id"] not in bars:
+                    bars[r["id"]] = prog.add_task(r.get("node_name") or str(r["node_id"]), total=1.0, status="")
+                prog.update(bars[r["id"]], completed=r.get("progress") or 0, status=r["status"])
+
+        return client.wait(task_id, timeout=timeout, poll=2.0, on_update=update)
+
+
+@task_app.command("create")
+def task_create(
+    collaboration: int = typer.Option(..., "--collaboration", "-c", help="Collaboration id."),
+    algorithm: str = typer.Option(..., "--algorithm", "-a", help="Algorithm name (`nordfed algorithms`)."),
+    params: str = typer.Option("{}", "--params", help="Parameters as JSON."),
+    node: list[int] = typer.Option(None, "--node", "-n", help="Node id (repeatable; default: all nodes)."),
+    description: str | None = typer.Option(None, "--description"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow progress until every node finished."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait."),
+) -> None:
+    """Create an end-to-end encrypted task (sealed per node) and optionally follow it."""
+    from nordfed.client.api import HubError
+
+    try:
+        p = json.loads(params)
+    except json.JSONDecodeError as exc:
+        _fail(f"--params is not valid JSON: {exc}")
+    c = _client()
+    try:
+        task = c.create_task(collaboration, algorithm, p, node_ids=node or None, description=description)
+        console.print(f"task {task['id']} created")
+        if wait:
+            task = follow(c, task["id"], timeout)
+            console.print(_run_table(task))
+    except (HubError, KeyError, ValueError, TimeoutError) as exc:
+        _fail(str(exc))
+
+
+@task_app.command("status")
+def task_status(task_id: int = typer.Argument(..., help="Task id.")) -> None:
+    """Show a task's runs: status, progress, attempts and the last log line of each node."""
+    from nordfed.client.api import HubError
+
+    try:
+        console.print(_run_table(_client().task(task_id)))
+    except HubError as exc:
+        _fail(str(exc))
+
+
+@task_app.command("result")
+def task_result(
+    task_id: int = typer.Argument(..., help="Task id."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Fetch, verify (node signatures) and decrypt a task's results."""
+    from nordfed.client.api import HubError
+    from nordfed.fed import wire
+    from nordfed.privacy.crypto import VerificationError
+
+    try:
+        rows = _client().results(task_id)
+    except (HubError, VerificationError) as exc:
+        _fail(str(exc))
+    if as_json:
+        data = {r.node_name: {"status": r.status, "result": r.value, "log": r.log} for r in rows}
+        console.print_json(wire.encode(data).decode())
+        return
+    for r in rows:
+        console.rule(f"{r.node_name}: {r.status}")
+        console.print(r.value if r.status == "completed" else r.log)
+
+
+@task_app.command("cancel")
+def task_cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
+    """Cancel a task: pending runs will not start."""
+    from nordfed.client.api import HubError
+
+    try:
+        t = _client().cancel(task_id)
+    except HubError as exc:
+        _fail(str(exc))
+    console.print(f"task {task_id}: {t.get('status', 'cancelled')}")
+
+
+def list_algorithms() -> None:
+    """List registered algorithms with version and code hash (what a node pins in its policy)."""
+    import nordfed.node.builtin  # noqa: F401
+    from nordfed.fed.protocol import algorithms
+
+    t = Table(title="algorithms")
+    t.add_column("name")
+    t.add_column("version")
+    t.add_column("code_hash", overflow="fold")  # the full hash is what a policy pins
+    for name, a in sorted(algorithms().items()):
+        t.add_row(name, a.version, a.code_hash)
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.add_typer(node_app, name="node")
+    app.command("login")(login)
+    app.add_typer(task_app, name="task")
+    app.command("algorithms")(list_algorithms)

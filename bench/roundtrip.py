@@ -1,0 +1,196 @@
+"""Round-trip and dispatch latency of the network on loopback.
+
+1. Round trip: a trivial task (``nordfed.ping``) to 3 real node processes through a real hub (SQLite), measured
+   at the researcher (create → long-poll wait → fetch → verify → decrypt). Target p50 ≤ 20 ms, p99 ≤ 100 ms.
+2. Dispatch: a PostgreSQL-backed hub with 200 simulated nodes (asyncio httpx pollers in this process, not 200
+   processes) long-polling ``/api/runs/next``; dispatch latency = task created → run received by the node.
+
+Prints JSON, then one summary line. Bounded loops, loopback only.
+
+    .venv/bin/python bench/roundtrip.py [--tasks 200] [--nodes 200] [--dispatch-tasks 10] [--pg postgresql://…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from nordfed.client import HubFederation
+from nordfed.node.localnet import LocalNetwork, tiny_cdm
+from nordfed.privacy.crypto import Identity
+
+
+def _pct(xs: list[float]) -> dict[str, Any]:
+    a = np.asarray(xs) * 1000
+    return {"n": len(xs), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+
+
+def roundtrip(n_tasks: int, workdir: Path) -> dict[str, Any]:
+    sites = {s: tiny_cdm(f"duckdb:///{workdir / f'{s}.duckdb'}", 30, seed=i) for i, s in enumerate(("DK", "NO", "SE"))}
+    with LocalNetwork(workdir / "rt", sites, pinned=["nordfed.ping"]) as net:
+        assert net.client is not None
+        fed = HubFederation(net.client, net.collaboration_id, timeout=30)
+        for i in range(10):  # warm-up: connections, caches
+            fed.run("nordfed.ping", {"echo": i})
+        times = []
+        for i in range(n_tasks):
+            t0 = time.perf_counter()
+            out = fed.run("nordfed.ping", {"echo": i})
+            times.append(time.perf_counter() - t0)
+            assert all(r["echo"] == i for r in out.values())
+    return _pct(times)
+
+
+async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=n_nodes + 20, max_keepalive_connections=n_nodes + 20)
+    async with httpx.AsyncClient(base_url=hub_url, timeout=60, limits=limits) as http:
+        async def call(method: str, path: str, token: str | None = None, **kw) -> httpx.Response:
+            r = await http.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {}, **kw)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:200]}")
+            return r
+
+        root = (await call("POST", "/api/token", json={"username": "root", "password": root_password})).json()
+        rt = root["access_token"]
+        org = (await call("POST", "/api/organizations", token=rt, json={"name": "Bench", "country": "DK"})).json()
+        pw = secrets.token_urlsafe(12)
+        await call("POST", "/api/users", token=rt, json={"username": "bench", "password": pw,
+                                                         "organization_id": org["id"], "roles": ["researcher"]})
+        collab = (await call("POST", "/api/collaborations", token=rt,
+                             json={"name": "bench", "organization_ids": [org["id"]]})).json()
+        sem = asyncio.Semaphore(8)  # api-key hashing is deliberately slow; do not flood the hub
+
+        async def register(i: int) -> dict:
+            async with sem:
+                reg = (await call("POST", "/api/nodes", token=rt, json={
+                    "name": f"n{i:03d}", "organization_id": org["id"], "collaboration_id": collab["id"]})).json()
+                tok = (await call("POST", "/api/token/node", json={"api_key": reg["api_key"]})).json()
+                ident = Identity.generate()
+                await call("PUT", "/api/nodes/me/keys", token=tok["access_token"], json={
+                    "encryption_key": ident.encryption_public, "signing_key": ident.signing_public})
+                return {"id": reg["id"], "token": tok["access_token"]}
+
+        nodes = await asyncio.gather(*(register(i) for i in range(n_nodes)))
+        user = (await call("POST", "/api/token", json={"username": "bench", "password": pw})).json()["access_token"]
+        received: list[tuple[int, float]] = []  # (task id, receipt time)
+        created_at: dict[int, float] = {}
+        stop = asyncio.Event()
+        result_b64 = base64.b64encode(os.urandom(96)).decode()
+
+        errors: list[str] = []
+        done: dict[int, int] = {}
+        all_done = asyncio.Event()
+
+        async def poller(node: dict) -> None:
+            while not stop.is_set():
+                try:
+                    r = await call("GET", "/api/runs/next", token=node["token"], params={"timeout": 5})
+                    if r.status_code == 204:
+                        continue
+                    now = time.perf_counter()
+                    run = r.json()
+                    received.append((run["task_id"], now))
+                    for attempt in range(3):  # a lost answer must not leave the run active forever
+                        try:
+                            await call("PATCH", f"/api/runs/{run['run_id']}", token=node["token"],
+                                       json={"status": "completed", "progress": 1.0, "result": result_b64})
+                            done[run["task_id"]] = done.get(run["task_id"], 0) + 1
+                            if done[run["task_id"]] == len(nodes):
+                                all_done.set()
+                            break
+                        except httpx.HTTPError as exc:
+                            errors.append(f"PATCH attempt {attempt + 1}: {type(exc).__name__}: {exc}"[:200])
+                except (httpx.HTTPError, RuntimeError) as exc:  # count, back off briefly, keep polling
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    await asyncio.sleep(0.2)
+
+        tasks = [asyncio.create_task(poller(n)) for n in nodes]
+        await asyncio.sleep(1.0)  # every poller is parked in a long poll
+        inp = base64.b64encode(os.urandom(256)).decode()
+        wall = []
+        for _ in range(n_tasks):
+            all_done.clear()
+            t0 = time.perf_counter()
+            body = {"collaboration_id": collab["id"], "algorithm": "nordfed.ping", "version": "1",
+                    "code_hash": "0" * 64, "runs": [{"node_id": n["id"], "input": inp} for n in nodes]}
+            # the clock starts before the request, so dispatch includes task creation at the hub
+            pending = asyncio.create_task(call("POST", "/api/tasks", token=user, json=body))
+            task_id = (await pending).json()["id"]
+            created_at[task_id] = t0
+            # completion is counted by the pollers: a researcher's /wait would add its own load to the hub
+            try:
+                await asyncio.wait_for(all_done.wait(), timeout=180)
+            except TimeoutError:
+                raise RuntimeError(f"task {task_id}: not every simulated node completed within 3 min") from None
+            wall.append(time.perf_counter() - t0)
+            w = (await call("GET", f"/api/tasks/{task_id}", token=user)).json()
+            assert all(r["status"] == "completed" for r in w["runs"]), "the hub lost a completion"
+        stop.set()
+        await asyncio.wait(tasks, timeout=10)
+        for t in tasks:
+            t.cancel()
+        out = _pct([t - created_at[task] for task, t in received if task in created_at])
+        out["poller_errors"] = len(errors)
+        if errors:
+            out["first_error"] = errors[0]
+        out["task_all_nodes_p50_ms"] = round(float(np.percentile(np.asarray(wall) * 1000, 50)), 1)
+        return out
+
+
+def dispatch(pg_base: str, n_nodes: int, n_tasks: int, workdir: Path) -> dict[str, Any]:
+    import psycopg
+
+    schema = f"nf_bench_{secrets.token_hex(4)}"
+    sep = "&" if "?" in pg_base else "?"
+    net = LocalNetwork(workdir / "pg", {}, hub_db=f"{pg_base}{sep}schema={schema}")
+    try:
+        net.spawn_hub()
+        net.wait_hub()
+        return asyncio.run(_dispatch(net.hub_url, net.root_password, n_nodes, n_tasks))
+    finally:
+        net.stop()
+        with psycopg.connect(pg_base, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=200, help="round-trip tasks (3 nodes each)")
+    ap.add_argument("--nodes", type=int, default=200, help="simulated long-polling nodes")
+    ap.add_argument("--dispatch-tasks", type=int, default=10, help="tasks sent to all simulated nodes")
+    ap.add_argument("--pg", default=os.environ.get("NORDFED_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"))
+    ap.add_argument("--skip-dispatch", action="store_true")
+    args = ap.parse_args()
+    wd = Path(tempfile.mkdtemp(prefix="nordfed-bench-"))
+    try:
+        result = {"roundtrip_3_nodes": roundtrip(args.tasks, wd), "load_avg_1m": os.getloadavg()[0]}
+        if not args.skip_dispatch:
+            result[f"dispatch_{args.nodes}_nodes_pg"] = dispatch(args.pg, args.nodes, args.dispatch_tasks, wd)
+    finally:
+        shutil.rmtree(wd, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    rt = result["roundtrip_3_nodes"]
+    line = f"roundtrip 3 nodes: p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']} ms (target 20/100)"
+    if "dispatch_" + str(args.nodes) + "_nodes_pg" in result:
+        d = result[f"dispatch_{args.nodes}_nodes_pg"]
+        line += f"; dispatch {args.nodes} nodes (PostgreSQL hub): p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms"
+    print(line)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

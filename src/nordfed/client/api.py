@@ -1,0 +1,256 @@
+"""Researcher SDK: log in, manage keys, create end-to-end encrypted tasks, wait, fetch and verify results.
+
+>>> c = Client("http://127.0.0.1:8000").login("alice", "secret")     # doctest: +SKIP
+>>> c.ensure_keys()                                                   # doctest: +SKIP
+>>> task = c.create_task(1, "nordfed.count", {})                      # doctest: +SKIP
+>>> c.wait(task["id"]); c.results(task["id"])                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import nordfed.node.builtin  # noqa: F401  (built-in algorithms must be known to the client too)
+from nordfed.fed import wire
+from nordfed.fed.protocol import get_algorithm
+from nordfed.privacy.crypto import Identity, VerificationError, b64, open_result, seal_task_input
+
+FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
+
+
+class HubError(Exception):
+    """The hub answered with an error; ``status`` is the HTTP status and the message its ``detail``."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"hub error {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def nordfed_home() -> Path:
+    """Where client state lives: ``$NORDFED_HOME`` or ``~/.nordfed``."""
+    return Path(os.environ.get("NORDFED_HOME") or Path.home() / ".nordfed")
+
+
+@lru_cache(maxsize=256)
+def _algorithm_ref(name: str) -> tuple[str, str, str]:
+    """(name, version, code hash) of a registered algorithm; hashing reads the module source, so cache it."""
+    algo = get_algorithm(name)
+    return algo.name, algo.version, algo.code_hash
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    node_id: int
+    node_name: str
+    status: str
+    log: str
+    value: Any = None
+
+
+class Client:
+    """A researcher's connection to one hub. State (token, key paths, pinned node keys) lives in ``home``."""
+
+    def __init__(self, hub_url: str, token: str | None = None, key_dir: str | Path | None = None,
+                 home: str | Path | None = None, node_keys: Mapping[str, str] | None = None):
+        self.hub_url = hub_url.rstrip("/")
+        self.home = Path(home) if home is not None else nordfed_home()
+        self.token = token
+        self.key_dir = Path(key_dir) if key_dir is not None else None
+        #: node name → base64 signing key given explicitly (instead of trust on first use)
+        self.explicit_node_keys = dict(node_keys or {})
+        self.user: dict[str, Any] = {}
+        self._identity: Identity | None = None
+        self._nodes_cache: dict[int, tuple[float, list[dict[str, Any]]]] = {}
+        self.http = httpx.Client(base_url=self.hub_url, timeout=httpx.Timeout(30.0),
+                                 verify=self.hub_url.startswith("https"))
+
+    # ------------------------------------------------------------------ state
+    @classmethod
+    def from_state(cls, home: str | Path | None = None) -> Client:
+        """The client saved by ``nordfed login``."""
+        h = Path(home) if home is not None else nordfed_home()
+        path = h / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found; run `nordfed login` first")
+        cfg = json.loads(path.read_text())
+        c = cls(cfg["hub_url"], token=cfg.get("token"), key_dir=cfg.get("key_dir"), home=h)
+        c.user = cfg.get("user", {})
+        return c
+
+    def save_state(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = self.home / "config.json"
+        data = {"hub_url": self.hub_url, "token": self.token, "user": self.user,
+                "key_dir": str(self.key_dir) if self.key_dir else None}
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------------ http
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        r = self.http.request(method, path, headers=headers, **kw)
+        if r.status_code >= 400:
+            try:
+                detail = str(r.json().get("detail"))
+            except (ValueError, AttributeError):
+                detail = r.text[:200]
+            raise HubError(r.status_code, detail)
+        return r.json() if r.content else None
+
+    def login(self, username: str, password: str) -> Client:
+        d = self.request("POST", "/api/token", json={"username": username, "password": password})
+        self.token = d["access_token"]
+        self.user = {"username": username, "id": d["user_id"], "organization_id": d["organization_id"],
+                     "roles": d.get("roles", [])}
+        if self.key_dir is None:
+            self.key_dir = self.home / "keys" / username
+        return self
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            if self.key_dir is None:
+                raise RuntimeError("no key directory; log in first or pass key_dir")
+            self._identity = Identity.load(self.key_dir)
+        return self._identity
+
+    def ensure_keys(self, upload: bool = True) -> Identity:
+        """Load this researcher's key pairs (creating them on first use) and publish the public halves."""
+        if self.key_dir is None:
+            raise RuntimeError("no key directory; log in first or pass key_dir")
+        self._identity = Identity.load_or_create(self.key_dir)
+        if upload:
+            self.request("PUT", "/api/users/me/keys", json={"encryption_key": self._identity.encryption_public,
+                                                            "signing_key": self._identity.signing_public})
+        return self._identity
+
+    def _pins_path(self) -> Path:
+        return self.home / "known_nodes.json"
+
+    def nodes(self, collaboration_id: int, max_age_s: float = 0.0) -> list[dict[str, Any]]:
+        """The collaboration's nodes, with their keys checked against the pins (trust on first use).
+
+        ``max_age_s`` allows reusing a listing fetched that recently (saves a round trip per task).
+        """
+        cached = self._nodes_cache.get(collaboration_id)
+        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            return cached[1]
+        nodes = self.request("GET", f"/api/collaborations/{collaboration_id}/nodes")
+        path = self._pins_path()
+        pins: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        hub_pins = pins.setdefault(self.hub_url, {})
+        changed = False
+        for n in nodes:
+            if not n.get("signing_key") or not n.get("encryption_key"):
+                continue
+            keys = {"signing_key": n["signing_key"], "encryption_key": n["encryption_key"]}
+            explicit = self.explicit_node_keys.get(n["name"])
+            if explicit is not None and explicit != n["signing_key"]:
+                raise VerificationError(f"node {n['name']}: the hub publishes a signing key that differs from "
+                                        "the one given explicitly")
+            pinned = hub_pins.get(str(n["id"]))
+            if pinned is None:
+                hub_pins[str(n["id"])] = {"name": n["name"], **keys}
+                changed = True
+            elif {k: pinned.get(k) for k in keys} != keys:
+                raise VerificationError(f"node {n['name']} (id {n['id']}): keys differ from those pinned on first "
+                                        f"use in {path}; remove the entry only if the node really rotated its keys")
+        if changed:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(json.dumps(pins, indent=2))
+        self._nodes_cache[collaboration_id] = (time.monotonic(), nodes)
+        return nodes
+
+    # ------------------------------------------------------------------ tasks
+    def create_task(self, collaboration_id: int, algorithm: str, params: Mapping[str, Any],
+                    node_ids: Sequence[int] | None = None, description: str | None = None) -> dict[str, Any]:
+        """Sign the input once, seal it to each node's key and submit the task."""
+        name, version, code_hash = _algorithm_ref(algorithm)
+        me = self.identity
+        listing = self.nodes(collaboration_id, max_age_s=60.0)
+        if node_ids is not None and not set(node_ids) <= {n["id"] for n in listing if n.get("encryption_key")}:
+            listing = self.nodes(collaboration_id)  # a node we have not seen (or without keys yet): refresh
+        nodes = [n for n in listing if node_ids is None or n["id"] in node_ids]
+        if not nodes:
+            raise ValueError(f"collaboration {collaboration_id} has no matching nodes")
+        payload = {"nonce": secrets.token_hex(16), "algorithm": name, "version": version, "code_hash": code_hash,
+                   "params": b64(wire.encode(dict(params))),
+                   "username": self.user.get("username"), "organization_id": self.user.get("organization_id"),
+                   "encryption_key": me.encryption_public, "created_at": time.time()}
+        runs = []
+        for n in nodes:
+            if not n.get("encryption_key"):
+                raise ValueError(f"node {n['name']} has not published keys yet (has it ever started?)")
+            runs.append({"node_id": n["id"], "input": seal_task_input(me, payload, n["encryption_key"])})
+        body = {"collaboration_id": collaboration_id, "algorithm": name, "version": version,
+                "code_hash": code_hash, "description": description, "runs": runs}
+        return self.request("POST", "/api/tasks", json=body)
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        return self.request("GET", f"/api/tasks/{task_id}")
+
+    def cancel(self, task_id: int) -> dict[str, Any]:
+        return self.request("POST", f"/api/tasks/{task_id}/cancel")
+
+    def wait(self, task_id: int, timeout: float = 300.0, poll: float = 30.0,
+             on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Long-poll the hub until every run finished; ``on_update`` sees the task after each poll."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            t = min(poll, max(left, 0.0))
+            task = self.request("GET", f"/api/tasks/{task_id}/wait", params={"timeout": t}, timeout=t + 15)
+            if on_update is not None:
+                on_update(task)
+            if all(r["status"] in FINISHED for r in task["runs"]):
+                return task
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s")
+
+    def results(self, task_id: int, collaboration_id: int | None = None) -> list[RunResult]:
+        """Fetch, verify (node signature over run, task and result) and decrypt every finished run."""
+        rows = self.request("GET", f"/api/tasks/{task_id}/results")
+        if collaboration_id is None:
+            collaboration_id = self.task(task_id)["collaboration_id"]
+        path = self._pins_path()
+        pins = json.loads(path.read_text()).get(self.hub_url, {}) if path.exists() else {}
+        if any(str(r["node_id"]) not in pins for r in rows):
+            self.nodes(collaboration_id)
+            pins = json.loads(path.read_text()).get(self.hub_url, {})
+        out = []
+        for r in rows:
+            value = None
+            if r["status"] == "completed":
+                if r.get("result") is None:
+                    raise VerificationError(f"run {r['run_id']} at {r['node_name']} is completed without a result")
+                pin = pins.get(str(r["node_id"]))
+                key = self.explicit_node_keys.get(r["node_name"]) or (pin or {}).get("signing_key")
+                if key is None:
+                    raise VerificationError(f"no signing key known for node {r['node_name']}")
+                try:
+                    raw = open_result(self.identity, r["result"], key, r["run_id"], task_id)
+                except VerificationError as exc:
+                    raise VerificationError(f"result of {r['node_name']} (run {r['run_id']}): {exc}") from exc
+                value = wire.decode(raw)
+            out.append(RunResult(r["run_id"], r["node_id"], r["node_name"], r["status"], r.get("log") or "", value))
+        return out
+
+    def close(self) -> None:
+        self.http.close()

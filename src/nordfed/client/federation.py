@@ -1,0 +1,62 @@
+"""HubFederation: the network transport of :class:`nordfed.fed.protocol.Federation`.
+
+Algorithms cannot tell it from InProcessFederation: same ``run(name, params) -> {site: result}``, same wire
+encoding, and a refusal raises ``AlgorithmError(site, message, refused=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from nordfed.client.api import Client
+from nordfed.fed.protocol import AlgorithmError, Federation
+
+
+class HubFederation(Federation):
+    def __init__(self, client: Client, collaboration_id: int, timeout: float = 600.0,
+                 on_update: Callable[[dict[str, Any]], None] | None = None):
+        self.client = client
+        self.collaboration_id = collaboration_id
+        self.timeout = timeout
+        self.on_update = on_update
+        self._nodes: dict[str, int] | None = None
+        self.last_task_id: int | None = None
+
+    def _node_ids(self) -> dict[str, int]:
+        if self._nodes is None:
+            self._nodes = {n["name"]: n["id"] for n in self.client.nodes(self.collaboration_id)}
+        return self._nodes
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self._node_ids())
+
+    def run(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> dict[str, Any]:
+        ids = self._node_ids()
+        wanted = list(sites or self.sites)
+        for s in wanted:
+            if s not in ids:
+                raise AlgorithmError(s, "no such site in this federation")
+        task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted])
+        self.last_task_id = task["id"]
+        try:
+            self.client.wait(task["id"], timeout=self.timeout, on_update=self.on_update)
+        except TimeoutError:
+            self.client.cancel(task["id"])
+            raise
+        by_site = {r.node_name: r for r in self.client.results(task["id"], self.collaboration_id)}
+        out: dict[str, Any] = {}
+        for s in wanted:
+            r = by_site.get(s)
+            if r is None:
+                raise AlgorithmError(s, "the hub returned no run for this site")
+            if r.status != "completed":
+                raise AlgorithmError(s, _last_line(r.log) or r.status, refused=r.status == "refused")
+            out[s] = r.value
+        return out
+
+
+def _last_line(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

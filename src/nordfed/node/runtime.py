@@ -1,0 +1,238 @@
+"""The node loop: log in to the hub (outbound only), recover after a crash, long-poll for runs, check the
+node's own policy, run the partial in the warm worker, protect, sign, encrypt and post the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nordfed.node.worker import WarmWorker, WorkerSpec
+from nordfed.policy.node import NodeConfig
+from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64
+
+log = logging.getLogger("nordfed.node")
+
+
+class Stop(Exception):
+    """Raised from the signal handler to leave a blocking long-poll promptly."""
+
+
+@dataclass
+class Session:
+    token: str
+    node_id: int
+    name: str
+    organization_id: int
+    collaboration_id: int
+
+
+class NonceLog:
+    """Task nonces this node has executed, so the hub cannot replay a signed input into another task."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._seen: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+
+    def claim(self, nonce: str, task_id: int) -> bool:
+        """Record ``nonce`` for ``task_id``; False when it was already used by a different task."""
+        prev = self._seen.get(nonce)
+        if prev is not None:
+            return prev == task_id
+        self._seen[nonce] = task_id
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._seen))
+        tmp.replace(self.path)
+        return True
+
+
+class NodeRuntime:
+    def __init__(self, config: NodeConfig, identity: Identity | None = None):
+        self.config = config
+        self.identity = identity or Identity.load_or_create(config.key_dir)
+        state = config.state_dir or config.key_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.nonces = NonceLog(state / "seen_nonces.json")
+        # TLS is always verified when used: against the system CAs or the CA file the node pins
+        verify: bool | str = config.hub_url.startswith("https")
+        if verify and config.tls_ca_file is not None:
+            verify = str(config.tls_ca_file)
+        self.http = httpx.Client(base_url=config.hub_url.rstrip("/"), verify=verify, timeout=httpx.Timeout(10.0))
+        self.session: Session | None = None
+        self.worker: WarmWorker | None = None
+        self.local_hashes: dict[str, tuple[str, str]] = {}
+        self._stopping = False
+
+    # ------------------------------------------------------------------ hub calls
+    def _headers(self) -> dict[str, str]:
+        assert self.session is not None
+        return {"Authorization": f"Bearer {self.session.token}"}
+
+    def login(self) -> Session:
+        r = self.http.post("/api/token/node", json={"api_key": self.config.api_key})
+        if r.status_code != 200:
+            raise RuntimeError(f"hub refused the node api key: {r.status_code} {_detail(r)}")
+        d = r.json()
+        self.session = Session(d["access_token"], d["node_id"], d["name"], d["organization_id"], d["collaboration_id"])
+        keys = {"encryption_key": self.identity.encryption_public, "signing_key": self.identity.signing_public}
+        self._call("PUT", "/api/nodes/me/keys", json=keys)
+        return self.session
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One hub call; logs in again once on 401 (expired token), retries twice on a dropped connection."""
+        for attempt in range(3):
+            try:
+                r = self.http.request(method, path, headers=self._headers(), **kw)
+                break
+            except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if r.status_code == 401:
+            self.login()
+            r = self.http.request(method, path, headers=self._headers(), **kw)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {_detail(r)}")
+        return r
+
+    def patch(self, run_id: int, **fields: Any) -> None:
+        self._call("PATCH", f"/api/runs/{run_id}", json={k: v for k, v in fields.items() if v is not None})
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        pol = self.config.policy
+        if self.worker is None:
+            self.worker = WarmWorker(WorkerSpec(self.config.name, self.config.cdm_url, pol.min_cell_count,
+                                                pol.memory_limit_mb))
+        s = self.login()  # while the worker warms up
+        if s.collaboration_id not in pol.collaborations:
+            log.warning("node %s is registered in collaboration %s, which its policy does not allow: every run "
+                        "will be refused", s.name, s.collaboration_id)
+        rec = self._call("POST", "/api/nodes/me/session").json()
+        log.info("node %s (id %s) online at %s; requeued %s, failed %s after crashes", s.name, s.node_id,
+                 self.config.hub_url, rec.get("requeued", 0), rec.get("failed", 0))
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+        self.http.close()
+
+    def serve_forever(self, max_runs: int | None = None) -> None:
+        """Poll until SIGTERM/SIGINT (or ``max_runs`` runs); network errors back off up to 10 s and retry."""
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            self._stopping = True
+            raise Stop()
+
+        old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        done, backoff, online = 0, 0.5, False
+        try:
+            while not self._stopping and (max_runs is None or done < max_runs):
+                try:
+                    if not online:
+                        self.start()  # again after the hub was unreachable: crash recovery is idempotent
+                        online = True
+                    run = self.next_run()
+                    backoff = 0.5
+                except httpx.TransportError as exc:
+                    online = False
+                    log.warning("hub unreachable (%s); retrying in %.1f s", exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if run is not None:
+                    self._handle_safely(run)
+                    done += 1
+        except Stop:
+            log.info("node %s stopping", self.config.name)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.stop()
+
+    def _handle_safely(self, run: Mapping[str, Any]) -> None:
+        """One bad run (or a run cancelled meanwhile: the hub answers 409) must not stop the node."""
+        try:
+            self.handle(run)
+        except (RuntimeError, httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            log.error("run %s: %s", run.get("run_id"), exc)
+            # the run may be cancelled or finished already; then there is nothing left to report
+            with contextlib.suppress(RuntimeError, httpx.HTTPError, KeyError, ValueError):
+                self.patch(int(run["run_id"]), status="failed", log=f"[{self.config.name}] node error: {exc}")
+
+    def next_run(self) -> dict[str, Any] | None:
+        timeout = self.config.poll_timeout_s
+        r = self._call("GET", "/api/runs/next", params={"timeout": timeout}, timeout=timeout + 10)
+        return r.json() if r.status_code == 200 else None
+
+    # ------------------------------------------------------------------ one run
+    def handle(self, run: Mapping[str, Any]) -> str:
+        """Check, execute and answer one claimed run; returns the final status."""
+        run_id = int(run["run_id"])
+        ref = f"{run['algorithm']}@{run['version']}"
+        me = f"[{self.config.name}]"
+        assert self.worker is not None
+        self.worker.wait_ready()  # the first run may arrive while the worker is still importing
+        self.local_hashes = self.worker.hashes
+        signed, reason = self._admit(run)
+        if reason is not None or signed is None:
+            log.warning("run %s (%s) refused: %s", run_id, ref, reason)
+            self.patch(run_id, status="refused", progress=1.0, log=f"{me} refused: {reason}")
+            return "refused"
+        started = f"{me} policy ok; running {ref} for {signed['username']}"
+        lines = [started]
+
+        def report_running() -> None:
+            lines.clear()  # already reported; the final patch appends only what follows
+            self.patch(run_id, progress=0.1, log=started)
+
+        assert self.worker is not None
+        t0 = time.perf_counter()
+        out = self.worker.run(run["algorithm"], unb64(signed["params"], "params"), self.config.policy.time_limit_s,
+                              on_slow=report_running)
+        took = f"{(time.perf_counter() - t0) * 1000:.0f} ms"
+        if out.status == "completed" and out.result is not None:
+            blob = seal_result(self.identity, run_id, int(run["task_id"]), out.result, signed["encryption_key"])
+            lines.append(f"{me} completed in {took}")
+            self.patch(run_id, status="completed", progress=1.0, result=blob, log="\n".join(lines))
+            log.info("run %s (%s) completed in %s", run_id, ref, took)
+        else:
+            log.warning("run %s (%s) %s: %s", run_id, ref, out.status, out.message)
+            lines.append(f"{me} {out.status}: {out.message}")
+            self.patch(run_id, status=out.status, progress=1.0, log="\n".join(lines))
+        return out.status
+
+    def _admit(self, run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """Verify the researcher's signature against this node's pinned keys and apply the policy."""
+        pol = self.config.policy
+        assert self.session is not None
+        try:
+            signed = open_task_input(self.identity, str(run["input"]), pol.researcher_keys())
+        except VerificationError as exc:
+            return None, f"task input rejected: {exc}"
+        reason = pol.check(run, signed, self.session.collaboration_id)
+        if reason is None and (signed["algorithm"] not in self.local_hashes
+                               or self.local_hashes[signed["algorithm"]] != (signed["version"], signed["code_hash"])):
+            reason = f"local code of {signed['algorithm']} does not match the pinned version/code hash"
+        if reason is None and time.time() - float(signed["created_at"]) > pol.max_task_age_s:
+            reason = f"task input is older than this node's limit ({pol.max_task_age_s:g} s)"
+        if reason is None and not self.nonces.claim(str(signed["nonce"]), int(run["task_id"])):
+            reason = "task input was already used in another task (replay)"
+        return signed, reason
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail"))
+    except (ValueError, AttributeError):
+        return r.text[:200]

@@ -1,0 +1,208 @@
+"""A warm worker process that runs partials with a time and memory limit.
+
+The worker is started ahead of time (imports done, algorithms registered, CDM open), so a trivial task costs
+a pipe round trip, not a fresh interpreter. On timeout the worker is killed and a new one is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+Outcome = Literal["completed", "refused", "failed"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    site: str
+    cdm_url: str | None
+    min_cell_count: int
+    memory_limit_mb: int
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    status: Outcome
+    result: bytes | None = None
+    message: str = ""
+
+
+def _die_with_parent() -> None:
+    # a SIGKILLed node must not leave its worker behind holding the CDM open
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
+    import resource
+
+    limit = spec.memory_limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import nordfed.node.builtin  # noqa: F401
+    from nordfed.fed.protocol import SiteData, algorithms, get_algorithm, run_partial
+    from nordfed.privacy.disclosure import DisclosureError, DisclosurePolicy
+
+    # import every algorithm module now, not during the first task; report what this code base really is
+    hashes = {a.name: (a.version, a.code_hash) for a in algorithms().values()}
+    cdm = None
+    if spec.cdm_url:
+        from nordfed.omop.store import open_cdm
+
+        cdm = open_cdm(spec.cdm_url)
+    data = SiteData(site=spec.site, cdm=cdm, policy=DisclosurePolicy(min_cell_count=spec.min_cell_count))
+    conn.send(("ready", hashes))
+    while True:
+        try:
+            msg = inbox.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        seq, name, params_wire = msg
+        try:
+            out: tuple[str, Any] = ("completed", run_partial(get_algorithm(name), data, params_wire))
+        except DisclosureError as exc:
+            out = ("refused", str(exc))
+        except MemoryError:
+            out = ("failed", f"memory limit of {spec.memory_limit_mb} MB exceeded")
+        except Exception as exc:  # any algorithm error goes to the requester's log
+            out = ("failed", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send((seq, *out))
+        except (BrokenPipeError, OSError):
+            return
+
+
+class WarmWorker:
+    """One pre-started worker process; ``run`` is synchronous and enforces the time limit."""
+
+    def __init__(self, spec: WorkerSpec, start_timeout_s: float = 60.0):
+        self.spec = spec
+        self.start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        #: name → (version, code hash) of the algorithms the worker actually loaded
+        self.hashes: dict[str, tuple[str, str]] = {}
+        self._seq = 0
+        self._conn: Connection | None = None
+        self._out: Connection | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Spawn the worker; it imports and opens the CDM while the caller goes on (see :meth:`wait_ready`)."""
+        # a plain subprocess (not multiprocessing spawn): independent of how the node's __main__ was started
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        spec = json.dumps(asdict(self.spec))
+        cmd = [sys.executable, "-m", "nordfed.node.worker", str(to_child_r), str(from_child_w), spec]
+        proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._proc = proc
+        self._out = Connection(to_child_w, readable=False)
+        self._conn = Connection(from_child_r, writable=False)
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Block until the worker finished its imports and opened the CDM (start() does not wait)."""
+        if self._ready:
+            return
+        assert self._conn is not None and self._proc is not None
+        if not self._conn.poll(self.start_timeout_s):
+            self.stop()
+            raise RuntimeError(f"node worker did not start within {self.start_timeout_s:g} s")
+        try:
+            _, self.hashes = self._conn.recv()
+        except EOFError:
+            code = self._proc.wait()
+            self.stop()
+            raise RuntimeError(f"node worker failed to start (exit code {code}); check cdm_url and limits") from None
+        self._ready = True
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _close_pipes(self) -> None:
+        for c in (self._out, self._conn):
+            if c is not None:
+                c.close()
+        self._out = self._conn = None
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not within two seconds."""
+        if self._out is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._out.send(None)
+        self._close_pipes()
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def _restart(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._close_pipes()
+        self._proc = None
+        self.start()
+        self.wait_ready()
+
+    def run(self, name: str, params_wire: bytes, time_limit_s: float,
+            on_slow: Callable[[], None] | None = None, slow_after_s: float = 0.25) -> WorkResult:
+        """Run algorithm ``name``; kill and replace the worker when it exceeds ``time_limit_s`` or dies.
+
+        ``on_slow`` is called once if the run takes longer than ``slow_after_s`` (progress reports cost a hub
+        round trip, which trivial runs should not pay).
+        """
+        self.wait_ready()
+        assert self._conn is not None and self._out is not None
+        self._seq += 1
+        try:
+            self._out.send((self._seq, name, params_wire))
+            t0 = time.monotonic()
+            if on_slow is not None and not self._conn.poll(min(slow_after_s, time_limit_s)):
+                with contextlib.suppress(Exception):  # a progress report must never desynchronise the pipe
+                    on_slow()
+            while True:
+                if not self._conn.poll(max(time_limit_s - (time.monotonic() - t0), 0.0)):
+                    self._restart()
+                    return WorkResult("failed", message=f"time limit of {time_limit_s:g} s exceeded; worker killed")
+                seq, status, payload = self._conn.recv()
+                if seq == self._seq:  # an answer to an abandoned job is dropped
+                    break
+        except (EOFError, BrokenPipeError, OSError):
+            code = self._proc.wait() if self._proc is not None else None
+            self._restart()
+            why = "memory limit exceeded?" if code in (-signal.SIGKILL, -signal.SIGSEGV, 1) else "crashed"
+            return WorkResult("failed", message=f"worker exited with code {code} ({why})")
+        if status == "completed":
+            return WorkResult("completed", result=payload)
+        return WorkResult(status, message=payload)
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of the worker subprocess: ``python -m nordfed.node.worker IN_FD OUT_FD SPEC_JSON``."""
+    _die_with_parent()
+    inbox = Connection(int(argv[0]), writable=False)
+    outbox = Connection(int(argv[1]), readable=False)
+    _worker_main(inbox, outbox, WorkerSpec(**json.loads(argv[2])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

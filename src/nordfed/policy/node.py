@@ -1,0 +1,156 @@
+"""A node's configuration and policy file (``node.yaml``): who may run what here, and within which limits.
+
+The policy is the node's own: researcher signing keys and algorithm code hashes are pinned in it, so the node
+never takes the hub's word for who asked or what code runs.
+
+```yaml
+hub_url: https://hub.example.org
+api_key: "..."
+name: DK
+cdm_url: duckdb:////data/dk.duckdb
+key_dir: /etc/nordfed/keys
+policy:
+  collaborations: [1]
+  organizations: [1, 2]
+  researchers: [{username: alice, signing_key: "base64..."}]
+  algorithms: [{name: nordfed.count, version: "1", code_hash: "sha256 hex"}]
+  min_cell_count: 10
+  time_limit_s: 300
+  memory_limit_mb: 4096
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MIN_CELL_COUNT = 10
+
+
+class PolicyError(Exception):
+    """The node configuration file is invalid; the message names the file and field."""
+
+
+class PinnedResearcher(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1)
+    signing_key: str = Field(min_length=40, description="base64 Ed25519 verify key")
+    organization_id: int | None = None
+
+
+class PinnedAlgorithm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    code_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class NodePolicy(BaseModel):
+    """What this node allows. Empty ``collaborations``/``organizations`` lists allow none."""
+
+    model_config = ConfigDict(extra="forbid")
+    collaborations: list[int] = Field(default_factory=list)
+    organizations: list[int] = Field(default_factory=list)
+    researchers: list[PinnedResearcher] = Field(default_factory=list)
+    algorithms: list[PinnedAlgorithm] = Field(default_factory=list)
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
+    #: a node may go below the default cell count only by saying so explicitly
+    allow_min_cell_count_below_default: bool = False
+    time_limit_s: float = Field(default=300.0, gt=0)
+    memory_limit_mb: int = Field(default=4096, ge=256)
+    max_task_age_s: float = Field(default=7 * 86400, gt=0)
+
+    @model_validator(mode="after")
+    def _cell_count(self) -> NodePolicy:
+        if self.min_cell_count < 1:
+            raise ValueError("min_cell_count must be at least 1")
+        if self.min_cell_count < DEFAULT_MIN_CELL_COUNT and not self.allow_min_cell_count_below_default:
+            raise ValueError(
+                f"min_cell_count {self.min_cell_count} is below the default {DEFAULT_MIN_CELL_COUNT}; "
+                "set allow_min_cell_count_below_default: true to mean it"
+            )
+        return self
+
+    def researcher_keys(self) -> dict[str, str]:
+        return {r.username: r.signing_key for r in self.researchers}
+
+    def check(self, run: Mapping[str, Any], signed: Mapping[str, Any], collaboration_id: int) -> str | None:
+        """Why this run may not execute here, or None when it may.
+
+        ``run`` is what the hub says (algorithm, version, code hash); ``signed`` is the researcher-signed,
+        already verified input. Both must agree and both must be allowed.
+        """
+        if collaboration_id not in self.collaborations:
+            return f"collaboration {collaboration_id} is not allowed by this node's policy"
+        for key in ("algorithm", "version", "code_hash"):
+            if str(signed.get(key)) != str(run.get(key)):
+                return f"signed {key} {signed.get(key)!r} does not match the hub's {run.get(key)!r}"
+        pinned = next((a for a in self.algorithms if a.name == signed["algorithm"]), None)
+        if pinned is None:
+            return f"algorithm {signed['algorithm']!r} is not in this node's allowlist"
+        if pinned.version != str(signed["version"]):
+            return f"algorithm {pinned.name} version {signed['version']!r} is not pinned (pinned: {pinned.version})"
+        if pinned.code_hash != signed["code_hash"]:
+            return f"algorithm {pinned.name}@{pinned.version} code hash {str(signed['code_hash'])[:12]}… is not pinned"
+        researcher = next(r for r in self.researchers if r.username == signed["username"])
+        org = signed.get("organization_id")
+        if researcher.organization_id is not None and org != researcher.organization_id:
+            return (f"researcher {researcher.username} signed for organization {org}, "
+                    f"pinned {researcher.organization_id}")
+        if org not in self.organizations:
+            return f"organization {org} is not allowed by this node's policy"
+        return None
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hub_url: str = Field(pattern=r"^https?://")
+    api_key: str = Field(min_length=8)
+    name: str = Field(min_length=1)
+    cdm_url: str = Field(min_length=1)
+    key_dir: Path
+    #: where the node keeps its small local state (seen task nonces); default: key_dir
+    state_dir: Path | None = None
+    #: CA bundle to verify the hub's certificate with (default: the system's); TLS is never unverified
+    tls_ca_file: Path | None = None
+    poll_timeout_s: float = Field(default=30.0, gt=0, le=120)
+    policy: NodePolicy = Field(default_factory=NodePolicy)
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate ``node.yaml``; relative paths are resolved against the file's folder."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise PolicyError(f"{p}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{p}: expected a mapping at the top level")
+    try:
+        cfg = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        errs = "; ".join(f"field {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise PolicyError(f"{p}: {errs}") from None
+    base = p.resolve().parent
+    updates: dict[str, Any] = {"key_dir": base / cfg.key_dir}
+    for key in ("state_dir", "tls_ca_file"):
+        if getattr(cfg, key) is not None:
+            updates[key] = base / getattr(cfg, key)
+    return cfg.model_copy(update=updates)
+
+
+def write_node_config(path: str | Path, config: NodeConfig) -> None:
+    """Write a config file (used by ``nordfed demo``), atomically; 0600 since it holds the api key."""
+    p = Path(path)
+    data = config.model_dump(mode="json", exclude_none=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(p)

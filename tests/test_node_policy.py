@@ -1,0 +1,95 @@
+"""The node's own policy file and its warm worker (time and memory limits, disclosure refusals)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from nordfed.fed import wire
+from nordfed.fed.protocol import get_algorithm
+from nordfed.node.worker import WarmWorker, WorkerSpec
+from nordfed.omop.store import open_cdm
+from nordfed.policy.node import NodePolicy, PolicyError, load_node_config
+
+
+def _policy(**kw) -> NodePolicy:
+    a = get_algorithm("nordfed.count")
+    base = dict(collaborations=[1], organizations=[1],
+                researchers=[{"username": "alice", "signing_key": "A" * 43 + "=", "organization_id": 1}],
+                algorithms=[{"name": a.name, "version": a.version, "code_hash": a.code_hash}])
+    return NodePolicy.model_validate(base | kw)
+
+
+def _signed(**kw) -> dict:
+    a = get_algorithm("nordfed.count")
+    return {"algorithm": a.name, "version": a.version, "code_hash": a.code_hash, "username": "alice",
+            "organization_id": 1} | kw
+
+
+def test_min_cell_count_never_below_default_unless_explicit():
+    with pytest.raises(ValueError, match="allow_min_cell_count_below_default"):
+        _policy(min_cell_count=5)
+    assert _policy(min_cell_count=5, allow_min_cell_count_below_default=True).min_cell_count == 5
+    assert _policy().min_cell_count == 10
+
+
+def test_policy_check_reasons():
+    pol = _policy()
+    run = {k: _signed()[k] for k in ("algorithm", "version", "code_hash")}
+    assert pol.check(run, _signed(), 1) is None
+    assert "collaboration 2" in pol.check(run, _signed(), 2)
+    assert "does not match the hub" in pol.check(run | {"code_hash": "0" * 64}, _signed(), 1)
+    bad = _signed(code_hash="0" * 64)
+    assert "not pinned" in pol.check({**run, "code_hash": "0" * 64}, bad, 1)
+    assert "allowlist" in pol.check({**run, "algorithm": "nordfed.ping"}, _signed(algorithm="nordfed.ping"), 1)
+    assert "organization 2" in pol.check(run, _signed(organization_id=2), 1)
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    p = tmp_path / "node.yaml"
+    p.write_text("hub_url: ftp://x\napi_key: \"12345678\"\nname: DK\ncdm_url: duckdb:///x.duckdb\nkey_dir: keys\n"
+                 "policy: {min_cell_count: 3}\n")
+    with pytest.raises(PolicyError) as exc:
+        load_node_config(p)
+    assert str(p) in str(exc.value) and "field hub_url" in str(exc.value) and "policy" in str(exc.value)
+    p.write_text("hub_url: http://127.0.0.1:1\napi_key: \"12345678\"\nname: DK\n"
+                 "cdm_url: duckdb:///x.duckdb\nkey_dir: k\n")
+    cfg = load_node_config(p)
+    assert cfg.key_dir == tmp_path / "k" and cfg.policy.min_cell_count == 10
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "site.duckdb"
+    cdm = open_cdm(f"duckdb:///{path}", create=True)
+    n = 25  # 17 male, 8 female: the female cell is below 10
+    cdm.insert("person", pd.DataFrame({"person_id": range(1, n + 1), "gender_concept_id": [8507] * 17 + [8532] * 8,
+                                       "year_of_birth": 1960, "race_concept_id": 0, "ethnicity_concept_id": 0}))
+    cdm.close()
+    w = WarmWorker(WorkerSpec("DK", f"duckdb:///{path}", 10, 2048))
+    yield w
+    w.stop()
+
+
+def test_worker_runs_suppresses_and_enforces_limits(worker):
+    out = worker.run("nordfed.count", wire.encode({}), 10)
+    assert out.status == "completed", out
+    assert wire.decode(out.result) == {"persons": 25, "by_sex": {"female": None, "male": 17}}
+    pid = worker.pid
+    slow = worker.run("nordfed.ping", wire.encode({"sleep": 5}), 0.3)
+    assert slow.status == "failed" and "time limit" in slow.message and worker.pid != pid
+    assert worker.run("nordfed.ping", wire.encode({"echo": 1}), 5).status == "completed"  # replacement is warm
+
+
+def test_worker_refuses_small_totals(tmp_path):
+    url = f"duckdb:///{tmp_path / 's.duckdb'}"
+    cdm = open_cdm(url, create=True)
+    cdm.insert("person", pd.DataFrame({"person_id": [1, 2, 3], "gender_concept_id": 8507, "year_of_birth": 1960,
+                                       "race_concept_id": 0, "ethnicity_concept_id": 0}))
+    cdm.close()
+    w = WarmWorker(WorkerSpec("NO", url, 10, 2048))
+    try:
+        out = w.run("nordfed.count", wire.encode({}), 10)
+        assert out.status == "refused" and "persons = 3" in out.message
+    finally:
+        w.stop()
