@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-import pandas as pd
 import typer
 
-from nordfed.fed.protocol import InProcessFederation
-from nordfed.privacy.disclosure import DisclosurePolicy
+if TYPE_CHECKING:
+    from nordfed.fed.protocol import InProcessFederation
 
 simulate_app = typer.Typer(help="Simulate a federated analysis on a CSV split into sites by a column.",
                            no_args_is_help=True)
@@ -49,6 +47,12 @@ def load_sites(
     the column and, for bad values, the first bad row. The sites get the policy stated by ``min_cell_count``
     and ``exact_event_times``.
     """
+    import numpy as np
+    import pandas as pd
+
+    from nordfed.fed.protocol import InProcessFederation
+    from nordfed.privacy.disclosure import DisclosurePolicy
+
     keep = [c for c in (keep or []) if c not in numeric]
     if not csv.is_file():
         fail(f"{csv}: no such file")

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from nordfed.fed import wire
 from nordfed.privacy.disclosure import DisclosureError, DisclosurePolicy
 
 if TYPE_CHECKING:
+    # pandas only for annotations: the CLI and the hub import this module and should start fast
+    import pandas as pd
+
     from nordfed.omop.store import CDM
 
 PartialFn = Callable[["SiteData", dict[str, Any]], Any]
-DatasetBuilder = Callable[["CDM", dict[str, Any]], pd.DataFrame]
+DatasetBuilder = Callable[["CDM", dict[str, Any]], "pd.DataFrame"]
 
 
 class AlgorithmError(Exception):
@@ -102,7 +103,8 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for pkg_name in ("nordfed.fed", "nordfed.text", "nordfed.cohorts", "nordfed.features", "nordfed.omop"):
+    for pkg_name in ("nordfed.fed", "nordfed.text", "nordfed.cohorts", "nordfed.features", "nordfed.omop",
+                     "nordfed.studies"):
         pkg = importlib.import_module(pkg_name)
         for info in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg_name}."):
             importlib.import_module(info.name)
