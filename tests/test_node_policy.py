@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from lifelines import KaplanMeierFitter
 
 from nordfed.fed import wire
-from nordfed.fed.protocol import get_algorithm
+from nordfed.fed.km import fit_km
+from nordfed.fed.protocol import AlgorithmError, InProcessFederation, get_algorithm
 from nordfed.node.worker import WarmWorker, WorkerSpec
 from nordfed.omop.store import open_cdm
 from nordfed.policy.node import NodePolicy, PolicyError, load_node_config
+from nordfed.privacy.disclosure import DisclosurePolicy
 
 
 def _policy(**kw) -> NodePolicy:
@@ -90,6 +94,58 @@ def test_worker_refuses_small_totals(tmp_path):
     w = WarmWorker(WorkerSpec("NO", url, 10, 2048))
     try:
         out = w.run("nordfed.count", wire.encode({}), 10)
-        assert out.status == "refused" and "persons = 3" in out.message
+        assert out.status == "refused" and "fewer persons than" in out.message and "3" not in out.message
     finally:
         w.stop()
+
+
+def test_exact_event_times_is_a_strict_opt_in(tmp_path):
+    p = tmp_path / "node.yaml"
+    base = "hub_url: http://127.0.0.1:1\napi_key: \"12345678\"\nname: DK\ncdm_url: duckdb:///x.duckdb\nkey_dir: k\n"
+    for bad in ('"yes"', "1", '"false"'):
+        p.write_text(base + f"policy: {{exact_event_times: {bad}}}\n")
+        with pytest.raises(PolicyError) as exc:
+            load_node_config(p)
+        assert str(p) in str(exc.value) and "field policy.exact_event_times" in str(exc.value)
+    p.write_text(base)
+    off = load_node_config(p).policy
+    p.write_text(base + "policy: {exact_event_times: true}\n")
+    on = load_node_config(p).policy
+    assert off.disclosure() == DisclosurePolicy(min_cell_count=10, exact_event_times=False)
+    assert on.disclosure() == DisclosurePolicy(min_cell_count=10, exact_event_times=True)
+    assert on.sha256() != off.sha256() == NodePolicy().sha256()
+
+
+def test_exact_event_times_lets_a_site_release_exact_kaplan_meier_counts():
+    # exact (untied) event times: every per-time count is 1, below any minimum cell count
+    rng = np.random.default_rng(7)
+    frames = {s: pd.DataFrame({"t": rng.permutation(np.arange(1, 41)) + 100 * i, "e": rng.integers(0, 2, 40)})
+              for i, s in enumerate(("DK", "NO"))}
+    for f in frames.values():
+        f.loc[:12, "e"] = 1  # enough events per site for the totals rule
+    default = InProcessFederation.from_frames(frames, NodePolicy().disclosure())
+    with pytest.raises(AlgorithmError) as exc:
+        fit_km(default, duration="t", event="e")
+    assert exc.value.refused and "exact_event_times" in exc.value.message
+    fed = InProcessFederation.from_frames(frames, NodePolicy(exact_event_times=True).disclosure())
+    km = fit_km(fed, duration="t", event="e")
+    pooled = pd.concat(frames.values())
+    ref = KaplanMeierFitter().fit(pooled["t"], pooled["e"])
+    expected = ref.survival_function_.iloc[:, 0].reindex(km.times)
+    np.testing.assert_allclose(km.survival, expected.to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_worker_applies_the_nodes_exact_event_times(worker, tmp_path):
+    # an unstratified Cox model needs exact risk sets: the default worker refuses before touching data
+    out = worker.run("nordfed.cox.risk_sets", wire.encode({}), 10)
+    assert out.status == "refused" and "exact_event_times is off" in out.message
+    assert out.reason == "disclosure control refused the result" and "exact" not in out.reason
+    exact = WarmWorker(WorkerSpec("DK", None, 10, 2048, exact_event_times=True))  # the fixture holds the CDM
+    try:
+        out = exact.run("nordfed.cox.risk_sets", wire.encode({}), 10)
+    finally:
+        exact.stop()
+    # allowed past the policy check; then fails on its (missing) parameters, and the ledger-safe reason
+    # names only the exception type
+    assert out.status == "failed" and "exact_event_times" not in out.message
+    assert out.reason.startswith("algorithm raised ")

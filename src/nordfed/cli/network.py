@@ -40,10 +40,60 @@ def node_start(
         cfg = load_node_config(config)
     except PolicyError as exc:
         _fail(str(exc))
+    from nordfed.ledger import LedgerError
+
     try:
         NodeRuntime(cfg).serve_forever()
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, LedgerError) as exc:
         _fail(str(exc))
+
+
+node_ledger_app = typer.Typer(help="The node's own audit ledger (state_dir/node.ledger).", no_args_is_help=True)
+node_app.add_typer(node_ledger_app, name="ledger")
+CONFIG_HELP = "node.yaml of the node whose ledger to read (the node may be running)."
+
+
+def _node_ledger(config: Path) -> tuple[Path, str]:
+    """The ledger path and the node's signing public key (the only writer its ledger may have)."""
+    from nordfed.policy.node import PolicyError, load_node_config
+    from nordfed.privacy.crypto import SIGN_PUBLIC
+
+    try:
+        cfg = load_node_config(config)
+    except PolicyError as exc:
+        _fail(str(exc))
+    pub = cfg.key_dir / SIGN_PUBLIC
+    if not pub.is_file():
+        _fail(f"{pub}: the node's signing public key is missing; has the node ever started?")
+    if not cfg.ledger_path.is_file():
+        _fail(f"{cfg.ledger_path}: no ledger yet; the node writes it on its first start")
+    return cfg.ledger_path, pub.read_text().strip()
+
+
+@node_ledger_app.command("verify")
+def node_ledger_verify(
+    config: Path = typer.Option(..., "--config", "-c", help=CONFIG_HELP),
+    checkpoint: list[str] = typer.Option(None, "--checkpoint", help="Published checkpoint SEQ:HASH or JSON file "
+                                         "the chain must still contain. Repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Verify the node's ledger under the node's own key: `nordfed ledger verify` with path and key from node.yaml."""
+    from nordfed.cli.ledger import verify_cmd
+
+    path, key = _node_ledger(config)
+    verify_cmd(path=path, key=[key], checkpoint=checkpoint or [], as_json=as_json)
+
+
+@node_ledger_app.command("show")
+def node_ledger_show(
+    config: Path = typer.Option(..., "--config", "-c", help=CONFIG_HELP),
+    tail: int = typer.Option(20, "--tail", "-n", min=0, help="Show the last N entries (0 = all)."),
+) -> None:
+    """Print the node's ledger entries with their verification status (`nordfed ledger show`)."""
+    from nordfed.cli.ledger import show_cmd
+
+    path, _ = _node_ledger(config)
+    show_cmd(path=path, tail=tail)
 
 
 @node_app.command("keys")
@@ -193,7 +243,6 @@ def task_cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
 
 def list_algorithms() -> None:
     """List registered algorithms with version and code hash (what a node pins in its policy)."""
-    import nordfed.node.builtin  # noqa: F401
     from nordfed.fed.protocol import algorithms
 
     t = Table(title="algorithms")

@@ -1,5 +1,6 @@
 """The node loop: log in to the hub (outbound only), recover after a crash, long-poll for runs, check the
-node's own policy, run the partial in the warm worker, protect, sign, encrypt and post the result.
+node's own policy, run the partial in the warm worker, protect, sign, encrypt and post the result. Every run
+and every policy it starts with goes on the node's ledger (see :mod:`nordfed.node.audit`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from nordfed.node.audit import NodeLedger
 from nordfed.node.worker import WarmWorker, WorkerSpec
 from nordfed.policy.node import NodeConfig
 from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64
@@ -59,9 +61,16 @@ class NodeRuntime:
     def __init__(self, config: NodeConfig, identity: Identity | None = None):
         self.config = config
         self.identity = identity or Identity.load_or_create(config.key_dir)
-        state = config.state_dir or config.key_dir
+        state = config.state_path
         state.mkdir(parents=True, exist_ok=True)
         self.nonces = NonceLog(state / "seen_nonces.json")
+        self.ledger = NodeLedger(config, self.identity)
+        try:
+            self.ledger.check_intact()
+            self.ledger.record_policy(config)
+        except BaseException:
+            self.ledger.close()
+            raise
         # TLS is always verified when used: against the system CAs or the CA file the node pins
         verify: bool | str = config.hub_url.startswith("https")
         if verify and config.tls_ca_file is not None:
@@ -71,6 +80,7 @@ class NodeRuntime:
         self.worker: WarmWorker | None = None
         self.local_hashes: dict[str, tuple[str, str]] = {}
         self._stopping = False
+        self._ledger_state = "new"  # of the run being handled: new → open → sealed | done
 
     # ------------------------------------------------------------------ hub calls
     def _headers(self) -> dict[str, str]:
@@ -112,7 +122,7 @@ class NodeRuntime:
         pol = self.config.policy
         if self.worker is None:
             self.worker = WarmWorker(WorkerSpec(self.config.name, self.config.cdm_url, pol.min_cell_count,
-                                                pol.memory_limit_mb))
+                                                pol.memory_limit_mb, pol.exact_event_times))
         s = self.login()  # while the worker warms up
         if s.collaboration_id not in pol.collaborations:
             log.warning("node %s is registered in collaboration %s, which its policy does not allow: every run "
@@ -126,6 +136,7 @@ class NodeRuntime:
             self.worker.stop()
             self.worker = None
         self.http.close()
+        self.ledger.close()
 
     def serve_forever(self, max_runs: int | None = None) -> None:
         """Poll until SIGTERM/SIGINT (or ``max_runs`` runs); network errors back off up to 10 s and retry."""
@@ -162,10 +173,16 @@ class NodeRuntime:
 
     def _handle_safely(self, run: Mapping[str, Any]) -> None:
         """One bad run (or a run cancelled meanwhile: the hub answers 409) must not stop the node."""
+        self._ledger_state = "new"
         try:
             self.handle(run)
         except (RuntimeError, httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
             log.error("run %s: %s", run.get("run_id"), exc)
+            with contextlib.suppress(KeyError, ValueError, TypeError):  # a run without ids cannot be recorded
+                if self._ledger_state == "open":
+                    self.ledger.run_failed(run, f"node error: {type(exc).__name__}: {exc}")
+                elif self._ledger_state == "sealed":
+                    self.ledger.result_not_posted(run, f"{type(exc).__name__}: {exc}")
             # the run may be cancelled or finished already; then there is nothing left to report
             with contextlib.suppress(RuntimeError, httpx.HTTPError, KeyError, ValueError):
                 self.patch(int(run["run_id"]), status="failed", log=f"[{self.config.name}] node error: {exc}")
@@ -177,16 +194,26 @@ class NodeRuntime:
 
     # ------------------------------------------------------------------ one run
     def handle(self, run: Mapping[str, Any]) -> str:
-        """Check, execute and answer one claimed run; returns the final status."""
+        """Check, execute and answer one claimed run; returns the final status.
+
+        Ledger: ``task_received`` first, then exactly one of ``run_refused``, ``run_completed`` (before the
+        result is posted) or ``run_failed``; ``_ledger_state`` tells the caller which is still owed on an error.
+        """
         run_id = int(run["run_id"])
         ref = f"{run['algorithm']}@{run['version']}"
         me = f"[{self.config.name}]"
-        assert self.worker is not None
-        self.worker.wait_ready()  # the first run may arrive while the worker is still importing
-        self.local_hashes = self.worker.hashes
-        signed, reason = self._admit(run)
+        signed, reason = self._open_input(run)
+        self.ledger.task_received(run, signed.get("username") if signed else None)
+        self._ledger_state = "open"
+        if reason is None and signed is not None:
+            assert self.worker is not None
+            self.worker.wait_ready()  # the first run may arrive while the worker is still importing
+            self.local_hashes = self.worker.hashes
+            reason = self._admit(run, signed)
         if reason is not None or signed is None:
             log.warning("run %s (%s) refused: %s", run_id, ref, reason)
+            self.ledger.run_refused(run, str(reason))
+            self._ledger_state = "done"
             self.patch(run_id, status="refused", progress=1.0, log=f"{me} refused: {reason}")
             return "refused"
         started = f"{me} policy ok; running {ref} for {signed['username']}"
@@ -203,23 +230,32 @@ class NodeRuntime:
         took = f"{(time.perf_counter() - t0) * 1000:.0f} ms"
         if out.status == "completed" and out.result is not None:
             blob = seal_result(self.identity, run_id, int(run["task_id"]), out.result, signed["encryption_key"])
+            self.ledger.run_completed(run, blob)
+            self._ledger_state = "sealed"
             lines.append(f"{me} completed in {took}")
             self.patch(run_id, status="completed", progress=1.0, result=blob, log="\n".join(lines))
             log.info("run %s (%s) completed in %s", run_id, ref, took)
         else:
             log.warning("run %s (%s) %s: %s", run_id, ref, out.status, out.message)
+            record = self.ledger.run_refused if out.status == "refused" else self.ledger.run_failed
+            record(run, out.reason or out.status, out.message)
+            self._ledger_state = "done"
             lines.append(f"{me} {out.status}: {out.message}")
             self.patch(run_id, status=out.status, progress=1.0, log="\n".join(lines))
+        self._ledger_state = "done"
         return out.status
 
-    def _admit(self, run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-        """Verify the researcher's signature against this node's pinned keys and apply the policy."""
-        pol = self.config.policy
-        assert self.session is not None
+    def _open_input(self, run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """Decrypt the task input and verify the researcher's signature against this node's pinned keys."""
         try:
-            signed = open_task_input(self.identity, str(run["input"]), pol.researcher_keys())
+            return open_task_input(self.identity, str(run["input"]), self.config.policy.researcher_keys()), None
         except VerificationError as exc:
             return None, f"task input rejected: {exc}"
+
+    def _admit(self, run: Mapping[str, Any], signed: Mapping[str, Any]) -> str | None:
+        """Apply the policy to a verified input: why it may not run here, or None."""
+        pol = self.config.policy
+        assert self.session is not None
         reason = pol.check(run, signed, self.session.collaboration_id)
         if reason is None and (signed["algorithm"] not in self.local_hashes
                                or self.local_hashes[signed["algorithm"]] != (signed["version"], signed["code_hash"])):
@@ -228,7 +264,7 @@ class NodeRuntime:
             reason = f"task input is older than this node's limit ({pol.max_task_age_s:g} s)"
         if reason is None and not self.nonces.claim(str(signed["nonce"]), int(run["task_id"])):
             reason = "task input was already used in another task (replay)"
-        return signed, reason
+        return reason
 
 
 def _detail(r: httpx.Response) -> str:

@@ -27,13 +27,17 @@ class WorkerSpec:
     cdm_url: str | None
     min_cell_count: int
     memory_limit_mb: int
+    exact_event_times: bool = False
 
 
 @dataclass(frozen=True)
 class WorkResult:
     status: Outcome
     result: bytes | None = None
+    #: for the requester's log; may quote what algorithm code said about the data
     message: str = ""
+    #: the node's own words for why it did not complete, never text from algorithm code (ledger-safe)
+    reason: str = ""
 
 
 def _die_with_parent() -> None:
@@ -50,7 +54,6 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
 
     limit = spec.memory_limit_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    import nordfed.node.builtin  # noqa: F401
     from nordfed.fed.protocol import SiteData, algorithms, get_algorithm, run_partial
     from nordfed.privacy.disclosure import DisclosureError, DisclosurePolicy
 
@@ -61,7 +64,8 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
         from nordfed.omop.store import open_cdm
 
         cdm = open_cdm(spec.cdm_url)
-    data = SiteData(site=spec.site, cdm=cdm, policy=DisclosurePolicy(min_cell_count=spec.min_cell_count))
+    policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times)
+    data = SiteData(site=spec.site, cdm=cdm, policy=policy)
     conn.send(("ready", hashes))
     while True:
         try:
@@ -72,13 +76,13 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
             return
         seq, name, params_wire = msg
         try:
-            out: tuple[str, Any] = ("completed", run_partial(get_algorithm(name), data, params_wire))
+            out: tuple[str, Any, str] = ("completed", run_partial(get_algorithm(name), data, params_wire), "")
         except DisclosureError as exc:
-            out = ("refused", str(exc))
+            out = ("refused", str(exc), "disclosure control refused the result")
         except MemoryError:
-            out = ("failed", f"memory limit of {spec.memory_limit_mb} MB exceeded")
+            out = ("failed", *[f"memory limit of {spec.memory_limit_mb} MB exceeded"] * 2)
         except Exception as exc:  # any algorithm error goes to the requester's log
-            out = ("failed", f"{type(exc).__name__}: {exc}")
+            out = ("failed", f"{type(exc).__name__}: {exc}", f"algorithm raised {type(exc).__name__}")
         try:
             conn.send((seq, *out))
         except (BrokenPipeError, OSError):
@@ -182,18 +186,20 @@ class WarmWorker:
             while True:
                 if not self._conn.poll(max(time_limit_s - (time.monotonic() - t0), 0.0)):
                     self._restart()
-                    return WorkResult("failed", message=f"time limit of {time_limit_s:g} s exceeded; worker killed")
-                seq, status, payload = self._conn.recv()
+                    why = f"time limit of {time_limit_s:g} s exceeded; worker killed"
+                    return WorkResult("failed", message=why, reason=why)
+                seq, status, payload, reason = self._conn.recv()
                 if seq == self._seq:  # an answer to an abandoned job is dropped
                     break
         except (EOFError, BrokenPipeError, OSError):
             code = self._proc.wait() if self._proc is not None else None
             self._restart()
             why = "memory limit exceeded?" if code in (-signal.SIGKILL, -signal.SIGSEGV, 1) else "crashed"
-            return WorkResult("failed", message=f"worker exited with code {code} ({why})")
+            msg = f"worker exited with code {code} ({why})"
+            return WorkResult("failed", message=msg, reason=msg)
         if status == "completed":
             return WorkResult("completed", result=payload)
-        return WorkResult(status, message=payload)
+        return WorkResult(status, message=payload, reason=reason)
 
 
 def main(argv: list[str]) -> None:

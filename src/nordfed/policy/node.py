@@ -8,26 +8,36 @@ hub_url: https://hub.example.org
 api_key: "..."
 name: DK
 cdm_url: duckdb:////data/dk.duckdb
-key_dir: /etc/nordfed/keys
+key_dir: /etc/nordfed/keys          # the node's key pairs; signing.pub is the key its ledger verifies under
+state_dir: /var/lib/nordfed         # default: key_dir. Holds node.ledger, the node's audit ledger
+                                    # (verify: `nordfed node ledger verify --config node.yaml`)
 policy:
   collaborations: [1]
   organizations: [1, 2]
   researchers: [{username: alice, signing_key: "base64..."}]
   algorithms: [{name: nordfed.count, version: "1", code_hash: "sha256 hex"}]
   min_cell_count: 10
+  exact_event_times: false          # true releases exact per-time survival aggregates (KM, unstratified Cox)
   time_limit_s: 300
   memory_limit_mb: 4096
 ```
+
+Every start of the node records the sha256 of this file and of the effective policy on the ledger
+(``policy_loaded``), and a ``policy_changed`` entry when the policy differs from the one last recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from nordfed.privacy.disclosure import DisclosurePolicy
 
 DEFAULT_MIN_CELL_COUNT = 10
 
@@ -61,6 +71,9 @@ class NodePolicy(BaseModel):
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT
     #: a node may go below the default cell count only by saying so explicitly
     allow_min_cell_count_below_default: bool = False
+    #: release exact per-time survival aggregates (see nordfed.fed.survival_data); strict so that a quoted
+    #: "false" or a typo in the YAML cannot switch it on
+    exact_event_times: bool = Field(default=False, strict=True)
     time_limit_s: float = Field(default=300.0, gt=0)
     memory_limit_mb: int = Field(default=4096, ge=256)
     max_task_age_s: float = Field(default=7 * 86400, gt=0)
@@ -75,6 +88,15 @@ class NodePolicy(BaseModel):
                 "set allow_min_cell_count_below_default: true to mean it"
             )
         return self
+
+    def disclosure(self) -> DisclosurePolicy:
+        """The disclosure rules partials at this node run under."""
+        return DisclosurePolicy(min_cell_count=self.min_cell_count, exact_event_times=self.exact_event_times)
+
+    def sha256(self) -> str:
+        """Hash of the effective policy (canonical JSON, defaults included): what the ledger records."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def researcher_keys(self) -> dict[str, str]:
         return {r.username: r.signing_key for r in self.researchers}
@@ -114,21 +136,39 @@ class NodeConfig(BaseModel):
     name: str = Field(min_length=1)
     cdm_url: str = Field(min_length=1)
     key_dir: Path
-    #: where the node keeps its small local state (seen task nonces); default: key_dir
+    #: where the node keeps its local state: node.ledger (its audit ledger) and seen task nonces; default: key_dir
     state_dir: Path | None = None
     #: CA bundle to verify the hub's certificate with (default: the system's); TLS is never unverified
     tls_ca_file: Path | None = None
     poll_timeout_s: float = Field(default=30.0, gt=0, le=120)
     policy: NodePolicy = Field(default_factory=NodePolicy)
+    #: (path, sha256 of its bytes) of the file this config was read from; set by load_node_config
+    _source: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        return self._source
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or self.key_dir
+
+    @property
+    def ledger_path(self) -> Path:
+        """The node's own ledger file."""
+        return self.state_path / "node.ledger"
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate ``node.yaml``; relative paths are resolved against the file's folder."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text())
+        content = p.read_bytes()  # read once: the ledger records the hash of exactly what was parsed
+        raw = yaml.safe_load(content.decode("utf-8"))
     except FileNotFoundError:
         raise PolicyError(f"{p}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{p}: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -143,7 +183,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
     for key in ("state_dir", "tls_ca_file"):
         if getattr(cfg, key) is not None:
             updates[key] = base / getattr(cfg, key)
-    return cfg.model_copy(update=updates)
+    out = cfg.model_copy(update=updates)
+    out._source = (str(p.resolve()), hashlib.sha256(content).hexdigest())
+    return out
 
 
 def write_node_config(path: str | Path, config: NodeConfig) -> None:

@@ -1,0 +1,145 @@
+"""The node's own ledger (DESIGN invariant 3): every run it sees and every policy it starts with.
+
+Entries carry identifiers, hashes and the node's own words, never data and never text written by algorithm
+code (an exception message may quote a data value): such text is recorded as its sha256, which an auditor can
+match against the run log the requester received.
+
+| kind | when | payload |
+|---|---|---|
+| policy_loaded | every start | policy_sha256, file, file_sha256, min_cell_count, exact_event_times |
+| policy_changed | a start whose policy differs from the last recorded one | previous/new hash, changed fields |
+| task_received | a run is claimed | task_id, run_id, algorithm (name@version), code_hash, username |
+| run_refused | policy or disclosure control said no | task_id, run_id, reason[, detail_sha256] |
+| run_completed | a result was sealed for the requester | task_id, run_id, result_sha256 (of the sealed blob) |
+| run_failed | the run did not complete | task_id, run_id, reason[, detail_sha256] |
+| result_not_posted | the hub did not take a sealed result | task_id, run_id, reason |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nordfed.ledger import Entry, Ledger, LedgerError
+from nordfed.policy.node import NodeConfig, NodePolicy
+from nordfed.privacy.crypto import Identity
+
+log = logging.getLogger("nordfed.node")
+
+MAX_REASON_CHARS = 500
+SNAPSHOT = "policy.last.json"  # the last recorded policy, so policy_changed can name what changed
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_ids(run: Mapping[str, Any]) -> dict[str, int]:
+    return {"task_id": int(run["task_id"]), "run_id": int(run["run_id"])}
+
+
+def outcome_payload(run: Mapping[str, Any], reason: str, detail: str | None = None) -> dict[str, Any]:
+    """A refusal or failure: the node's own reason, plus the hash of any text that algorithm code produced."""
+    out: dict[str, Any] = {**run_ids(run), "reason": reason[:MAX_REASON_CHARS]}
+    if detail and detail != reason:
+        out["detail_sha256"] = sha256_text(detail)
+    return out
+
+
+def policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level policy fields that differ; settings show old and new value, lists (pins) only their name."""
+    changed: dict[str, Any] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        scalar = all(isinstance(v, bool | int | float | str) or v is None for v in (a, b))
+        changed[key] = {"from": a, "to": b} if scalar else "changed"
+    return changed
+
+
+class NodeLedger:
+    """Appends the node runtime's entries to ``state_dir/node.ledger``, signed with the node's key."""
+
+    def __init__(self, config: NodeConfig, identity: Identity):
+        self.path = config.ledger_path
+        self.actor = config.name
+        self.state = config.state_path
+        self.ledger = Ledger.open(self.path, identity)
+        self.public_key = identity.signing_public
+
+    def check_intact(self) -> None:
+        """Refuse to extend a chain that no longer verifies under the node's key (someone edited it)."""
+        rep = self.ledger.verify([self.public_key])
+        if not rep.ok:
+            raise LedgerError(f"{self.path}: {rep.summary()}; inspect it with `nordfed ledger show {self.path}`, "
+                              "keep it as evidence and move it aside to start a new chain")
+
+    def append(self, kind: str, payload: Mapping[str, Any]) -> Entry:
+        return self.ledger.append(kind, self.actor, payload)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # ------------------------------------------------------------------ policy
+    def last_policy_hash(self) -> str | None:
+        last = None
+        for e in self.ledger.entries():
+            if e.kind == "policy_loaded":
+                last = e.payload.get("policy_sha256")
+        return last
+
+    def record_policy(self, config: NodeConfig) -> list[Entry]:
+        """``policy_loaded`` at every start, then ``policy_changed`` when it differs from the last recorded one."""
+        policy: NodePolicy = config.policy
+        new_hash = policy.sha256()
+        previous = self.last_policy_hash()
+        file, file_hash = config.source or (None, None)
+        written = [self.append("policy_loaded", {
+            "policy_sha256": new_hash, "file": file, "file_sha256": file_hash,
+            "min_cell_count": policy.min_cell_count, "exact_event_times": policy.exact_event_times})]
+        snapshot = self.state / SNAPSHOT
+        current = policy.model_dump(mode="json")
+        if previous is not None and previous != new_hash:
+            old = self._snapshot(snapshot, previous)
+            written.append(self.append("policy_changed", {
+                "previous_policy_sha256": previous, "policy_sha256": new_hash,
+                "changed": policy_diff(old, current) if old is not None else "unknown (no snapshot of the "
+                                                                            "previous policy)"}))
+            log.warning("node policy changed since the last start: %s", written[-1].payload["changed"])
+        tmp = snapshot.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, sort_keys=True, indent=1))
+        tmp.replace(snapshot)
+        return written
+
+    @staticmethod
+    def _snapshot(path: Path, expected_hash: str) -> dict[str, Any] | None:
+        """The previous policy, only if it is the one the ledger recorded (a stale file says nothing)."""
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        text = json.dumps(old, sort_keys=True, separators=(",", ":"))
+        return old if sha256_text(text) == expected_hash else None
+
+    # ------------------------------------------------------------------ runs
+    def task_received(self, run: Mapping[str, Any], username: str | None) -> Entry:
+        return self.append("task_received", {
+            **run_ids(run), "algorithm": f"{run['algorithm']}@{run['version']}", "code_hash": str(run["code_hash"]),
+            "username": username})
+
+    def run_refused(self, run: Mapping[str, Any], reason: str, detail: str | None = None) -> Entry:
+        return self.append("run_refused", outcome_payload(run, reason, detail))
+
+    def run_failed(self, run: Mapping[str, Any], reason: str, detail: str | None = None) -> Entry:
+        return self.append("run_failed", outcome_payload(run, reason, detail))
+
+    def run_completed(self, run: Mapping[str, Any], sealed: str) -> Entry:
+        return self.append("run_completed", {**run_ids(run), "result_sha256": sha256_text(sealed)})
+
+    def result_not_posted(self, run: Mapping[str, Any], reason: str) -> Entry:
+        return self.append("result_not_posted", outcome_payload(run, reason))
