@@ -56,7 +56,7 @@ def test_poisson_with_offset() -> None:
 def test_refusals_name_the_rule() -> None:
     df = with_sites(rossi(), 3)
     covs = ["fin", "age"]
-    with pytest.raises(AlgorithmError, match="rows = 144 is below this node's minimum cell count"):
+    with pytest.raises(AlgorithmError, match="fewer rows than this node's minimum cell count"):
         fit_glm(federation(df, DisclosurePolicy(min_cell_count=145)), outcome="arrest", covariates=covs)
     with pytest.raises(AlgorithmError, match="parameters per row"):
         fit_glm(federation(df, DisclosurePolicy(max_params_per_row=0.01)), outcome="arrest", covariates=covs)

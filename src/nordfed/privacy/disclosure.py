@@ -38,9 +38,8 @@ class DisclosurePolicy:
 def require_min_rows(n: int, policy: DisclosurePolicy, what: str = "rows") -> None:
     """Refuse an aggregate computed over fewer than ``min_cell_count`` rows (but allow zero rows)."""
     if 0 < n < policy.min_cell_count:
-        raise DisclosureError(
-            f"refused: {what} = {n} is below this node's minimum cell count ({policy.min_cell_count})"
-        )
+        # the message reaches the researcher, so it must not carry the small count itself
+        raise DisclosureError(f"refused: fewer {what} than this node's minimum cell count ({policy.min_cell_count})")
 
 
 def require_params_ok(n_params: int, n_rows: int, policy: DisclosurePolicy) -> None:
