@@ -6,8 +6,11 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from nordfed.features.covariates import CovariateSettings, extract_covariates
+from nordfed.features import analyses as A
+from nordfed.features import assemble, records
+from nordfed.features.covariates import CovariateSettings, extract_covariates, population_rows
 from nordfed.features.preprocessing import plan_preprocessing
 from nordfed.fed.protocol import InProcessFederation, SiteData
 from nordfed.privacy.disclosure import DisclosurePolicy
@@ -136,6 +139,80 @@ def test_covariates_match_direct_pandas_computation(cdm_url):
     assert ATC7 * 1000 + 410 not in ref.index  # a 7-character ATC code is not a drug group
     frame = data.to_frame()
     assert frame.shape == (120, len(data.covariate_ids)) and frame.index.tolist() == pop["row_id"].tolist()
+
+
+def long_of(data) -> pd.DataFrame:
+    coo = data.matrix.tocoo()
+    got = pd.DataFrame({"row_id": data.row_ids[coo.row], "covariate_id": data.covariate_ids[coo.col], "v": coo.data})
+    return got.sort_values(["row_id", "covariate_id"]).reset_index(drop=True).astype(
+        {"covariate_id": np.int64, "row_id": np.int64})
+
+
+def test_join_path_serves_persons_with_several_index_dates(duckdb_url):
+    # a person twice in the population takes the engine-join path on DuckDB too (the scan path needs each once)
+    cdm, pop = build(duckdb_url, n=80, seed=11)
+    again = pop.iloc[::3].assign(row_id=lambda d: d["row_id"] + 1,
+                                 cohort_start_date=lambda d: d["cohort_start_date"] - pd.Timedelta(days=200))
+    both = pd.concat([pop, again]).sample(frac=1, random_state=0)  # row ids unsorted
+    data = extract_covariates(cdm, both)
+    want = expected_long(cdm, both).astype({"covariate_id": np.int64, "row_id": np.int64})
+    assert set(want["row_id"] % 10) == {0, 1}
+    pd.testing.assert_frame_equal(long_of(data), want, check_dtype=False)
+    assert data.row_ids.tolist() == sorted(both["row_id"])
+
+
+@pytest.mark.parametrize("dense", [True, False])  # person lookup by array or by hash
+def test_scan_path_returns_the_join_paths_records(duckdb_url, dense):
+    cdm, pop = build(duckdb_url, n=120, seed=5)
+    pop = pop.iloc[::2]  # every other person: the others' records must be skipped
+    _, k = population_rows(pop)
+    p = records.Population(pop, k, dense=dense)
+    assert p.unique_persons
+    records.register(cdm, p)
+    for domain, (start, end) in ((A.DOMAINS["condition"], (-365, 0)), (A.DOMAINS["drug"], (-60, 10)),
+                                 (A.MEASUREMENT_VALUES, (-400, -5))):
+        scanned = pd.DataFrame(records.records(cdm, p, domain, start, end))
+        joined = pd.DataFrame(records.fetch(cdm, domain.records_sql(start, end)))
+        assert len(scanned) > 15
+        key = sorted(joined.columns)
+        pd.testing.assert_frame_equal(scanned[key].sort_values(key, ignore_index=True),
+                                      joined[key].sort_values(key, ignore_index=True), check_dtype=False)
+
+
+def test_population_without_records_in_any_window(cdm_url):
+    cdm, pop = build(cdm_url, n=20, seed=3)
+    later = pop.assign(cohort_start_date=pop["cohort_start_date"] - pd.Timedelta(days=3000))
+    data = extract_covariates(cdm, later)
+    want = expected_long(cdm, later).astype({"covariate_id": np.int64, "row_id": np.int64})
+    assert set(want["covariate_id"] % 1000) == {1, 3, 6, 7}  # demographics only
+    pd.testing.assert_frame_equal(long_of(data), want, check_dtype=False)
+
+
+def test_population_errors_name_the_field(duckdb_url):
+    cdm, pop = build(duckdb_url, n=5, seed=1)
+    with pytest.raises(ValueError, match="row_id 10 occurs more than once"):
+        extract_covariates(cdm, pd.concat([pop, pop.iloc[:1]]))
+    with pytest.raises(ValueError, match=r"missing column.*cohort_start_date"):
+        extract_covariates(cdm, pop.drop(columns="cohort_start_date"))
+
+
+def test_roll_up_and_last_values_pure():
+    # drugs 7 and 9 in one group each, 8 in two; records of 8, 7, 8, 9
+    code, drugs = assemble.encode(np.array([8, 7, 8, 9]))
+    record, group_code, groups = assemble.roll_up(code, drugs, np.array([70, 70, 80, 90]), np.array([7, 8, 8, 9]))
+    pairs = sorted(zip(record.tolist(), groups[group_code].tolist(), strict=True))
+    assert pairs == [(0, 70), (0, 80), (1, 70), (2, 70), (2, 80), (3, 90)]
+    record, group_code, groups = assemble.roll_up(code, drugs, np.array([70, 70, 90]), np.array([7, 8, 9]))
+    assert record is None and groups[group_code].tolist() == [70, 70, 70, 90]
+    # the latest day wins, then the highest measurement_id; missing values and days before the window never do
+    for second, oldest in ((1, -9), (2**40, -2**23)):  # keys fit one int64 / need a sort per key
+        e = assemble.Entries()
+        k = np.array([0, 0, 0, 0, second, second])
+        assemble.last_values(e, k, np.full(6, 5), np.full(6, 8713), np.array([-3, -1, -1, 0, oldest, -2]),
+                             np.array([1, 9, 4, 2, 3, 8]), np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 812)
+        (b,) = e.blocks
+        assert sorted(zip(b.k.tolist(), b.value.tolist(), strict=True)) == [(0, 2.0), (second, 5.0)]
+        assert b.ids.tolist() == [5_713_812]
 
 
 def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):

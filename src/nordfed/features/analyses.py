@@ -1,13 +1,18 @@
 """SQL for each covariate analysis, FeatureExtraction-style: ``covariate_id = concept_id * 1000 + analysis_id``.
 
-Every builder returns a DuckDB-dialect SELECT of ``row_id, covariate_id, covariate_value`` over the
-population relation ``nf_population(row_id, subject_id, cohort_start_date)``; the extractor unions them so
-the engine aggregates in one pass and no Python loop touches rows.
+Builders return DuckDB-dialect SELECTs (translated by sqlglot elsewhere) over the population relation
+``nf_population(k, row_id, subject_id, cohort_start_date)`` (``k`` is the row's position in the matrix). Each
+domain table is read once for all of its windows: :class:`Domain` gives its qualifying *records* (``day`` = days
+from index), joined in the engine (:meth:`Domain.records_sql`) or scanned for an in-memory join
+(:meth:`Domain.scan_sql`); :mod:`nordfed.features.assemble` turns records into covariates with numpy. Grouping
+in SQL would not shrink the result (almost every person-concept pair is unique) but costs a hash aggregation
+over every record, so repeats are merged while the sparse matrix is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 POP = "nf_population"
 
@@ -55,93 +60,96 @@ CHARLSON_CATEGORIES: dict[int, tuple[str, int, tuple[int, ...]]] = {
 CHARLSON_HIERARCHY = ((10, 11), (9, 15), (14, 16))
 
 
-def _one() -> str:
-    return "CAST(1 AS DOUBLE) AS covariate_value"
+def demographics_sql() -> str:
+    """Per population row: gender, year of birth and the index year and month (covariates built in numpy)."""
+    return ("SELECT c.k, CAST(p.gender_concept_id AS BIGINT) AS gender_concept_id, "
+            "CAST(p.year_of_birth AS INTEGER) AS year_of_birth, CAST(year(c.cohort_start_date) AS INTEGER) AS year, "
+            "CAST(month(c.cohort_start_date) AS INTEGER) AS month "
+            f"FROM {POP} c JOIN person p ON p.person_id = c.subject_id")
 
 
-def demographics_sql(analysis_id: int) -> str:
-    exprs = {
-        GENDER: "CAST(p.gender_concept_id AS BIGINT)",
-        AGE_GROUP: "CAST(floor((year(c.cohort_start_date) - p.year_of_birth) / 5) AS BIGINT)",
-        INDEX_YEAR: "CAST(year(c.cohort_start_date) AS BIGINT)",
-        INDEX_MONTH: "CAST(month(c.cohort_start_date) AS BIGINT)",
-    }
-    where = " WHERE p.gender_concept_id <> 0" if analysis_id == GENDER else ""
-    return (f"SELECT c.row_id, {exprs[analysis_id]} * 1000 + {analysis_id} AS covariate_id, {_one()} "
-            f"FROM {POP} c JOIN person p ON p.person_id = c.subject_id{where}")
+@dataclass(frozen=True)
+class Domain:
+    """A domain table's records as the presence analyses see them.
+
+    A record counts in a window ``start .. end`` (days from index) when ``first <= index + end`` and
+    ``last >= index + start``; its ``day`` is ``last - index``. ``extra`` are further ``(alias, expression)``
+    columns, ``where`` a further filter (both over the table's own columns).
+    """
+
+    table: str
+    concept: str
+    first: str
+    last: str
+    extra: tuple[tuple[str, str], ...] = ()
+    where: str = ""
+
+    def _filters(self) -> str:
+        return f" AND {self.concept} <> 0" + (f" AND {self.where}" if self.where else "")
+
+    def _extra(self) -> str:
+        return "".join(f", {expr} AS {alias}" for alias, expr in self.extra)
+
+    def records_sql(self, start_day: int, end_day: int) -> str:
+        """Joined with the population: ``k, concept_id, day, *extra`` of the records in the window."""
+        return (f"SELECT c.k, CAST({self.concept} AS INTEGER) AS concept_id, "
+                f"CAST({self.last} - c.cohort_start_date AS INTEGER) AS day{self._extra()} "
+                f"FROM {POP} c JOIN {self.table} ON person_id = c.subject_id "
+                f"WHERE {self.first} <= c.cohort_start_date + {int(end_day)} "
+                f"AND {self.last} >= c.cohort_start_date + {int(start_day)}{self._filters()}")
+
+    def scan_sql(self, first_max: str, last_min: str, person_min: int, person_max: int) -> str:
+        """Without the join: ``person_id, concept_id, first, last, *extra`` of the records that may be in some
+        population row's window (ISO date bounds over all rows), for the caller to join in memory."""
+        last = "" if self.last == self.first else f", {self.last} AS last_date"
+        return (f"SELECT person_id, CAST({self.concept} AS INTEGER) AS concept_id, {self.first} AS first_date{last}"
+                f"{self._extra()} FROM {self.table} "
+                f"WHERE person_id BETWEEN {int(person_min)} AND {int(person_max)} "
+                f"AND {self.first} <= DATE '{first_max}' AND {self.last} >= DATE '{last_min}'{self._filters()}")
 
 
-def _windows(windows: Sequence[tuple[int, int]]) -> str:
-    return ", ".join(f"({int(a)}, {int(lo)})" for lo, a in windows)
-
-
-def domain_window_sql(table: str, concept_col: str, date_col: str, windows: Sequence[tuple[int, int]],
-                      end_day: int) -> str:
-    """Presence of each concept with a record dated ``start .. end_day`` days from index, for each
-    ``(start, analysis_id)`` window; one pass over the table serves every window."""
-    lo = min(w[0] for w in windows)
-    inner = (f"SELECT c.row_id, c.cohort_start_date, t.{concept_col} AS concept_id, max(t.{date_col}) AS last_date "
-             f"FROM {POP} c JOIN {table} t ON t.person_id = c.subject_id "
-             f"WHERE t.{date_col} >= c.cohort_start_date + {int(lo)} "
-             f"AND t.{date_col} <= c.cohort_start_date + {int(end_day)} AND t.{concept_col} <> 0 "
-             f"GROUP BY c.row_id, c.cohort_start_date, t.{concept_col}")
-    return (f"SELECT x.row_id, CAST(x.concept_id AS BIGINT) * 1000 + w.analysis_id AS covariate_id, {_one()} "
-            f"FROM ({inner}) x JOIN (VALUES {_windows(windows)}) AS w(analysis_id, start_day) "
-            f"ON x.last_date >= x.cohort_start_date + w.start_day")
-
-
-def drug_group_sql(windows: Sequence[tuple[int, int]], end_day: int) -> str:
-    """Exposure overlapping the window, rolled up to RxNorm ingredients and ATC classes (FE's drug groups).
+def drug_groups_sql() -> str:
+    """Drug groups (FE's): RxNorm ingredients and ATC classes, with each descendant drug concept.
 
     Relies on concept_ancestor's self rows (OMOP ships them) for records coded at the ingredient itself.
     """
-    lo = min(w[0] for w in windows)
-    groups = ("SELECT ca.ancestor_concept_id, ca.descendant_concept_id FROM concept_ancestor ca "
-              "JOIN concept a ON a.concept_id = ca.ancestor_concept_id "
-              "WHERE (a.vocabulary_id = 'RxNorm' AND a.concept_class_id = 'Ingredient') "
-              "OR (a.vocabulary_id = 'ATC' AND length(a.concept_code) IN (1, 3, 4, 5))")
-    end = "COALESCE(d.drug_exposure_end_date, d.drug_exposure_start_date)"
-    inner = (f"SELECT c.row_id, c.cohort_start_date, g.ancestor_concept_id AS concept_id, max({end}) AS last_date "
-             f"FROM {POP} c JOIN drug_exposure d ON d.person_id = c.subject_id "
-             f"JOIN ({groups}) g ON g.descendant_concept_id = d.drug_concept_id "
-             f"WHERE d.drug_exposure_start_date <= c.cohort_start_date + {int(end_day)} "
-             f"AND {end} >= c.cohort_start_date + {int(lo)} "
-             f"GROUP BY c.row_id, c.cohort_start_date, g.ancestor_concept_id")
-    return (f"SELECT x.row_id, CAST(x.concept_id AS BIGINT) * 1000 + w.analysis_id AS covariate_id, {_one()} "
-            f"FROM ({inner}) x JOIN (VALUES {_windows(windows)}) AS w(analysis_id, start_day) "
-            f"ON x.last_date >= x.cohort_start_date + w.start_day")
+    return ("SELECT CAST(ca.ancestor_concept_id AS INTEGER) AS ancestor_concept_id, "
+            "CAST(ca.descendant_concept_id AS INTEGER) AS descendant_concept_id FROM concept_ancestor ca "
+            "JOIN concept a ON a.concept_id = ca.ancestor_concept_id "
+            "WHERE (a.vocabulary_id = 'RxNorm' AND a.concept_class_id = 'Ingredient') "
+            "OR (a.vocabulary_id = 'ATC' AND length(a.concept_code) IN (1, 3, 4, 5))")
 
 
-def measurement_value_sql(start_day: int, end_day: int, analysis_id: int) -> str:
-    """The last numeric value of each measurement (per unit) in the window.
-
-    ``covariate_id = concept_id * 1e6 + (unit_concept_id mod 1000) * 1000 + analysis_id`` as in
-    FeatureExtraction's measurement-value analyses.
-    """
-    inner = (f"SELECT c.row_id, m.measurement_concept_id, COALESCE(m.unit_concept_id, 0) AS unit, "
-             f"m.value_as_number, row_number() OVER (PARTITION BY c.row_id, m.measurement_concept_id, "
-             f"COALESCE(m.unit_concept_id, 0) ORDER BY m.measurement_date DESC, m.measurement_id DESC) AS rn "
-             f"FROM {POP} c JOIN measurement m ON m.person_id = c.subject_id "
-             f"WHERE m.measurement_date >= c.cohort_start_date + {int(start_day)} "
-             f"AND m.measurement_date <= c.cohort_start_date + {int(end_day)} "
-             f"AND m.value_as_number IS NOT NULL AND m.measurement_concept_id <> 0")
-    return (f"SELECT row_id, CAST(measurement_concept_id AS BIGINT) * 1000000 + (unit % 1000) * 1000 + "
-            f"{analysis_id} AS covariate_id, CAST(value_as_number AS DOUBLE) AS covariate_value "
-            f"FROM ({inner}) mv WHERE rn = 1")
+DOMAINS: dict[str, Domain] = {
+    "condition": Domain("condition_occurrence", "condition_concept_id", "condition_start_date",
+                        "condition_start_date"),
+    "procedure": Domain("procedure_occurrence", "procedure_concept_id", "procedure_date", "procedure_date"),
+    "measurement": Domain("measurement", "measurement_concept_id", "measurement_date", "measurement_date"),
+    # exposures overlapping the window; only drugs in some group (rolled up to groups in numpy)
+    "drug": Domain("drug_exposure", "drug_concept_id", "drug_exposure_start_date",
+                   "COALESCE(drug_exposure_end_date, drug_exposure_start_date)",
+                   where=f"drug_concept_id IN (SELECT descendant_concept_id FROM ({drug_groups_sql()}) g)"),
+}
+#: what the last-value analysis needs on top (measurement_id breaks ties between same-day values)
+MEASUREMENT_VALUES = Domain(
+    "measurement", "measurement_concept_id", "measurement_date", "measurement_date",
+    extra=(("unit", "CAST(COALESCE(unit_concept_id, 0) AS INTEGER)"), ("measurement_id", "measurement_id"),
+           ("value", "CAST(value_as_number AS DOUBLE)")))
 
 
 def charlson_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None) -> str:
-    """FeatureExtraction's Charlson index from conditions recorded on or before the index date."""
+    """FeatureExtraction's Charlson index from conditions recorded on or before the index date:
+    ``k, covariate_id, covariate_value`` (few rows: only persons with a Charlson condition)."""
     cats = categories or CHARLSON_CATEGORIES
     values = ", ".join(f"({cat}, {weight}, {anc})" for cat, (_, weight, ancs) in cats.items() for anc in ancs)
     concepts = (f"SELECT DISTINCT v.cat, v.weight, ca.descendant_concept_id AS concept_id FROM (VALUES {values}) "
                 "AS v(cat, weight, ancestor) JOIN concept_ancestor ca ON ca.ancestor_concept_id = v.ancestor")
-    hits = (f"SELECT DISTINCT c.row_id, cc.cat, cc.weight FROM {POP} c JOIN condition_occurrence co "
+    hits = (f"SELECT DISTINCT c.k, cc.cat, cc.weight FROM {POP} c JOIN condition_occurrence co "
             f"ON co.person_id = c.subject_id AND co.condition_start_date <= c.cohort_start_date "
             f"JOIN ({concepts}) cc ON cc.concept_id = co.condition_concept_id")
     has = "max(CASE WHEN cat = {} THEN 1 ELSE 0 END)"
     weights = {c: w for c, (_, w, _) in cats.items()}
     adjust = " ".join(f"- {has.format(m)} * {has.format(s)} * {weights[m]}" for m, s in CHARLSON_HIERARCHY
                       if m in weights and s in weights)
-    return (f"SELECT row_id, CAST(1000 + {CHARLSON} AS BIGINT) AS covariate_id, "
-            f"CAST(sum(weight) {adjust} AS DOUBLE) AS covariate_value FROM ({hits}) h GROUP BY row_id")
+    return (f"SELECT k, CAST(1000 + {CHARLSON} AS BIGINT) AS covariate_id, "
+            f"CAST(sum(weight) {adjust} AS DOUBLE) AS covariate_value FROM ({hits}) h GROUP BY k")

@@ -1,5 +1,8 @@
 """Covariate extraction → sparse design matrix, in the spirit of OHDSI FeatureExtraction's defaults.
 
+One pass per domain table serves all of its windows (:mod:`.records`: engine I/O, Arrow to numpy); numpy
+turns the records into covariate entries and the entries into a CSR matrix (:mod:`.assemble`).
+
 >>> data = extract_covariates(cdm, population, CovariateSettings())       # doctest: +SKIP
 >>> data.matrix.shape, data.covariate_ref.head()                          # doctest: +SKIP
 """
@@ -12,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import scipy.sparse as sp
 
 from nordfed.features import analyses as A
+from nordfed.features import assemble, records
+from nordfed.features.assemble import Entries
 from nordfed.omop.store import CDM
 
 
@@ -53,34 +57,24 @@ class CovariateSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def sql(self) -> list[str]:
-        """The analyses' SELECTs, each ``row_id, covariate_id, covariate_value``."""
-        lo, so, end = self.long_term_start_days, self.short_term_start_days, self.end_days
-        out = [A.demographics_sql(a) for flag, a in ((self.gender, A.GENDER), (self.age_group, A.AGE_GROUP),
-                                                    (self.index_year, A.INDEX_YEAR),
-                                                    (self.index_month, A.INDEX_MONTH)) if flag]
-        domains = (
-            ("condition_occurrence", "condition_concept_id", "condition_start_date",
-             ((self.condition_long_term, lo, A.CONDITION_LONG), (self.condition_short_term, so, A.CONDITION_SHORT))),
-            ("procedure_occurrence", "procedure_concept_id", "procedure_date",
-             ((self.procedure_long_term, lo, A.PROCEDURE_LONG), (self.procedure_short_term, so, A.PROCEDURE_SHORT))),
-            ("measurement", "measurement_concept_id", "measurement_date",
-             ((self.measurement_long_term, lo, A.MEASUREMENT_LONG),
-              (self.measurement_short_term, so, A.MEASUREMENT_SHORT))),
-        )
-        for table, concept, date, wins in domains:
-            chosen = [(start, a) for flag, start, a in wins if flag]
-            if chosen:
-                out.append(A.domain_window_sql(table, concept, date, chosen, end))
-        drugs = [(start, a) for flag, start, a in ((self.drug_group_long_term, lo, A.DRUG_GROUP_LONG),
-                                                   (self.drug_group_short_term, so, A.DRUG_GROUP_SHORT)) if flag]
-        if drugs:
-            out.append(A.drug_group_sql(drugs, end))
-        if self.measurement_value_long_term:
-            out.append(A.measurement_value_sql(lo, end, A.MEASUREMENT_VALUE_LONG))
-        if self.charlson_index:
-            out.append(A.charlson_sql())
-        return out
+    def demographics(self) -> list[int]:
+        return [a for flag, a in ((self.gender, A.GENDER), (self.age_group, A.AGE_GROUP),
+                                  (self.index_year, A.INDEX_YEAR), (self.index_month, A.INDEX_MONTH)) if flag]
+
+    def windows(self, domain: str) -> list[tuple[int, int]]:
+        """``(start_day, analysis_id)`` of the presence analyses chosen for ``domain``."""
+        lo, so = self.long_term_start_days, self.short_term_start_days
+        table = {
+            "condition": ((self.condition_long_term, lo, A.CONDITION_LONG),
+                          (self.condition_short_term, so, A.CONDITION_SHORT)),
+            "procedure": ((self.procedure_long_term, lo, A.PROCEDURE_LONG),
+                          (self.procedure_short_term, so, A.PROCEDURE_SHORT)),
+            "measurement": ((self.measurement_long_term, lo, A.MEASUREMENT_LONG),
+                            (self.measurement_short_term, so, A.MEASUREMENT_SHORT)),
+            "drug": ((self.drug_group_long_term, lo, A.DRUG_GROUP_LONG),
+                     (self.drug_group_short_term, so, A.DRUG_GROUP_SHORT)),
+        }[domain]
+        return [(start, a) for flag, start, a in table if flag]
 
 
 def analysis_of(covariate_ids: np.ndarray) -> np.ndarray:
@@ -103,18 +97,6 @@ class CovariateData:
     covariate_ids: np.ndarray
     matrix: sp.csr_matrix
     covariate_ref: pd.DataFrame  # covariate_id, covariate_name, analysis_id, concept_id
-
-    @classmethod
-    def from_long(cls, row_ids: np.ndarray, long: pd.DataFrame, ref: pd.DataFrame) -> CovariateData:
-        rows = np.sort(np.asarray(row_ids, dtype=np.int64))
-        cols = long["covariate_id"].to_numpy(np.int64)
-        cov_ids = np.sort(pd.unique(cols))  # hashing, then sorting only the few distinct ids
-        j = np.searchsorted(cov_ids, cols)
-        i = np.searchsorted(rows, long["row_id"].to_numpy(np.int64))
-        coo = sp.coo_matrix((long["covariate_value"].to_numpy(np.float64), (i, j)), shape=(len(rows), len(cov_ids)))
-        m = coo.tocsr()
-        ref = ref.set_index("covariate_id").reindex(cov_ids).reset_index()
-        return cls(rows, cov_ids, m, ref)
 
     def select(self, covariate_ids: Sequence[int]) -> CovariateData:
         """Exactly ``covariate_ids`` as columns, in that order (absent ones are all zero)."""
@@ -143,50 +125,20 @@ class CovariateData:
                             columns=[str(c) for c in self.covariate_ids])
 
 
-def _register_population(cdm: CDM, population: pd.DataFrame) -> None:
-    """Make ``nf_population(row_id, subject_id, cohort_start_date)`` visible to the covariate SQL."""
-    pop = pa.table({
-        "row_id": pa.array(population["row_id"].to_numpy(np.int64)),
-        "subject_id": pa.array(population["subject_id"].to_numpy(np.int64)),
-        "cohort_start_date": pa.array(pd.to_datetime(population["cohort_start_date"]).dt.date, pa.date32()),
-    })
-    con = cdm.raw_connection
-    if cdm.dialect == "duckdb":
-        # a real (temporary) table gives the joins statistics an Arrow scan lacks
-        con.register("nf_population_arrow", pop)
-        try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {A.POP} AS SELECT * FROM nf_population_arrow")
-        finally:
-            con.unregister("nf_population_arrow")
-        return
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A.POP} (row_id BIGINT, subject_id BIGINT, cohort_start_date DATE)")
-    con.execute(f"TRUNCATE {A.POP}")
-    with con.cursor() as cur, cur.copy(f"COPY {A.POP} (row_id, subject_id, cohort_start_date) FROM STDIN") as cp:
-        for row in zip(*(c.to_pylist() for c in pop.columns), strict=True):
-            cp.write_row(row)
-    con.execute(f"ANALYZE {A.POP}")
-
-
-def _unregister_population(cdm: CDM) -> None:
-    cdm.raw_connection.execute(f"DROP TABLE IF EXISTS {A.POP}")
-
-
-def covariate_long(cdm: CDM, population: pd.DataFrame, settings: CovariateSettings | None = None) -> pd.DataFrame:
-    """Long-format covariates ``row_id, covariate_id, covariate_value`` (one SQL query, aggregated by the engine)."""
-    s = settings or CovariateSettings()
-    parts = s.sql()
-    empty = pd.DataFrame({"row_id": pd.Series([], dtype=np.int64), "covariate_id": pd.Series([], dtype=np.int64),
-                          "covariate_value": pd.Series([], dtype=np.float64)})
-    if not parts or population.empty:
-        return empty
-    _register_population(cdm, population)
-    try:
-        union = " UNION ALL ".join(f"SELECT row_id, covariate_id, covariate_value FROM ({p}) a{k}"
-                                   for k, p in enumerate(parts))
-        long = cdm.query(union)
-    finally:
-        _unregister_population(cdm)
-    return long.astype({"row_id": np.int64, "covariate_id": np.int64, "covariate_value": np.float64})
+def population_rows(population: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(row_ids ascending, k)``: ``k[i]`` is the matrix row of ``population.iloc[i]``."""
+    missing = {"row_id", "subject_id", "cohort_start_date"} - set(population.columns)
+    if missing:
+        raise ValueError(f"population: missing column(s) {', '.join(sorted(missing))}")
+    row_ids = population["row_id"].to_numpy(np.int64)
+    order = np.argsort(row_ids, kind="stable")
+    rows = row_ids[order]
+    dup = np.flatnonzero(rows[1:] == rows[:-1])
+    if len(dup):
+        raise ValueError(f"population: row_id {rows[dup[0]]} occurs more than once (row_id must be unique)")
+    k = np.empty(len(rows), dtype=np.int64)
+    k[order] = np.arange(len(rows))
+    return rows, k
 
 
 def covariate_ref(cdm: CDM, covariate_ids: np.ndarray) -> pd.DataFrame:
@@ -220,6 +172,15 @@ def covariate_ref(cdm: CDM, covariate_ids: np.ndarray) -> pd.DataFrame:
 
 def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSettings | None = None) -> CovariateData:
     """Covariates of every population row (``row_id, subject_id, cohort_start_date``) as a sparse matrix."""
-    long = covariate_long(cdm, population, settings)
-    ref = covariate_ref(cdm, long["covariate_id"].to_numpy())
-    return CovariateData.from_long(population["row_id"].to_numpy(), long, ref)
+    s = settings or CovariateSettings()
+    rows, k = population_rows(population)
+    entries = Entries()
+    if len(rows):
+        pop = records.Population(population, k)
+        records.register(cdm, pop)
+        try:
+            records.collect(cdm, pop, s, entries)
+        finally:
+            records.unregister(cdm)
+    matrix, ids = assemble.to_csr(entries, len(rows))
+    return CovariateData(rows, ids, matrix, covariate_ref(cdm, ids))
