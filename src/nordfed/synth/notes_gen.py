@@ -3,13 +3,22 @@
 Gold spans are recorded while the text is assembled, so offsets are exact by construction. Typos
 (transposed, dropped or doubled letters) are injected into a share of the entity words after gold is
 fixed, so the pipeline is scored against what a clinician meant, not what they typed.
+
+Speed: a note takes about a hundred random decisions. One numpy call per decision costs microseconds of
+overhead, so decisions consume a buffered stream of uniforms (:class:`Draws`, one numpy call per block) and
+templates are parsed once (:func:`compile_template`), not once per sentence.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import accumulate, chain
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -22,11 +31,75 @@ NOTE_TYPES = ("admission", "discharge", "mri_referral", "medication_review")
 CONTEXT_P = {"present": 0.45, "negated": 0.2, "historical": 0.12, "family": 0.1, "uncertain": 0.13}
 HARD_P = 0.06  # share of implant sentences drawn from the templates rules get wrong
 TYPO_P = 0.05
+DRAW_BLOCK = 1 << 14  # uniforms per numpy call: large enough to amortise the call, small enough for short runs
 _SLOT = re.compile(r"\{(\w+)(?::(\w+))?\}")
+_CONTEXTS = tuple(CONTEXT_P)
+_CONTEXT_CUM = tuple(accumulate(CONTEXT_P.values()))
+#: implant sentences per note (at most), ADR sentences (at most), medication lines (at most)
+_N_IMP = {"mri_referral": 5, "admission": 3, "discharge": 3, "medication_review": 2}
+_N_ADR = {"medication_review": 3, "discharge": 2, "admission": 1, "mri_referral": 1}
+_N_MED = {"medication_review": 6, "discharge": 5, "admission": 4, "mri_referral": 3}
+_REACTION_CASE = {"nom": 0, "gen": 1, "part": 2}
+
+T = TypeVar("T")
+Fill = tuple[str, str, int] | str
 
 
-@dataclass
-class GoldMention:
+class Draws:
+    """A buffered stream of uniforms on [0, 1) from ``rng``: same seed, same stream."""
+
+    def __init__(self, rng: np.random.Generator, block: int = DRAW_BLOCK):
+        # chained in C: no Python frame per draw, one numpy call per block
+        blocks = iter(lambda: rng.random(block).tolist(), None)
+        self.u: Callable[[], float] = chain.from_iterable(blocks).__next__
+
+    def below(self, n: int) -> int:
+        """Uniform integer in [0, n)."""
+        return int(self.u() * n)
+
+    def pick(self, seq: Sequence[T]) -> T:
+        return seq[int(self.u() * len(seq))]
+
+    def sample(self, seq: Sequence[T], k: int) -> list[T]:
+        """``k`` distinct items in random order (partial Fisher-Yates: only the draws needed)."""
+        pool = list(seq)
+        n = len(pool)
+        k = min(k, n)
+        u = self.u
+        for i in range(k):
+            j = i + int(u() * (n - i))
+            pool[i], pool[j] = pool[j], pool[i]
+        return pool[:k]
+
+
+class Template(NamedTuple):
+    """A template parsed once: ``parts`` are (literal before, slot key); ``cap`` says the first
+    slot opens the sentence and takes a capital; ``slots`` are the distinct (key, name, case) to fill."""
+
+    parts: tuple[tuple[str, str], ...]
+    tail: str
+    cap: bool
+    slots: tuple[tuple[str, str, str], ...]
+
+
+@cache
+def compile_template(template: str) -> Template:
+    parts, slots, seen, pos = [], [], set(), 0
+    for m in _SLOT.finditer(template):
+        lit = template[pos:m.start()]
+        if not parts:  # the sentence opens with this literal
+            lit = lit[:1].upper() + lit[1:]
+        name, case = m.group(1), m.group(2) or ""
+        key = f"{name}:{case}" if case else name
+        parts.append((lit, key))
+        if key not in seen:
+            seen.add(key)
+            slots.append((key, name, case))
+        pos = m.end()
+    return Template(tuple(parts), template[pos:], bool(parts) and not parts[0][0], tuple(slots))
+
+
+class GoldMention(NamedTuple):
     start: int
     end: int
     text: str
@@ -44,9 +117,10 @@ class PersonImplants:
     removed: list[str]
     family: list[str]
     models: dict[str, tuple[str, str, int]]
+    absent: list[str] = field(default_factory=list)  # types the patient does not have (what negations name)
 
 
-@dataclass
+@dataclass(slots=True)
 class NoteDraft:
     """Text under construction plus its gold annotations."""
 
@@ -74,12 +148,12 @@ def _ids() -> tuple[dict[str, int], dict[str, int], dict[str, int], list[tuple[i
     return implants, drugs, reactions, models
 
 
-def typo(word: str, rng: np.random.Generator) -> str:
+def typo(word: str, draws: Draws) -> str:
     """One keyboard slip inside a word of seven or more letters (first two and last letter kept)."""
     if len(word) < 7 or not word.isalpha():
         return word
-    i = int(rng.integers(2, len(word) - 2))
-    op = int(rng.integers(3))
+    i = 2 + draws.below(len(word) - 4)
+    op = draws.below(3)
     if op == 0:
         return word[:i] + word[i + 1] + word[i] + word[i + 2:]
     if op == 1:
@@ -91,202 +165,231 @@ class Generator:
     """Writes notes for one language."""
 
     def __init__(self, lang: str, rng: np.random.Generator):
-        self.lang, self.rng = lang, rng
+        self.lang = lang
+        self.draws = Draws(rng)
         self.bank = LANG_BANKS[lang]
         self.implant_ids, self.drug_ids, self.reaction_ids, self.models = _ids()
         self.text = self.bank.NOTE_TEXT[lang]
         self.case_lang = lang in ("fi", "et")
+        # everything that does not depend on a draw is looked up once per language, not once per sentence
+        self.types = list(self.implant_ids)
+        self.sorted_drugs = sorted(self.drug_ids)
+        self.sorted_reactions = sorted(self.reaction_ids)
+        self.adr_drugs = sorted(ADR_PAIRS)
+        self.fillers = list(self.text["fillers"])
+        self.implants = self.bank.IMPLANTS[lang]
+        self.reactions = self.bank.REACTIONS[lang]
+        self.freq = self.bank.FREQ[lang]
+        self.models_by_type: dict[int, list[tuple[int, int, str, str, str]]] = {}
+        for m in self.models:
+            self.models_by_type.setdefault(m[1], []).append(m)
+        self.implant_templates = {
+            ctx: ([compile_template(t[1:]) for t in ts if t.startswith("!")],
+                  [compile_template(t) for t in ts if not t.startswith("!")])
+            for ctx, ts in self.bank.IMPLANT_TEMPLATES[lang].items()}
+        self.adr_templates = [compile_template(t) for t in self.bank.ADR_TEMPLATES[lang]]
+        self.adr_neg_templates = [compile_template(t) for t in self.bank.ADR_NEG_TEMPLATES[lang]]
+        self.symptom_templates = [compile_template(t) for t in self.bank.SYMPTOM_TEMPLATES[lang]]
+        self.med_line = compile_template(self.bank.MED_LINE[lang])
+        self._forms: dict[tuple[str, str], list[str]] = {}
+        self._drug_forms: dict[tuple[str, str], list[str]] = {}
+        self.pick = self.draws.pick
 
     # ------------------------------------------------------------------ helpers
-    def pick(self, seq):
-        return seq[int(self.rng.integers(len(seq)))]
 
     def date(self, d: dt.date) -> str:
         if self.lang == "sv":
             return d.isoformat()
         if self.lang == "fi":
             return f"{d.day}.{d.month}.{d.year}"
-        return d.strftime("%d.%m.%Y")
+        return f"{d.day:02d}.{d.month:02d}.{d.year}"
 
     def past_date(self, note_date: dt.date) -> dt.date:
-        return note_date - dt.timedelta(days=int(self.rng.integers(60, 6000)))
+        return note_date - dt.timedelta(days=60 + self.draws.below(5940))
 
     def _entity(self, s: str) -> str:
-        if self.rng.random() < TYPO_P:
+        if self.draws.u() < TYPO_P:
             words = s.split(" ")
-            j = int(np.argmax([len(w) for w in words]))
-            words[j] = typo(words[j], self.rng)
+            j = max(range(len(words)), key=lambda i: len(words[i]))  # the first longest word
+            words[j] = typo(words[j], self.draws)
             return " ".join(words)
         return s
 
     # ------------------------------------------------------------------ templates
-    def render(self, draft: NoteDraft, template: str, ctx: str, fills: dict[str, tuple[str, str, int] | str],
-               hard: bool = False) -> None:
-        """Write ``template`` with ``fills`` (slot -> text or (text, kind, concept)); record gold mentions."""
-        pos, first = 0, True
-        for m in _SLOT.finditer(template):
-            lit = template[pos:m.start()]
+    def render(self, draft: NoteDraft, template: Template, ctx: str, fills: dict[str, Fill], hard: bool = False,
+               ctx_reaction: str | None = None) -> None:
+        """Write ``template`` with ``fills`` (every slot key -> text or (text, kind, concept)); record gold
+        mentions (in context ``ctx``, reactions in ``ctx_reaction`` when given)."""
+        parts, mentions, length, cap = draft.parts, draft.mentions, draft.length, template.cap
+        for lit, key in template.parts:
             if lit:
-                draft.write(lit if not first else lit[:1].upper() + lit[1:])
-                first = False
-            key = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
-            val = fills.get(key, fills.get(m.group(1), ""))
+                parts.append(lit)
+                length += len(lit)
+            val = fills[key]
             if isinstance(val, tuple):
                 surface, kind, cid = val
-                if first:
+                if cap:
                     surface = surface[:1].upper() + surface[1:]
-                start = draft.length
-                draft.write(surface)
-                draft.mentions.append(GoldMention(start, draft.length, surface, kind, cid, ctx, hard))
+                parts.append(surface)
+                end = length + len(surface)
+                c = ctx_reaction if ctx_reaction is not None and kind == "reaction" else ctx
+                mentions.append(GoldMention(length, end, surface, kind, cid, c, hard))
+                length = end
             else:
-                draft.write(val[:1].upper() + val[1:] if first else val)
-            first = False
-            pos = m.end()
-        draft.write(template[pos:])
+                if cap:
+                    val = val[:1].upper() + val[1:]
+                parts.append(val)
+                length += len(val)
+            cap = False
+        parts.append(template.tail)
+        draft.length = length + len(template.tail)
 
     def implant_fill(self, itype: str, case: str) -> tuple[str, str, int]:
-        forms = self.bank.IMPLANTS[self.lang][itype]
-        key = case if case in forms else ("indef" if "indef" in forms else "nom")
-        return self._entity(self.pick(forms[key])), "implant", self.implant_ids[itype]
+        forms = self._forms.get((itype, case))
+        if forms is None:
+            by_case = self.implants[itype]
+            key = case if case in by_case else ("indef" if "indef" in by_case else "nom")
+            forms = self._forms[(itype, case)] = by_case[key]
+        return self._entity(self.pick(forms)), "implant", self.implant_ids[itype]
 
     def model_fill(self, itype: str) -> tuple[str, str, int] | None:
-        tid = self.implant_ids[itype]
-        options = [m for m in self.models if m[1] == tid]
+        options = self.models_by_type.get(self.implant_ids[itype])
         if not options:
             return None
         cid, _, manufacturer, model, _ = self.pick(options)
-        r = self.rng.random()
-        text = f"{manufacturer} {model}" if r < 0.55 else model
+        text = f"{manufacturer} {model}" if self.draws.u() < 0.55 else model
         return text, "model", cid
 
     def person_state(self) -> PersonImplants:
         """What a patient has: implants now (with a fixed model), explanted ones, and relatives' implants."""
-        types = list(self.implant_ids)
-        order = [types[i] for i in self.rng.permutation(len(types))]
-        k_now, k_gone, k_fam = (int(x) for x in self.rng.integers(0, 3, size=3))
+        below = self.draws.below
+        k_now, k_gone, k_fam = below(3), below(3), below(3)
+        order = self.draws.sample(self.types, k_now + k_gone + k_fam)
         now = order[:k_now]
         models = {t: m for t in now if (m := self.model_fill(t)) is not None}
-        return PersonImplants(now, order[k_now:k_now + k_gone], order[k_now + k_gone:k_now + k_gone + k_fam], models)
+        return PersonImplants(now, order[k_now:k_now + k_gone], order[k_now + k_gone:], models,
+                              [t for t in self.types if t not in now])
 
     def implant_sentence(self, draft: NoteDraft, note_date: dt.date, ctx: str | None = None,
                          state: PersonImplants | None = None) -> None:
-        ctx = ctx or str(self.rng.choice(list(CONTEXT_P), p=list(CONTEXT_P.values())))
-        types = list(self.implant_ids)
+        draws = self.draws
+        if ctx is None:
+            ctx = _CONTEXTS[min(bisect_right(_CONTEXT_CUM, draws.u()), len(_CONTEXTS) - 1)]
+        types = self.types
         pool = types
         if state is not None:
             # statements agree with the patient: affirmed/explanted/family mentions name what the patient
             # (or relative) has; negations name what the patient has not
             pool = {"present": state.now, "historical": state.removed, "family": state.family,
-                    "negated": [t for t in types if t not in state.now], "uncertain": types}[ctx]
+                    "negated": state.absent, "uncertain": types}[ctx]
             if not pool:
-                ctx, pool = "negated", [t for t in types if t not in state.now]
-        templates = self.bank.IMPLANT_TEMPLATES[self.lang][ctx]
-        hard_t = [t for t in templates if t.startswith("!")]
-        easy_t = [t for t in templates if not t.startswith("!")]
-        hard = bool(hard_t) and self.rng.random() < HARD_P
-        template = self.pick(hard_t)[1:] if hard else self.pick(easy_t)
-        itype = self.pick(pool)
-        itype2 = self.pick([t for t in (pool if len(pool) > 1 else types) if t != itype])
-        fills: dict[str, tuple[str, str, int] | str] = {
-            "date": self.date(self.past_date(note_date)), "year": str(self.past_date(note_date).year),
-            "hospital": self.pick(self.text["hospitals"]),
-        }
-        for slot in _SLOT.finditer(template):
-            name, case = slot.group(1), slot.group(2) or ""
-            key = f"{name}:{case}" if case else name
+                ctx, pool = "negated", state.absent
+        hard_t, easy_t = self.implant_templates[ctx]
+        hard = bool(hard_t) and draws.u() < HARD_P
+        template = draws.pick(hard_t) if hard else draws.pick(easy_t)
+        itype = draws.pick(pool)
+        itype2 = ""  # a second type, drawn only when the template names one
+        fills: dict[str, Fill] = {}
+        for key, name, case in template.slots:
             if name == "imp":
                 fills[key] = self.implant_fill(itype, case or "indef")
             elif name == "imp2":
+                itype2 = itype2 or draws.pick([t for t in (pool if len(pool) > 1 else types) if t != itype])
                 fills[key] = self.implant_fill(itype2, case or "indef")
             elif name == "cmp":
-                fills[key] = (self.pick(self.bank.IMPLANTS[self.lang][itype]["cmp"]), "implant",
-                              self.implant_ids[itype])
+                fills[key] = (draws.pick(self.implants[itype]["cmp"]), "implant", self.implant_ids[itype])
             elif name == "model":
                 model = state.models.get(itype) if state is not None and ctx == "present" else None
                 model = model or self.model_fill(itype)
                 if model is None:  # a type without catalogued models: say the type instead
                     model = self.implant_fill(itype, "nom" if self.case_lang else "indef")
                 fills[key] = model
+            elif name == "date":
+                fills[key] = self.date(self.past_date(note_date))
+            elif name == "year":
+                fills[key] = str(self.past_date(note_date).year)
+            elif name == "hospital":
+                fills[key] = draws.pick(self.text["hospitals"])
+            else:
+                fills[key] = ""
         self.render(draft, template, ctx, fills, hard)
 
     def _drug(self, ingredient: str, case: str) -> tuple[str, str, int]:
-        name = self.pick(drug_names(ingredient, self.lang))
-        return self._entity(inflect(name, case, self.lang)), "drug", self.drug_ids[ingredient]
+        forms = self._drug_forms.get((ingredient, case))
+        if forms is None:
+            forms = self._drug_forms[(ingredient, case)] = [
+                inflect(n, case, self.lang) for n in drug_names(ingredient, self.lang)]
+        return self._entity(self.pick(forms)), "drug", self.drug_ids[ingredient]
 
     def _reaction(self, reaction: str, case: str) -> tuple[str, str, int]:
-        forms = self.bank.REACTIONS[self.lang][reaction]
-        f = self.pick(forms)
-        surface = f if isinstance(f, str) else f[{"nom": 0, "gen": 1, "part": 2}.get(case or "nom", 0)]
+        f = self.pick(self.reactions[reaction])
+        surface = f if isinstance(f, str) else f[_REACTION_CASE.get(case or "nom", 0)]
         return self._entity(surface), "reaction", self.reaction_ids[reaction]
 
-    def drug_sentence(self, draft: NoteDraft, template: str, ingredient: str, reaction: str | None,
+    def drug_sentence(self, draft: NoteDraft, template: Template, ingredient: str, reaction: str | None,
                       ctx_drug: str = "present", ctx_reac: str = "present") -> None:
-        fills: dict[str, tuple[str, str, int] | str] = {
-            "dose": self.pick(DOSES), "freq": self.pick(self.bank.FREQ[self.lang])}
-        for slot in _SLOT.finditer(template):
-            name, case = slot.group(1), slot.group(2) or "nom"
-            key = f"{name}:{slot.group(2)}" if slot.group(2) else name
+        fills: dict[str, Fill] = {}
+        for key, name, case in template.slots:
             if name == "drug":
-                fills[key] = self._drug(ingredient, case)
+                fills[key] = self._drug(ingredient, case or "nom")
             elif name == "reac" and reaction:
-                fills[key] = self._reaction(reaction, case)
-        n0 = len(draft.mentions)
-        self.render(draft, template, "present", fills)
-        for gm in draft.mentions[n0:]:
-            gm.context = ctx_reac if gm.kind == "reaction" else ctx_drug
+                fills[key] = self._reaction(reaction, case or "nom")
+            elif name == "dose":
+                fills[key] = self.pick(DOSES)
+            elif name == "freq":
+                fills[key] = self.pick(self.freq)
+            else:  # e.g. {reac} in a sentence about a drug alone
+                fills[key] = ""
+        self.render(draft, template, ctx_drug, fills, ctx_reaction=ctx_reac)
 
     def adr_sentence(self, draft: NoteDraft, positive: bool) -> None:
-        ingredient = self.pick(sorted(ADR_PAIRS))
+        ingredient = self.pick(self.adr_drugs)
         reaction = self.pick(ADR_PAIRS[ingredient])
         if positive:
-            self.drug_sentence(draft, self.pick(self.bank.ADR_TEMPLATES[self.lang]), ingredient, reaction)
+            self.drug_sentence(draft, self.pick(self.adr_templates), ingredient, reaction)
             draft.adr.append((self.drug_ids[ingredient], self.reaction_ids[reaction]))
         else:
-            self.drug_sentence(draft, self.pick(self.bank.ADR_NEG_TEMPLATES[self.lang]), ingredient, reaction,
-                               ctx_reac="negated")
+            self.drug_sentence(draft, self.pick(self.adr_neg_templates), ingredient, reaction, ctx_reac="negated")
 
     def symptom_sentence(self, draft: NoteDraft) -> None:
-        reaction = self.pick(sorted(self.reaction_ids))
-        if reaction not in self.bank.REACTIONS[self.lang]:
+        reaction = self.pick(self.sorted_reactions)
+        if reaction not in self.reactions:
             return
-        self.drug_sentence(draft, self.pick(self.bank.SYMPTOM_TEMPLATES[self.lang]), "", reaction)
+        self.drug_sentence(draft, self.pick(self.symptom_templates), "", reaction)
 
     # ------------------------------------------------------------------ notes
     def note(self, note_type: str, note_date: dt.date, state: PersonImplants | None = None) -> NoteDraft:
         d = NoteDraft()
-        t, rng = self.text, self.rng
-        d.write(f"{t['titles'][note_type]} {self.date(note_date)}\n")
-        fillers = list(t["fillers"])
-        rng.shuffle(fillers)
-        fill = iter(fillers)
+        t, draws = self.text, self.draws
+        below, u, write = draws.below, draws.u, d.write
+        write(f"{t['titles'][note_type]} {self.date(note_date)}\n")
+        n_fill = (3 + below(3), 2 + below(3), 2 + below(3))
+        fill = iter(draws.sample(self.fillers, sum(n_fill)))
 
         def filler(k: int) -> None:
             for _ in range(k):
-                d.write(next(fill, "") + " ")
+                write(next(fill, "") + " ")
 
-        filler(int(rng.integers(3, 6)))
-        n_imp = {"mri_referral": 5, "admission": 3, "discharge": 3, "medication_review": 2}[note_type]
-        for _ in range(int(rng.integers(1, n_imp + 1))):
+        filler(n_fill[0])
+        for _ in range(1 + below(_N_IMP[note_type])):
             self.implant_sentence(d, note_date, state=state)
-            d.write(" ")
-        filler(int(rng.integers(2, 5)))
+            write(" ")
+        filler(n_fill[1])
         if note_type == "mri_referral":
-            d.write(f"\n{t['implants']} ")
-            for _ in range(int(rng.integers(1, 3))):
+            write(f"\n{t['implants']} ")
+            for _ in range(1 + below(2)):
                 self.implant_sentence(d, note_date, ctx="negated", state=state)
-                d.write(" ")
-        if rng.random() < 0.5:
+                write(" ")
+        if u() < 0.5:
             self.symptom_sentence(d)
-            d.write(" ")
-        n_adr = {"medication_review": 3, "discharge": 2, "admission": 1, "mri_referral": 1}[note_type]
-        d.write(f"\n{t['allergy']} ")
-        for _ in range(int(rng.integers(0, n_adr + 1))):
-            self.adr_sentence(d, positive=rng.random() < 0.75)
-            d.write(" ")
-        d.write(f"\n{t['meds']}\n")
-        n_med = {"medication_review": 6, "discharge": 5, "admission": 4, "mri_referral": 3}[note_type]
-        for ing in rng.choice(sorted(self.drug_ids), size=int(rng.integers(2, n_med + 1)), replace=False):
-            self.drug_sentence(d, self.bank.MED_LINE[self.lang], str(ing), None)
-            d.write("\n")
-        filler(int(rng.integers(2, 5)))
+            write(" ")
+        write(f"\n{t['allergy']} ")
+        for _ in range(below(_N_ADR[note_type] + 1)):
+            self.adr_sentence(d, positive=u() < 0.75)
+            write(" ")
+        write(f"\n{t['meds']}\n")
+        for ing in draws.sample(self.sorted_drugs, 2 + below(_N_MED[note_type] - 1)):
+            self.drug_sentence(d, self.med_line, ing, None)
+            write("\n")
+        filler(n_fill[2])
         return d
