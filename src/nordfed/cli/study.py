@@ -1,9 +1,121 @@
-"""`nordfed` commands for study."""
+"""`nordfed study`: run a ready-made study from its YAML (PLP or survival) and validate study files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described by a YAML file.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@study_app.command("validate-spec")
+def validate_spec(
+    files: Annotated[list[Path], typer.Argument(help="study YAML file(s)", show_default=False)],
+) -> None:
+    """Check study YAML files: every problem is listed with the file and the field."""
+    from nordfed.studies.spec import SpecError, load_spec
+
+    bad = 0
+    for f in files:
+        try:
+            spec = load_spec(f)
+        except SpecError as exc:
+            bad += 1
+            Console(stderr=True).print(f"[red]invalid:[/] {exc}", highlight=False)
+            continue
+        Console().print(f"[green]ok:[/] {f} ({spec.kind} study {spec.name!r})", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _summary(results: dict[str, Any], html: Path, js: Path) -> None:
+    con = Console()
+    if results["kind"] == "plp":
+        ev = results["internal"]
+        lo, hi = ev["auroc_ci"]
+        con.print(f"[bold]{results['study']}[/]: {ev['n']:,} persons, {ev['n_events']:,} outcomes; "
+                  f"pooled AUROC {ev['auroc']:.3f} ({lo:.3f}–{hi:.3f})")
+        for site, r in ev["per_site"].items():
+            ext = (results.get("external") or {}).get(site)
+            ext_txt = (f", external (trained on the others) {ext['evaluation']['auroc']:.3f}"
+                       if isinstance(ext, dict) and "evaluation" in ext else "")
+            auc = r.get("auroc")
+            con.print(f"  {site}: AUROC {auc:.3f}{ext_txt}" if auc is not None else f"  {site}: AUROC n/a")
+        top = [(k, v) for k, v in results["model"]["named"].items() if k != "(Intercept)"][:8]
+        con.print(f"  {results['model']['non_zero']} non-zero coefficients; largest:")
+        for name, b in top:
+            con.print(f"    {b:+.3f}  {name}", highlight=False)
+        gt = results.get("ground_truth")
+        if gt:
+            con.print(f"  ground truth: AUROC fitted {gt['auroc_fitted']['pooled']['auroc']:.3f} vs generating "
+                      f"{gt['auroc_truth']['pooled']['auroc']:.3f}; main risk factors recovered "
+                      f"{len(gt['main_recovered'])}/{len(gt['main_factors'])}")
+    else:
+        km = results["km"]
+        lr = km.get("logrank")
+        con.print(f"[bold]{results['study']}[/]: {km['n']:,} persons"
+                  + (f"; log-rank by {km['group']} chi2 {lr['chi2']:.1f} (p={lr['p_value']:.2g})" if lr else ""))
+        cox = results.get("cox")
+        if cox:
+            for k, b in cox["coefficients"].items():
+                con.print(f"    HR {k}: {2.718281828 ** b:.2f}", highlight=False)
+    con.print(f"report: {html}\nnumbers: {js}")
+
+
+@study_app.command("run")
+def run(
+    spec: Annotated[Path, typer.Argument(help="study YAML, e.g. studies/crc_1y_mortality.yaml", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="HTML report path (default reports/<name>.html); "
+                                                            "the JSON of all numbers goes beside it")] = None,
+    hub: Annotated[str | None, typer.Option("--hub", help="run through this hub (after `nordfed login`)")] = None,
+    collaboration: Annotated[int | None, typer.Option("--collaboration", help="collaboration id (with --hub)")] = None,
+) -> None:
+    """Run a study end to end and write its HTML report and JSON."""
+    from nordfed.fed.protocol import AlgorithmError
+    from nordfed.privacy.disclosure import DisclosureError
+    from nordfed.studies import run_study
+    from nordfed.studies.plp import STEPS as PLP_STEPS
+    from nordfed.studies.spec import SpecError, load_spec
+    from nordfed.studies.survival import STEPS as SURVIVAL_STEPS
+
+    try:
+        kind = load_spec(spec).kind
+    except SpecError as exc:
+        _fail(str(exc), 2)
+    steps = [*(PLP_STEPS if kind == "plp" else SURVIVAL_STEPS), "report"]
+    err = Console(stderr=True)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True)
+    with progress:
+        task = progress.add_task("starting", total=len(steps))
+
+        def step(name: str) -> None:
+            if name in steps:
+                progress.update(task, completed=steps.index(name), description=name)
+            else:  # sub-steps such as synthesising a site
+                err.print(f"  {name}", highlight=False)
+
+        try:
+            results, html, js = run_study(spec, out, hub, collaboration, step)
+        except SpecError as exc:
+            _fail(str(exc), 2)
+        except AlgorithmError as exc:
+            _fail(f"site {exc.site} {'refused' if exc.refused else 'failed'}: {exc.message}")
+        except (DisclosureError, ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        progress.update(task, completed=len(steps), description="done")
+    _summary(results, html, js)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    """Add the `study` command group to the top-level app."""
+    app.add_typer(study_app, name="study")

@@ -1,0 +1,139 @@
+"""Where a study's sites are: CDM URLs from the YAML, synthetic sites made on first use, or a hub.
+
+Synthetic sites are written to ``<dir>/<site>.duckdb`` with their ground truth beside them and reused when the
+truth JSON there records the same persons and seed; a site is written in a scratch folder first and moved into
+place only when complete, so an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nordfed.fed.protocol import Federation, InProcessFederation
+from nordfed.omop.store import CDM, CDMError, open_cdm
+from nordfed.privacy.disclosure import DisclosurePolicy
+from nordfed.studies.spec import PlpStudy, SurvivalStudy, Synthetic
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StudySites:
+    """An open federation plus what the runner may know about each site (URL, ground truth file)."""
+
+    federation: Federation
+    urls: dict[str, str] = field(default_factory=dict)
+    truth: dict[str, Path] = field(default_factory=dict)
+    transport: str = "in-process"
+    _cdms: list[CDM] = field(default_factory=list)
+
+    def close(self) -> None:
+        for cdm in self._cdms:
+            cdm.close()
+        self._cdms.clear()
+
+    def __enter__(self) -> StudySites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def duckdb_url(path: Path) -> str:
+    return f"duckdb:///{path.resolve()}"
+
+
+def _up_to_date(truth: Path, site: str, syn: Synthetic) -> bool:
+    try:
+        doc = json.loads(truth.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return doc.get("site") == site and doc.get("persons") == syn.persons and doc.get("seed") == syn.seed
+
+
+def synthesise(syn: Synthetic, folder: Path, progress: Progress | None = None) -> dict[str, str]:
+    """Make (or reuse) the synthetic sites; returns site -> DuckDB URL."""
+    from nordfed.synth import write_site
+
+    folder.mkdir(parents=True, exist_ok=True)
+    urls = {}
+    for site in syn.sites:
+        db = folder / f"{site.lower()}.duckdb"
+        truth = db.with_suffix(".truth.json")
+        if db.exists() and _up_to_date(truth, site, syn):
+            urls[site] = duckdb_url(db)
+            continue
+        if progress:
+            progress(f"synthesising {site}: {syn.persons} persons (seed {syn.seed})")
+        scratch = Path(tempfile.mkdtemp(prefix=f".{site.lower()}-", dir=folder))
+        try:
+            tmp_db = scratch / db.name
+            write_site(site, syn.persons, syn.seed, duckdb_url(tmp_db), notes=False)
+            for old in folder.glob(f"{site.lower()}.*"):  # stale files of other settings
+                old.unlink()
+            truth.unlink(missing_ok=True)
+            # the database last: its presence with a matching truth file marks the site complete
+            for f in sorted(scratch.iterdir(), key=lambda p: p.suffix == ".duckdb"):
+                os.replace(f, folder / f.name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        urls[site] = duckdb_url(db)
+    return urls
+
+
+def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collaboration: int | None = None,
+               progress: Progress | None = None) -> StudySites:
+    """The study's federation: through ``hub`` if given, else its ``sites`` or ``synthetic`` section."""
+    if hub is not None:
+        return _hub_sites(hub, collaboration)
+    if spec.synthetic is not None:
+        urls = synthesise(spec.synthetic, spec.resolve(spec.synthetic.dir), progress)
+    elif spec.sites:
+        urls = dict(spec.sites)
+    else:
+        raise ValueError(f"{spec.source}: the study names no sites (give sites:, synthetic: or --hub)")
+    policy = DisclosurePolicy(min_cell_count=spec.disclosure.min_cell_count,
+                              exact_event_times=spec.disclosure.exact_event_times)
+    cdms: dict[str, CDM] = {}
+    try:
+        for site, url in urls.items():
+            try:
+                cdms[site] = open_cdm(url)
+            except (CDMError, OSError) as exc:
+                raise ValueError(f"{spec.source}: sites.{site}: cannot open {url}: {exc}") from exc
+    except BaseException:
+        for c in cdms.values():
+            c.close()
+        raise
+    truth = {}
+    for site, url in urls.items():
+        try:
+            from nordfed.synth.writer import truth_path_for
+
+            path = truth_path_for(url)
+        except CDMError:
+            continue
+        if path.exists():
+            truth[site] = path
+    return StudySites(InProcessFederation.from_cdms(cdms, policy), urls, truth, "in-process", list(cdms.values()))
+
+
+def _hub_sites(hub: str, collaboration: int | None) -> StudySites:
+    from nordfed.client.api import Client
+    from nordfed.client.federation import HubFederation
+
+    if collaboration is None:
+        raise ValueError("--hub needs --collaboration (the collaboration id whose nodes run the study)")
+    try:
+        client = Client.from_state()
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    if client.hub_url.rstrip("/") != hub.rstrip("/"):
+        raise ValueError(f"logged in to {client.hub_url}, not {hub}; run `nordfed login --hub {hub}` first")
+    return StudySites(HubFederation(client, collaboration), transport=f"hub {hub}, collaboration {collaboration}")
