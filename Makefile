@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/nordfed demo
+	$(BIN)/nordfed study run studies/crc_1y_mortality.yaml --out reports/crc_1y_mortality.html
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
