@@ -20,6 +20,7 @@ from scipy import stats
 
 from nordfed.fed.protocol import Federation, SiteData, algorithm
 from nordfed.fed.survival_data import (
+    add_time_noise,
     check_count_table,
     count_table,
     require_survival_totals,
@@ -121,7 +122,7 @@ def km_counts(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Per-time event and censoring counts of this site, per group (``"all"`` without a group column)."""
     frame = data.frame(params.get("dataset"))
     sd = survival_data(frame, data.site, params["duration"], params["event"], group=params.get("group"))
-    time = round_times(sd.time, params.get("time_grid"))
+    time = add_time_noise(round_times(sd.time, params.get("time_grid")), data.policy)
     require_survival_totals(sd, data.policy)
     labels = np.full(sd.n, ALL) if sd.group is None else sd.group
     out: dict[str, Any] = {}

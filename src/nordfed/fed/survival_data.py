@@ -19,6 +19,10 @@ rule every survival partial applies:
 3. A site whose policy sets ``exact_event_times=True`` releases exact per-time counts and risk-set sums.
    This is the registry practice for survival tables (a bare event time carries no attributes) and is
    the site's explicit choice, recorded in its policy and therefore on the ledger.
+4. A site whose policy sets ``event_time_noise=sd`` adds Gaussian noise with that standard deviation to
+   every time (kept ≥ 0, drawn from the operating system's entropy so the researcher cannot undo it) before
+   it counts, and then releases its Kaplan-Meier counts on the noised times: no released time is a real
+   one. The pooled curve is then approximate; Cox risk-set sums are never released on this ground.
 """
 
 from __future__ import annotations
@@ -114,9 +118,17 @@ def count_table(time: np.ndarray, event: np.ndarray) -> dict[str, np.ndarray]:
     return {"times": times, "events": d, "censored": total - d}
 
 
+def add_time_noise(time: np.ndarray, policy: DisclosurePolicy) -> np.ndarray:
+    """Rule 4: the site's own noise on released times (fresh OS entropy, never a researcher's seed)."""
+    if not policy.event_time_noise:
+        return time
+    noisy = time + np.random.default_rng().normal(0.0, policy.event_time_noise, size=time.shape)
+    return np.maximum(noisy, 0.0)
+
+
 def check_count_table(table: dict[str, np.ndarray], n: int, policy: DisclosurePolicy, what: str) -> None:
-    """Rule 2/3 for a per-time count table about to be released."""
-    if policy.exact_event_times:
+    """Rules 2-4 for a per-time count table about to be released."""
+    if policy.exact_event_times or policy.event_time_noise:
         return
     at_risk = n - np.concatenate([[0.0], np.cumsum(table["events"] + table["censored"])[:-1]])
     try:

@@ -27,10 +27,15 @@ class DisclosurePolicy:
     #: release exact per-time survival aggregates (event times, per-time counts, risk-set sums) whose
     #: counts may lie below the minimum cell count; off by default (see nordfed.fed.survival_data)
     exact_event_times: bool = False
+    #: standard deviation (in the data's time unit) of Gaussian noise the site adds to every event and
+    #: censoring time before releasing Kaplan-Meier counts (vantage6's practice); 0 = no noise
+    event_time_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.min_cell_count < 1:
             raise ValueError("min_cell_count must be at least 1")
+        if not self.event_time_noise >= 0:
+            raise ValueError("event_time_noise must be zero or positive")
         if not 0 < self.max_params_per_row <= 1:
             raise ValueError("max_params_per_row must be in (0, 1]")
 
