@@ -10,6 +10,7 @@ scikit-learn's ``LogisticRegression(C=C)`` minimises (summed cross-entropy + ||W
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import scipy.optimize
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from nordfed.text.context import CLASSES
@@ -27,21 +29,64 @@ WINDOW = 60
 K = len(CLASSES)
 
 
-def _hasher(n_features: int) -> HashingVectorizer:
+def _hasher(n_features: int, norm: str | None = "l2") -> HashingVectorizer:
     return HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=n_features, alternate_sign=False,
-                             norm="l2", lowercase=True)
+                             norm=norm, lowercase=True)
+
+
+#: a long-running job sees ever new words; past this many a word cache starts afresh
+_WORD_CACHE_MAX = 200_000
+_WORD_COLUMNS: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def hash_texts(texts: list[str], n_features: int = N_HASH) -> sp.csr_matrix:
+    """Exactly ``_hasher(n_features).transform(texts)``, with each word hashed once per process.
+
+    ``char_wb`` n-grams never cross white space, so a text's counts are the sum of its words' counts: words seen
+    before cost a dict lookup instead of a Python loop over their n-grams. Counts are whole numbers (sums exact in
+    any order), and duplicates are summed and rows L2-normalised as scikit-learn does, so the matrix is identical
+    to the bit."""
+    cache = _WORD_COLUMNS.setdefault(n_features, {})
+    if len(cache) > _WORD_CACHE_MAX:
+        cache.clear()
+    words = [t.lower().split() for t in texts]
+    flat = list(chain.from_iterable(words))
+    vocab = {w: k for k, w in enumerate(dict.fromkeys(flat))}  # this batch's distinct words, in order
+    new = [w for w in vocab if w not in cache]
+    if new:
+        x = _hasher(n_features, norm=None).transform(new)
+        for k, w in enumerate(new):
+            a, b = x.indptr[k], x.indptr[k + 1]
+            cache[w] = (x.indices[a:b], x.data[a:b])
+    cols = [cache[w] for w in vocab]
+    # (texts x words) @ (words x n-gram counts): the sums of whole numbers happen in C
+    per_word = sp.csr_matrix(
+        (np.concatenate([c[1] for c in cols]) if cols else np.zeros(0),
+         np.concatenate([c[0] for c in cols]) if cols else np.zeros(0, dtype=np.int32),
+         np.cumsum([0, *(len(c[0]) for c in cols)])), shape=(len(vocab), n_features), dtype=np.float64)
+    word_ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+    per_text = sp.csr_matrix((np.ones(len(flat)), word_ids, np.cumsum([0, *map(len, words)])),
+                             shape=(len(texts), len(vocab)))
+    out = (per_text @ per_word).tocsr()
+    out.sum_duplicates()
+    return normalize(out, norm="l2", copy=False)
 
 
 def n_dims(n_features: int = N_HASH) -> int:
     return 2 * n_features + K
 
 
+def design(left: list[str], right: list[str], rule: list[str], n_features: int = N_HASH) -> sp.csr_matrix:
+    """Hashed left and right windows plus a one-hot of the rules' class (same columns at every site)."""
+    n = len(rule)
+    codes = np.array([CLASSES.index(r) for r in rule], dtype=np.int64)
+    onehot = sp.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, K))
+    return sp.hstack([hash_texts(left, n_features), hash_texts(right, n_features), onehot]).tocsr()
+
+
 def featurize(frame: pd.DataFrame, n_features: int = N_HASH) -> sp.csr_matrix:
     """Rows ``left``, ``right``, ``rule`` → sparse design matrix (same columns at every site)."""
-    h = _hasher(n_features)
-    rule = np.array([CLASSES.index(r) for r in frame["rule"]], dtype=np.int64)
-    onehot = sp.csr_matrix((np.ones(len(frame)), (np.arange(len(frame)), rule)), shape=(len(frame), K))
-    return sp.hstack([h.transform(frame["left"].tolist()), h.transform(frame["right"].tolist()), onehot]).tocsr()
+    return design(frame["left"].tolist(), frame["right"].tolist(), frame["rule"].tolist(), n_features)
 
 
 def labels(frame: pd.DataFrame) -> np.ndarray:
@@ -115,7 +160,10 @@ class ContextClassifier:
         return cls(w, b, n_features, n_iter)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        z = np.asarray(featurize(frame, self.n_features) @ self.coef_.T) + self.intercept_
+        return self._proba(featurize(frame, self.n_features))
+
+    def _proba(self, x: sp.csr_matrix) -> np.ndarray:
+        z = np.asarray(x @ self.coef_.T) + self.intercept_
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
@@ -128,17 +176,20 @@ class ContextClassifier:
         return self.apply_many([text], [res])[0]
 
     def apply_many(self, texts: list[str], results: list[NoteResult]) -> list[NoteResult]:
-        """:meth:`apply` for a batch of notes in one vectorised call (hashing has a fixed cost per call)."""
-        ms, rows = [], []
+        """:meth:`apply` for a batch of notes: one hashing pass and one sparse product for all their mentions."""
+        ms, left, right, rule = [], [], [], []
         for text, res in zip(texts, results, strict=True):
             for m in res.mentions:
                 if m.kind in ("implant", "model"):
-                    left, right = mention_window(text, res.sentences[m.sentence], m)
+                    a, b = mention_window(text, res.sentences[m.sentence], m)
                     ms.append(m)
-                    rows.append({"left": left, "right": right, "rule": m.context})
+                    left.append(a)
+                    right.append(b)
+                    rule.append(m.context)
         if ms:
-            for m, ctx in zip(ms, self.predict(pd.DataFrame(rows)), strict=True):
-                m.context = str(ctx)
+            best = self._proba(design(left, right, rule, self.n_features)).argmax(axis=1)
+            for m, k in zip(ms, best.tolist(), strict=True):
+                m.context = CLASSES[k]
         return results
 
     def save(self, path: str | Path) -> None:

