@@ -74,3 +74,15 @@ def test_dq_finds_exactly_the_planted_defects(synth_sites, site):
         assert failing.loc[hit, "pct_fail"].iloc[0] == pytest.approx(100 * d["rate"], rel=0.01), d
         explained |= hit
     assert explained.all(), f"{site}: unexpected failures\n{failing[~explained]}"
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_synthetic_site_validates_clean_on_postgres(pg_url, tmp_path, site):
+    """The same synth → validate path on the real PostgreSQL server, notes included."""
+    result = generate(site, 300, SEED)
+    write(result, pg_url, truth_path=tmp_path / "truth.json")
+    with open_cdm(pg_url) as cdm:
+        report = validate(cdm)
+        assert report.findings == [], [(f.check, f.table, f.rows, f.examples) for f in report.findings]
+        assert report.checked_tables["person"] == 300
+        assert cdm.scalar("SELECT count(*) FROM note") == len(result.tables["note"]) > 0
