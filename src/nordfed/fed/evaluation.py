@@ -101,6 +101,18 @@ def pooled_table(results: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]
     return rows
 
 
+def score_round(fed: Federation, base: dict[str, Any],
+                site_list: list[str]) -> tuple[dict[str, Any], float, int, int]:
+    """The sites' score aggregates for ``base`` params and the pooled AUROC with its class counts."""
+    res = fed.run("nordfed.eval.scores", base, site_list)
+    cross = None
+    if len(res) > 1:
+        blocks = {s: {"pos": r["blocks"]["pos"], "neg": r["blocks"]["neg"]} for s, r in res.items()}
+        cross = fed.run("nordfed.eval.cross_u", {**base, "blocks": blocks}, site_list)
+    auc, n_pos, n_neg = auroc_from_scores(res, cross)
+    return res, auc, n_pos, n_neg
+
+
 def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sites: Sequence[str] | None = None,
              where: Mapping[str, Any] | None = None, n_groups: int = 10, age_column: str | None = "age",
              sex_column: str | None = "sex") -> Evaluation:
@@ -108,12 +120,7 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
     mdl = as_model(model)
     base = {"dataset": dataset, "model": mdl, "outcome": outcome, "where": dict(where) if where else None}
     site_list = list(sites) if sites is not None else fed.sites
-    res = fed.run("nordfed.eval.scores", base, site_list)
-    cross = None
-    if len(res) > 1:
-        blocks = {s: {"pos": r["blocks"]["pos"], "neg": r["blocks"]["neg"]} for s, r in res.items()}
-        cross = fed.run("nordfed.eval.cross_u", {**base, "blocks": blocks}, site_list)
-    auc, n_pos, n_neg = auroc_from_scores(res, cross)
+    res, auc, n_pos, n_neg = score_round(fed, base, site_list)
     se, lo, hi = hanley_mcneil_ci(auc, n_pos, n_neg)
     n = n_pos + n_neg
     _, dpos = score_hist.pooled_density([r["blocks"]["pos"] for r in res.values()])

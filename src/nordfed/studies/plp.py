@@ -16,7 +16,7 @@ import numpy as np
 
 from nordfed.features.preprocessing import plan_preprocessing
 from nordfed.fed import score_hist
-from nordfed.fed.evaluation import auroc_from_scores, evaluate, hanley_mcneil_ci, temporal_validation
+from nordfed.fed.evaluation import evaluate, hanley_mcneil_ci, score_round, temporal_validation
 from nordfed.fed.lasso import fit_lasso
 from nordfed.fed.protocol import AlgorithmError, Federation
 from nordfed.fed.risk_groups import risk_groups
@@ -104,12 +104,7 @@ def scored(fed: Federation, model: dict[str, Any], dataset: dict[str, Any],
     """Pooled and per-site AUROC (with CI) and ROC points of ``model`` from one round of score aggregates."""
     site_list = sites or fed.sites
     base = {"dataset": dataset, "model": model, "outcome": OUTCOME}
-    res = fed.run("nordfed.eval.scores", base, site_list)
-    cross = None
-    if len(res) > 1:
-        blocks = {s: {"pos": r["blocks"]["pos"], "neg": r["blocks"]["neg"]} for s, r in res.items()}
-        cross = fed.run("nordfed.eval.cross_u", {**base, "blocks": blocks}, site_list)
-    auc, n_pos, n_neg = auroc_from_scores(res, cross)
+    res, auc, n_pos, n_neg = score_round(fed, base, site_list)
     _, lo, hi = hanley_mcneil_ci(auc, n_pos, n_neg)
     out: dict[str, Any] = {"pooled": {"auroc": auc, "auroc_ci": [lo, hi], "n": n_pos + n_neg, "events": n_pos,
                                       **roc_curve([r["blocks"]["pos"] for r in res.values()],
