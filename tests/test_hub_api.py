@@ -282,3 +282,46 @@ def test_expired_tokens_are_refused(tmp_path):
         time.sleep(1.2)
         response = root.request("GET", "/users/me")
         assert response.status_code == 401 and response.json()["detail"] == "invalid or expired token"
+
+
+def test_batcher_groups_concurrent_requests_one_per_key_with_errors_per_key():
+    import asyncio
+
+    from nordfed.hub.batch import KeyedBatcher
+
+    batches: list[dict] = []
+
+    def process(batch: dict) -> dict:
+        batches.append(dict(batch))
+        return {k: ValueError(f"bad {v}") if v == "bad" else f"{k}:{v}" for k, v in batch.items()}
+
+    async def main():
+        b = KeyedBatcher(process)
+        calls = [b.submit("x", 1), b.submit("y", 1), b.submit("x", 2), b.submit("z", "bad")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    out = asyncio.run(main())
+    # the first three keys go together; the second request for "x" waits for the next batch, in arrival order
+    assert batches == [{"x": 1, "y": 1, "z": "bad"}, {"x": 2}]
+    assert out[:3] == ["x:1", "y:1", "x:2"]
+    assert isinstance(out[3], ValueError) and str(out[3]) == "bad bad"
+
+
+def test_run_updates_arriving_together_each_get_their_own_answer(net):
+    nodes = [net.new_node(f"burst{i}") for i in range(6)]
+    task = net.task(net.researcher_a, nodes)
+    runs = {n.id: n.call("GET", "/runs/next", params={"timeout": 5})["run_id"] for n in nodes}
+    first, second = nodes[0], nodes[1]
+    calls = [(n, runs[n.id], {"status": "completed", "result": b64(), "log": f"done {n.id}"}) for n in nodes]
+    calls += [
+        (first, runs[second.id], {"progress": 0.5}),  # another node's run
+        (first, 2_000_000_000, {"progress": 0.5}),  # no such run
+    ]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        codes = list(pool.map(lambda c: c[0].request("PATCH", f"/runs/{c[1]}", json=c[2]).status_code, calls))
+    assert codes == [200] * len(nodes) + [403, 404]
+    done = net.researcher_a.call("GET", f"/tasks/{task['id']}/wait", params={"timeout": 5})
+    assert done["status"] == "completed"
+    assert all(r["status"] == "completed" and r["progress"] == 1.0 and r["has_result"] for r in done["runs"])
+    assert {r["log"] for r in done["runs"]} == {f"done {n.id}" for n in nodes}
+    assert first.request("PATCH", f"/runs/{runs[first.id]}", json={"progress": 0.9}).status_code == 409

@@ -1,8 +1,9 @@
 """Authentication: argon2 password/api-key hashes, random bearer tokens stored as sha256 with expiry, principals.
 
 Tokens are 256-bit random strings, so a fast hash is enough to store them safely; passwords and api keys are
-argon2id (OWASP profile: m=19 MiB, t=2, p=1). Token look-ups are cached for a few seconds so the long-poll path
-does no database work for authentication.
+argon2id (OWASP profile: m=19 MiB, t=2, p=1). Token look-ups are cached for a few minutes (longer than a node's
+long-poll interval) so polls and run updates do no database work for authentication; a token's expiry is still
+checked on every request, and tokens are never revoked early (if they ever are, clear the cache then).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def issue_token(session: Session, ttl: timedelta, user_id: int | None = None, no
 class TokenCache:
     """token digest → (principal, expires_at), valid for ``ttl`` seconds; thread-safe."""
 
-    def __init__(self, ttl: float = 10.0, max_size: int = 10_000):
+    def __init__(self, ttl: float = 300.0, max_size: int = 10_000):
         self.ttl, self.max_size = ttl, max_size
         self._items: dict[str, tuple[Principal, datetime, float]] = {}
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from nordfed.hub.db import HubDB
 from nordfed.hub.dispatch import Dispatcher
 from nordfed.hub.models import Collaboration
 from nordfed.hub.schemas import MAX_ID
+from nordfed.hub.updates import RunUpdater
 
 
 @dataclass
@@ -32,11 +33,13 @@ class HubState:
     node_token_ttl: timedelta = timedelta(hours=24)
     online_window: timedelta = timedelta(seconds=90)
     claimer: Claimer = field(init=False)
+    updater: RunUpdater = field(init=False)
     collab_cache: dict[int, tuple[CollabInfo, float]] = field(default_factory=dict)
     collab_ttl: float = 30.0  # seconds; memberships are only set at creation today
 
     def __post_init__(self) -> None:
         self.claimer = Claimer(self.db)
+        self.updater = RunUpdater(self.db, self.dispatcher)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
@@ -83,7 +86,8 @@ class CollabInfo:
     organization_ids: frozenset[int]
 
 
-def get_hub(request: Request) -> HubState:
+async def get_hub(request: Request) -> HubState:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per request
     return request.app.state.hub
 
 

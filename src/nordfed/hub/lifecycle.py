@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from nordfed.hub.models import Run, Task, utcnow
@@ -35,12 +35,17 @@ def lock_task(s: Session, task_id: int) -> Task | None:
     return s.scalar(select(Task).where(Task.id == task_id).with_for_update().execution_options(populate_existing=True))
 
 
+def next_task_status(current: str, run_statuses: list[str], cancelled: bool) -> str:
+    """A task's new status from its runs' statuses (which occur is enough, not how often)."""
+    status = task_status(run_statuses, cancelled)
+    # Once started a task stays active: runs requeued after a crash do not make it "pending" again.
+    return "active" if status == "pending" and current == "active" else status
+
+
 def refresh_task(s: Session, task: Task) -> str:
     """Recompute a (locked) task's status from its runs."""
-    statuses = list(s.scalars(select(Run.status).where(Run.task_id == task.id)))
-    status = task_status(statuses, task.cancelled)
-    # Once started a task stays active: runs requeued after a crash do not make it "pending" again.
-    task.status = "active" if status == "pending" and task.status == "active" else status
+    statuses = list(s.scalars(select(Run.status).where(Run.task_id == task.id).distinct()))
+    task.status = next_task_status(task.status, statuses, task.cancelled)
     return task.status
 
 
@@ -55,9 +60,31 @@ class TaskMeta:
     owner_id: int
 
 
+# The hot statements are built once: constructing a SQLAlchemy statement costs more CPU than running it.
+_TASK_META = select(Task.id, Task.collaboration_id, Task.algorithm, Task.version, Task.code_hash, Task.owner_id).where(
+    Task.id.in_(bindparam("task_ids", expanding=True))
+)
+_OLDEST_PENDING = (
+    select(func.min(Run.id))
+    .where(Run.node_id.in_(bindparam("node_ids", expanding=True)), Run.status == "pending")
+    .group_by(Run.node_id)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(Run)
+    .where(Run.id.in_(_OLDEST_PENDING), Run.status == "pending")
+    .values(status="active", started_at=bindparam("now"))
+    .returning(Run.node_id, Run.id, Run.task_id, Run.input)
+)
+_ACTIVATE = (
+    update(Task)
+    .where(Task.id.in_(bindparam("task_ids", expanding=True)), Task.status == "pending")
+    .values(status="active")
+)
+
+
 def task_meta(con: Connection, task_ids: Iterable[int]) -> dict[int, TaskMeta]:
-    cols = (Task.id, Task.collaboration_id, Task.algorithm, Task.version, Task.code_hash, Task.owner_id)
-    return {row[0]: TaskMeta(*row[1:]) for row in con.execute(select(*cols).where(Task.id.in_(list(task_ids))))}
+    return {row[0]: TaskMeta(*row[1:]) for row in con.execute(_TASK_META, {"task_ids": list(task_ids)})}
 
 
 def claim_runs(con: Connection, node_ids: list[int]) -> dict[int, tuple[int, int, str]]:
@@ -66,25 +93,14 @@ def claim_runs(con: Connection, node_ids: list[int]) -> dict[int, tuple[int, int
     Returns node id → (run id, task id, input) for the nodes that had one. Claims are issued by one in-process
     batcher at a time, and ``status = 'pending'`` is re-checked by the UPDATE, so a run is never handed out twice.
     """
-    oldest = (
-        select(func.min(Run.id))
-        .where(Run.node_id.in_(node_ids), Run.status == "pending")
-        .group_by(Run.node_id)
-        .scalar_subquery()
-    )
-    rows = con.execute(
-        update(Run)
-        .where(Run.id.in_(oldest), Run.status == "pending")
-        .values(status="active", started_at=utcnow())
-        .returning(Run.node_id, Run.id, Run.task_id, Run.input)
-    )
+    rows = con.execute(_CLAIM, {"node_ids": list(node_ids), "now": utcnow()})
     return {node_id: (run_id, task_id, data) for node_id, run_id, task_id, data in rows}
 
 
 def activate_tasks(con: Connection, task_ids: list[int]) -> None:
     """pending → active for tasks with a claimed run. Run in its own transaction after the claim: holding run
     locks while waiting for task locks would invert the lock order."""
-    con.execute(update(Task).where(Task.id.in_(task_ids), Task.status == "pending").values(status="active"))
+    con.execute(_ACTIVATE, {"task_ids": list(task_ids)})
 
 
 @dataclass(frozen=True)

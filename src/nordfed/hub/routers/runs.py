@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Query, Request, Response
 
 from nordfed.hub.deps import CurrentNode, Hub, PathId, forbidden, not_found
 from nordfed.hub.dispatch import wait_for
-from nordfed.hub.lifecycle import append_log, lock_task, refresh_task
-from nordfed.hub.models import Run, utcnow
-from nordfed.hub.schemas import FINISHED, RunAssignment, RunPatch, RunState
+from nordfed.hub.models import Run
+from nordfed.hub.schemas import RunAssignment, RunPatch, RunState
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -66,29 +64,8 @@ def get_run(run_id: PathId, hub: Hub, node: CurrentNode) -> RunState:
 
 
 @router.patch("/{run_id}", response_model=RunState)
-def patch_run(run_id: PathId, body: RunPatch, hub: Hub, node: CurrentNode) -> RunState:
-    with hub.tx() as s:
-        task_id = _load_own_run(s, run_id, node.id).task_id
-        # Task before run (the lock order of lifecycle.py); progress and log updates need no task lock.
-        task = lock_task(s, task_id) if body.status is not None else None
-        run = s.scalar(select(Run).where(Run.id == run_id).with_for_update().execution_options(populate_existing=True))
-        if run.status != "active":
-            raise HTTPException(409, f"run {run_id} is {run.status}; only an active run can be updated")
-        if body.progress is not None:
-            run.progress = body.progress
-        if body.log:
-            run.log = append_log(run.log, body.log)
-        if body.result is not None:
-            run.result = body.result
-        if body.status is not None:
-            run.status, run.finished_at = body.status, utcnow()
-            if body.status == "completed":
-                run.progress = 1.0
-        s.flush()
-        if body.status is not None and task is not None:
-            refresh_task(s, task)
-        out = RunState(id=run.id, task_id=run.task_id, status=run.status, progress=run.progress, attempts=run.attempts)
+async def patch_run(run_id: PathId, body: RunPatch, hub: Hub, node: CurrentNode) -> RunState:
+    """Progress, log lines, the encrypted result and the final status of an active run (batched: updates.py)."""
+    out = await hub.updater.update(node.id, run_id, body)
     hub.dispatcher.seen(node.id)
-    if out.status in FINISHED:
-        hub.dispatcher.notify("task", [task_id])
     return out

@@ -9,14 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from nordfed.hub.auth import Principal
 from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, not_found
 from nordfed.hub.dispatch import wait_for
 from nordfed.hub.lifecycle import TaskMeta, cancel_task, lock_task
-from nordfed.hub.models import Node, Run, Task, as_utc, collaboration_organization
+from nordfed.hub.models import Node, Run, Task, as_utc, collaboration_organization, utcnow
 from nordfed.hub.permissions import (
     require_results_reader,
     require_task_canceller,
@@ -28,26 +28,40 @@ from nordfed.hub.schemas import MAX_ID, ResultOut, RunOut, TaskCreate, TaskOut, 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
+# The hot statements are built once: constructing a SQLAlchemy statement costs more CPU than running it.
+_RUN_VIEWS = (
+    select(
+        Run.task_id,
+        Run.id,
+        Run.node_id,
+        Node.name,
+        Run.status,
+        Run.progress,
+        Run.log,
+        Run.attempts,
+        Run.started_at,
+        Run.finished_at,
+        Run.result.is_not(None),
+    )
+    .join(Node, Node.id == Run.node_id)
+    .where(Run.task_id.in_(bindparam("task_ids", expanding=True)))
+    .order_by(Run.id)
+)
+_NODES = select(Node.id, Node.collaboration_id, Node.name).where(Node.id.in_(bindparam("node_ids", expanding=True)))
+_NEW_TASK = insert(Task).returning(Task.id, Task.created_at)
+_NEW_RUNS = insert(Run).returning(Run.id, Run.node_id, sort_by_parameter_order=True)
+_TASK_STATUS = select(Task.status).where(Task.id == bindparam("task_id"))
+_RESULTS = (
+    select(Run.id, Run.node_id, Node.name, Run.status, Run.log, Run.result)
+    .join(Node, Node.id == Run.node_id)
+    .where(Run.task_id == bindparam("task_id"))
+    .order_by(Run.id)
+)
+
+
 def run_views(s: Session, task_ids: list[int]) -> dict[int, list[RunOut]]:
     """The runs of some tasks with node names and has_result, in one query (results themselves are not read)."""
-    rows = s.execute(
-        select(
-            Run.task_id,
-            Run.id,
-            Run.node_id,
-            Node.name,
-            Run.status,
-            Run.progress,
-            Run.log,
-            Run.attempts,
-            Run.started_at,
-            Run.finished_at,
-            Run.result.is_not(None),
-        )
-        .join(Node, Node.id == Run.node_id)
-        .where(Run.task_id.in_(task_ids))
-        .order_by(Run.id)
-    )
+    rows = s.execute(_RUN_VIEWS, {"task_ids": list(task_ids)}) if task_ids else []
     out: dict[int, list[RunOut]] = {t: [] for t in task_ids}
     for task_id, run_id, node_id, name, status, progress, log, attempts, started, finished, has_result in rows:
         out[task_id].append(
@@ -100,7 +114,7 @@ def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
     with hub.tx() as s:
         collab = hub.collaboration(s, body.collaboration_id)
         require_task_creator(caller, collab)
-        found = s.execute(select(Node.id, Node.collaboration_id, Node.name).where(Node.id.in_(node_ids)))
+        found = s.execute(_NODES, {"node_ids": node_ids})
         nodes = {i: (c, name) for i, c, name in found}
         missing = sorted(set(node_ids) - set(nodes))
         if missing:
@@ -109,14 +123,13 @@ def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
         if foreign:
             raise HTTPException(400, f"nodes {foreign} are not in collaboration {collab.id}")
         meta = TaskMeta(collab.id, body.algorithm, body.version, body.code_hash, caller.id)
-        task = Task(**asdict(meta), description=body.description, status="pending")
-        s.add(task)
-        s.flush()
+        values = {**asdict(meta), "description": body.description, "status": "pending", "cancelled": False}
+        task_id, created_at = s.execute(_NEW_TASK, {**values, "created_at": utcnow()}).one()
         rows = s.execute(
-            insert(Run).returning(Run.id, Run.node_id, sort_by_parameter_order=True),
+            _NEW_RUNS,
             [
                 {
-                    "task_id": task.id,
+                    "task_id": task_id,
                     "node_id": r.node_id,
                     "input": r.input,
                     "status": "pending",
@@ -143,11 +156,11 @@ def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
             for run_id, node_id in rows
         ]
         out = TaskOut(
-            id=task.id,
+            id=task_id,
             **asdict(meta),
-            description=task.description,
+            description=body.description,
             status="pending",
-            created_at=as_utc(task.created_at),
+            created_at=as_utc(created_at),
             runs=runs,
         )
     hub.claimer.remember(out.id, meta)
@@ -203,11 +216,25 @@ def cancel(task_id: PathId, hub: Hub, caller: CurrentUser) -> TaskOut:
     return out
 
 
+TASK_FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
 def _finished_task(hub: HubState, task_id: int, caller) -> tuple[TaskOut, bool]:
     with hub.snapshot() as s:
         task, _ = load_task(hub, s, task_id, caller)
         out = task_out(s, task)
-    return out, out.status in ("completed", "failed", "cancelled")
+    return out, out.status in TASK_FINISHED
+
+
+def _if_finished(hub: HubState, task_id: int, caller, final: bool) -> TaskOut | None:
+    """The task once finished (or when ``final``), else None after a one-column read: the stored status is kept
+    current with the runs in the same transaction as every run change."""
+    if not final:
+        with hub.db.engine.connect() as con:
+            status = con.scalar(_TASK_STATUS, {"task_id": task_id})
+        if status is not None and status not in TASK_FINISHED:  # a vanished task: the full load answers 404
+            return None
+    return _finished_task(hub, task_id, caller)[0]
 
 
 @router.get("/{task_id}/wait", response_model=TaskOut)
@@ -217,13 +244,24 @@ async def wait_task(
     """Long-poll until every run of the task is finished or ``timeout`` seconds passed; returns the task."""
     deadline = time.monotonic() + timeout
     with hub.dispatcher.waiting(("task", task_id)) as current_event:
-        while True:
-            event = current_event()
-            out, done = await run_in_threadpool(_finished_task, hub, task_id, caller)
+        event = current_event()
+        out, done = await run_in_threadpool(_finished_task, hub, task_id, caller)  # also checks read permission
+        # Each wake (a run of this task finished) costs one status read; the whole task, with every run, is
+        # loaded again only for the answer: re-serialising it per finished run would be quadratic in the nodes.
+        waited = False
+        while not done:
             remaining = deadline - time.monotonic()
-            if done or remaining <= 0 or hub.dispatcher.closing:
-                return out
+            if remaining <= 0 or hub.dispatcher.closing:
+                if not waited:
+                    return out
+                return await run_in_threadpool(_if_finished, hub, task_id, caller, True)
             await wait_for(event, remaining)
+            waited = True
+            event = current_event()
+            found = await run_in_threadpool(_if_finished, hub, task_id, caller, False)
+            if found is not None:
+                return found
+        return out
 
 
 @router.get("/{task_id}/results", response_model=list[ResultOut])
@@ -231,12 +269,7 @@ def task_results(task_id: PathId, hub: Hub, caller: CurrentUser) -> list[ResultO
     with hub.snapshot() as s:
         task, _ = load_task(hub, s, task_id, caller)
         require_results_reader(caller, task)
-        rows = s.execute(
-            select(Run.id, Run.node_id, Node.name, Run.status, Run.log, Run.result)
-            .join(Node, Node.id == Run.node_id)
-            .where(Run.task_id == task.id)
-            .order_by(Run.id)
-        )
+        rows = s.execute(_RESULTS, {"task_id": task.id})
         return [
             ResultOut(run_id=run_id, node_id=node_id, node_name=name, status=status, log=log, result=result)
             for run_id, node_id, name, status, log, result in rows
