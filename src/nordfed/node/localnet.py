@@ -73,10 +73,10 @@ class NodeHandle:
 
 @dataclass
 class LocalNetwork:
-    """Hub + nodes on loopback. ``sites`` maps node name → CDM URL."""
+    """Hub + nodes on loopback. ``sites`` maps node name → CDM URL (None: the node serves only ``tables``)."""
 
     workdir: Path
-    sites: Mapping[str, str]
+    sites: Mapping[str, str | None]
     hub_db: str | None = None
     researcher: str = "alice"
     #: algorithms pinned by every node (default: every registered algorithm)
@@ -84,6 +84,8 @@ class LocalNetwork:
     #: last word on each node's policy: f(site, policy dict) -> policy dict
     policy_hook: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
     poll_timeout_s: float = 30.0
+    #: plain tables per node: site → {table name: CSV/Parquet path} (node.yaml ``tables``)
+    tables: Mapping[str, Mapping[str, str | Path]] = field(default_factory=dict)
     hub_url: str = ""
     root_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
@@ -225,8 +227,9 @@ class LocalNetwork:
                 "algorithms": pins, "min_cell_count": 10, "time_limit_s": 60, "memory_limit_mb": 4096}
             if self.policy_hook is not None:
                 policy = self.policy_hook(site, policy)
+            tables = {name: Path(path).resolve() for name, path in self.tables.get(site, {}).items()}
             cfg = NodeConfig(hub_url=self.hub_url, api_key=reg["api_key"], name=site, cdm_url=cdm_url,
-                             key_dir=node_dir / "keys", poll_timeout_s=self.poll_timeout_s,
+                             tables=tables, key_dir=node_dir / "keys", poll_timeout_s=self.poll_timeout_s,
                              policy=NodePolicy.model_validate(policy))
             write_node_config(node_dir / "node.yaml", cfg)
             self.nodes[site] = NodeHandle(site, reg["id"], org_ids[site], node_dir / "node.yaml",

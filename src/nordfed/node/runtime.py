@@ -121,8 +121,7 @@ class NodeRuntime:
     def start(self) -> None:
         pol = self.config.policy
         if self.worker is None:
-            self.worker = WarmWorker(WorkerSpec(self.config.name, self.config.cdm_url, pol.min_cell_count,
-                                                pol.memory_limit_mb, pol.exact_event_times))
+            self.worker = WarmWorker(WorkerSpec.from_config(self.config))
         s = self.login()  # while the worker warms up
         if s.collaboration_id not in pol.collaborations:
             log.warning("node %s is registered in collaboration %s, which its policy does not allow: every run "

@@ -2,6 +2,7 @@
 
 The worker is started ahead of time (imports done, algorithms registered, CDM open), so a trivial task costs
 a pipe round trip, not a fresh interpreter. On timeout the worker is killed and a new one is started.
+The node's plain tables (``tables:`` in node.yaml) are read on first use and kept in memory for later runs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nordfed.policy.node import NodeConfig
 
 Outcome = Literal["completed", "refused", "failed"]
 
@@ -28,6 +35,44 @@ class WorkerSpec:
     min_cell_count: int
     memory_limit_mb: int
     exact_event_times: bool = False
+    #: table name → absolute path of a CSV/Parquet file (NodeConfig.tables)
+    tables: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> WorkerSpec:
+        """The spec of a node's worker from its :class:`~nordfed.policy.node.NodeConfig`."""
+        pol = config.policy
+        return cls(config.name, config.cdm_url, pol.min_cell_count, pol.memory_limit_mb, pol.exact_event_times,
+                   {name: str(path) for name, path in config.tables.items()})
+
+
+class LazyTables(Mapping[str, "pd.DataFrame"]):
+    """A node's named tables, each read on first access and then kept: runs after the first cost no I/O."""
+
+    def __init__(self, paths: Mapping[str, str | Path]):
+        self._paths = {name: Path(p) for name, p in paths.items()}
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            from nordfed.policy.node import read_table
+
+            path = self._paths[name]  # KeyError for an unknown name, as a dict would
+            try:
+                self._frames[name] = read_table(path)
+            except (OSError, ValueError) as exc:  # the file changed since the node checked it at start
+                raise ValueError(f"table {name!r} ({path}) could not be read: {exc}") from None
+        return self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def loaded(self) -> list[str]:
+        """Names of the tables already in memory."""
+        return list(self._frames)
 
 
 @dataclass(frozen=True)
@@ -65,7 +110,8 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
 
         cdm = open_cdm(spec.cdm_url)
     policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times)
-    data = SiteData(site=spec.site, cdm=cdm, policy=policy)
+    # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials
+    data = SiteData(site=spec.site, cdm=cdm, frames=LazyTables(spec.tables), policy=policy)  # type: ignore[arg-type]
     conn.send(("ready", hashes))
     while True:
         try:

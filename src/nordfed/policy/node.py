@@ -7,7 +7,10 @@ never takes the hub's word for who asked or what code runs.
 hub_url: https://hub.example.org
 api_key: "..."
 name: DK
-cdm_url: duckdb:////data/dk.duckdb
+cdm_url: duckdb:////data/dk.duckdb   # optional when tables are given
+tables:                             # optional plain tables besides (or instead of) the CDM; paths relative
+  default: rows.parquet             # to this file; .csv, .parquet or .pq; a partial picks one by name
+  lung: lung.csv                    # (``dataset: lung``), the one called ``default`` when it names none
 key_dir: /etc/nordfed/keys          # the node's key pairs; signing.pub is the key its ledger verifies under
 state_dir: /var/lib/nordfed         # default: key_dir. Holds node.ledger, the node's audit ledger
                                     # (verify: `nordfed node ledger verify --config node.yaml`)
@@ -32,14 +35,20 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
 
 from nordfed.privacy.disclosure import DisclosurePolicy
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_MIN_CELL_COUNT = 10
+#: file suffix → format of the plain tables a node may serve
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class PolicyError(Exception):
@@ -134,7 +143,9 @@ class NodeConfig(BaseModel):
     hub_url: str = Field(pattern=r"^https?://")
     api_key: str = Field(min_length=8)
     name: str = Field(min_length=1)
-    cdm_url: str = Field(min_length=1)
+    cdm_url: str | None = Field(default=None, min_length=1)
+    #: plain tables served besides (or instead of) the CDM: name → CSV/Parquet file (see read_table)
+    tables: dict[TableName, Path] = Field(default_factory=dict)
     key_dir: Path
     #: where the node keeps its local state: node.ledger (its audit ledger) and seen task nonces; default: key_dir
     state_dir: Path | None = None
@@ -144,6 +155,12 @@ class NodeConfig(BaseModel):
     policy: NodePolicy = Field(default_factory=NodePolicy)
     #: (path, sha256 of its bytes) of the file this config was read from; set by load_node_config
     _source: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _has_data(self) -> NodeConfig:
+        if self.cdm_url is None and not self.tables:
+            raise ValueError("a node serves a CDM (cdm_url), plain tables (tables) or both; neither is given")
+        return self
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -176,16 +193,72 @@ def load_node_config(path: str | Path) -> NodeConfig:
     try:
         cfg = NodeConfig.model_validate(raw)
     except ValidationError as exc:
-        errs = "; ".join(f"field {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        errs = "; ".join((f"field {'.'.join(str(x) for x in e['loc'])}: " if e["loc"] else "") + e["msg"]
+                         for e in exc.errors())
         raise PolicyError(f"{p}: {errs}") from None
     base = p.resolve().parent
     updates: dict[str, Any] = {"key_dir": base / cfg.key_dir}
     for key in ("state_dir", "tls_ca_file"):
         if getattr(cfg, key) is not None:
             updates[key] = base / getattr(cfg, key)
+    updates["tables"] = {name: base / path for name, path in cfg.tables.items()}
+    for name, path in updates["tables"].items():
+        problem = check_table(path)
+        if problem is not None:
+            raise PolicyError(f"{p}: field tables.{name}: {problem}")
     out = cfg.model_copy(update=updates)
     out._source = (str(p.resolve()), hashlib.sha256(content).hexdigest())
     return out
+
+
+def table_format(path: Path) -> str:
+    """``csv`` or ``parquet`` by the file's suffix; ValueError for any other."""
+    fmt = TABLE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown table format {path.suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(TABLE_FORMATS)}")
+    return fmt
+
+
+def read_table(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    """A node's plain table as a DataFrame (the first ``nrows`` rows for a CSV probe); the one reader used by
+    the node worker, the tests and the benchmarks, so every side sees the same dtypes."""
+    import pandas as pd
+
+    if table_format(path) == "csv":
+        # low_memory=False: one dtype per column from the whole file, not per chunk
+        return pd.read_csv(path, nrows=nrows, low_memory=False)
+    return pd.read_parquet(path)
+
+
+def check_table(path: Path) -> str | None:
+    """Why ``path`` cannot be served as a table (missing, unreadable, unknown format), or None.
+
+    Cheap: a Parquet file's schema or a CSV's first rows, so a node refuses to start on a bad file instead of
+    failing its first run; the whole table is read once, on first use, by the worker.
+    """
+    try:
+        fmt = table_format(path)
+    except ValueError as exc:
+        return str(exc)
+    if not path.exists():
+        return f"{path}: file not found"
+    if not path.is_file():
+        return f"{path}: not a regular file"
+    try:
+        with path.open("rb"):
+            pass
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_schema(path)
+        else:
+            read_table(path, nrows=5)
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
+    except Exception as exc:  # pyarrow and pandas raise many parser error types
+        return f"{path}: not a readable {fmt} file ({type(exc).__name__}: {exc})"
+    return None
 
 
 def write_node_config(path: str | Path, config: NodeConfig) -> None:
