@@ -149,3 +149,25 @@ def test_worker_applies_the_nodes_exact_event_times(worker, tmp_path):
     # names only the exception type
     assert out.status == "failed" and "exact_event_times" not in out.message
     assert out.reason.startswith("algorithm raised ")
+
+
+def test_event_time_noise_reaches_the_worker(tmp_path):
+    """A site whose policy requires noise releases Kaplan-Meier counts on noised times, never the real ones."""
+    p = tmp_path / "node.yaml"
+    base = "hub_url: http://127.0.0.1:1\napi_key: \"12345678\"\nname: DK\nkey_dir: k\n"
+    times = pd.DataFrame({"t": np.arange(1.0, 61.0), "e": np.tile([1, 0], 30)})
+    times.to_csv(tmp_path / "surv.csv", index=False)
+    p.write_text(base + "tables: {default: surv.csv}\npolicy: {event_time_noise: -1}\n")
+    with pytest.raises(PolicyError, match="event_time_noise"):
+        load_node_config(p)
+    p.write_text(base + "tables: {default: surv.csv}\npolicy: {event_time_noise: 3.0}\n")
+    config = load_node_config(p)
+    assert config.policy.disclosure().event_time_noise == 3.0
+    w = WarmWorker(WorkerSpec.from_config(config))
+    try:
+        out = w.run("nordfed.km.counts", wire.encode({"duration": "t", "event": "e"}), 10)
+    finally:
+        w.stop()
+    assert out.status == "completed", out.message
+    released = wire.decode(out.result)["groups"]["all"]["times"]
+    assert len(released) == 60 and not set(np.asarray(released)) & set(times.t)

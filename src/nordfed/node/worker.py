@@ -37,13 +37,14 @@ class WorkerSpec:
     exact_event_times: bool = False
     #: table name → absolute path of a CSV/Parquet file (NodeConfig.tables)
     tables: dict[str, str] = field(default_factory=dict)
+    event_time_noise: float = 0.0
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> WorkerSpec:
         """The spec of a node's worker from its :class:`~nordfed.policy.node.NodeConfig`."""
         pol = config.policy
         return cls(config.name, config.cdm_url, pol.min_cell_count, pol.memory_limit_mb, pol.exact_event_times,
-                   {name: str(path) for name, path in config.tables.items()})
+                   {name: str(path) for name, path in config.tables.items()}, pol.event_time_noise)
 
 
 class LazyTables(Mapping[str, "pd.DataFrame"]):
@@ -109,7 +110,8 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
         from nordfed.omop.store import open_cdm
 
         cdm = open_cdm(spec.cdm_url)
-    policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times)
+    policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times,
+                              event_time_noise=spec.event_time_noise)
     # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials
     data = SiteData(site=spec.site, cdm=cdm, frames=LazyTables(spec.tables), policy=policy)  # type: ignore[arg-type]
     conn.send(("ready", hashes))

@@ -21,6 +21,7 @@ policy:
   algorithms: [{name: nordfed.count, version: "1", code_hash: "sha256 hex"}]
   min_cell_count: 10
   exact_event_times: false          # true releases exact per-time survival aggregates (KM, unstratified Cox)
+  event_time_noise: 0               # sd of noise this site adds to every released KM time (0 = none)
   time_limit_s: 300
   memory_limit_mb: 4096
 ```
@@ -83,6 +84,8 @@ class NodePolicy(BaseModel):
     #: release exact per-time survival aggregates (see nordfed.fed.survival_data); strict so that a quoted
     #: "false" or a typo in the YAML cannot switch it on
     exact_event_times: bool = Field(default=False, strict=True)
+    #: standard deviation of the noise the site adds to released Kaplan-Meier times (0 = none)
+    event_time_noise: float = Field(default=0.0, ge=0)
     time_limit_s: float = Field(default=300.0, gt=0)
     memory_limit_mb: int = Field(default=4096, ge=256)
     max_task_age_s: float = Field(default=7 * 86400, gt=0)
@@ -100,7 +103,8 @@ class NodePolicy(BaseModel):
 
     def disclosure(self) -> DisclosurePolicy:
         """The disclosure rules partials at this node run under."""
-        return DisclosurePolicy(min_cell_count=self.min_cell_count, exact_event_times=self.exact_event_times)
+        return DisclosurePolicy(min_cell_count=self.min_cell_count, exact_event_times=self.exact_event_times,
+                                event_time_noise=self.event_time_noise)
 
     def sha256(self) -> str:
         """Hash of the effective policy (canonical JSON, defaults included): what the ledger records."""
