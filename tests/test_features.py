@@ -90,10 +90,10 @@ def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
         return t
 
     for table, col, date_col, base in (("condition_occurrence", "condition_concept_id", "condition_start_date", 100),
-                                       ("procedure_occurrence", "procedure_concept_id", "procedure_date", 700),
-                                       ("measurement", "measurement_concept_id", "measurement_date", 800)):
+                                       ("procedure_occurrence", "procedure_concept_id", "procedure_date", 500),
+                                       ("measurement", "measurement_concept_id", "measurement_date", 700)):
         t = joined(table, date_col)
-        for lo, aid in ((-365, base + 2), (-30, base + 3)):
+        for lo, aid in ((-365, base + 2), (-30, base + 4)):  # FeatureExtraction: 2 = long term, 4 = short term
             w = t[(t["days"] >= lo) & (t["days"] <= 0)]
             out.append(pd.DataFrame({"row_id": w["row_id"], "covariate_id": w[col] * 1000 + aid, "v": 1.0}))
     m = joined("measurement", "measurement_date")
@@ -102,10 +102,10 @@ def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
     last = last.tail(1)
     out.append(pd.DataFrame({"row_id": last["row_id"], "v": last["value_as_number"],
                              "covariate_id": last["measurement_concept_id"] * 1_000_000
-                             + (last["unit_concept_id"] % 1000) * 1000 + 812}))
+                             + (last["unit_concept_id"] % 1000) * 1000 + 706}))
     d = joined("drug_exposure", "drug_exposure_start_date")
     d["end_days"] = (pd.to_datetime(d["drug_exposure_end_date"]) - pd.to_datetime(d["cohort_start_date"])).dt.days
-    for lo, aid in ((-365, 410), (-30, 411)):
+    for lo, aid in ((-365, 410), (-30, 412)):
         w = d[(d["days"] <= 0) & (d["end_days"] >= lo)]
         groups = [(r, g * 1000 + aid) for r, c in zip(w["row_id"], w["drug_concept_id"], strict=True)
                   for g in DRUG_GROUPS[c]]
@@ -130,8 +130,8 @@ def test_covariates_match_direct_pandas_computation(cdm_url):
     got = pd.DataFrame({"row_id": data.row_ids[coo.row], "covariate_id": data.covariate_ids[coo.col], "v": coo.data})
     got = got.sort_values(["row_id", "covariate_id"]).reset_index(drop=True)
     want = expected_long(cdm, pop)
-    assert len(want) > 1000 and set(want["covariate_id"] % 1000) >= {1, 3, 6, 7, 102, 103, 410, 411, 702, 703, 802,
-                                                                       803, 812, 901}
+    assert len(want) > 1000 and set(want["covariate_id"] % 1000) >= {1, 3, 6, 7, 102, 104, 410, 412, 502, 504, 702,
+                                                                       704, 706, 901}
     pd.testing.assert_frame_equal(got.astype({"covariate_id": np.int64, "row_id": np.int64}),
                                   want.astype({"covariate_id": np.int64, "row_id": np.int64}), check_dtype=False)
     ref = data.covariate_ref.set_index("covariate_id")
@@ -209,10 +209,10 @@ def test_roll_up_and_last_values_pure():
         e = assemble.Entries()
         k = np.array([0, 0, 0, 0, second, second])
         assemble.last_values(e, k, np.full(6, 5), np.full(6, 8713), np.array([-3, -1, -1, 0, oldest, -2]),
-                             np.array([1, 9, 4, 2, 3, 8]), np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 812)
+                             np.array([1, 9, 4, 2, 3, 8]), np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 706)
         (b,) = e.blocks
         assert sorted(zip(b.k.tolist(), b.value.tolist(), strict=True)) == [(0, 2.0), (second, 5.0)]
-        assert b.ids.tolist() == [5_713_812]
+        assert b.ids.tolist() == [5_713_706]
 
 
 def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 POP = "nf_population"
 
-# analysis ids (FeatureExtraction's numbering where nordfed has the same analysis)
+# analysis ids exactly as FeatureExtraction's PrespecAnalyses.csv numbers them, so covariate ids
+# (concept_id * 1000 + analysis_id) mean the same thing to an OHDSI user as in PatientLevelPrediction
 GENDER, AGE_GROUP, INDEX_YEAR, INDEX_MONTH = 1, 3, 6, 7
-CONDITION_LONG, CONDITION_SHORT = 102, 103
-DRUG_GROUP_LONG, DRUG_GROUP_SHORT = 410, 411
-PROCEDURE_LONG, PROCEDURE_SHORT = 702, 703
-MEASUREMENT_LONG, MEASUREMENT_SHORT = 802, 803
-MEASUREMENT_VALUE_LONG = 812
+CONDITION_LONG, CONDITION_SHORT = 102, 104  # ConditionOccurrenceLongTerm / ShortTerm
+DRUG_GROUP_LONG, DRUG_GROUP_SHORT = 410, 412  # DrugGroupEraLongTerm / ShortTerm (ATC and ingredient roll-up)
+PROCEDURE_LONG, PROCEDURE_SHORT = 502, 504  # ProcedureOccurrenceLongTerm / ShortTerm
+MEASUREMENT_LONG, MEASUREMENT_SHORT = 702, 704  # MeasurementLongTerm / ShortTerm
+MEASUREMENT_VALUE_LONG = 706  # MeasurementValueLongTerm (FE keys it by measurement-unit; we take the last value)
 CHARLSON = 901
 
 ANALYSIS_NAMES: dict[int, str] = {
