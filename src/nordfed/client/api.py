@@ -224,9 +224,16 @@ class Client:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout:g} s")
 
-    def results(self, task_id: int, collaboration_id: int | None = None) -> list[RunResult]:
-        """Fetch, verify (node signature over run, task and result) and decrypt every finished run."""
-        rows = self.request("GET", f"/api/tasks/{task_id}/results")
+    def results(self, task_id: int, collaboration_id: int | None = None, wait: float = 0.0) -> list[RunResult]:
+        """Fetch, verify (node signature over run, task and result) and decrypt every finished run.
+
+        ``wait`` > 0 lets the hub long-poll that many seconds until every run finished (one request instead of
+        :meth:`wait` then this); runs still going then come back with their current status.
+        """
+        if wait > 0:
+            rows = self.request("GET", f"/api/tasks/{task_id}/results", params={"wait": wait}, timeout=wait + 15)
+        else:
+            rows = self.request("GET", f"/api/tasks/{task_id}/results")
         if collaboration_id is None:
             collaboration_id = self.task(task_id)["collaboration_id"]
         path = self._pins_path()

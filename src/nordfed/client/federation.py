@@ -6,10 +6,11 @@ encoding, and a refusal raises ``AlgorithmError(site, message, refused=True)``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nordfed.client.api import Client
+from nordfed.client.api import FINISHED, Client, RunResult
 from nordfed.fed.protocol import AlgorithmError, Federation
 
 
@@ -41,11 +42,11 @@ class HubFederation(Federation):
         task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted])
         self.last_task_id = task["id"]
         try:
-            self.client.wait(task["id"], timeout=self.timeout, on_update=self.on_update)
+            results = self._finished_results(task["id"])
         except TimeoutError:
             self.client.cancel(task["id"])
             raise
-        by_site = {r.node_name: r for r in self.client.results(task["id"], self.collaboration_id)}
+        by_site = {r.node_name: r for r in results}
         out: dict[str, Any] = {}
         for s in wanted:
             r = by_site.get(s)
@@ -55,6 +56,21 @@ class HubFederation(Federation):
                 raise AlgorithmError(s, _last_line(r.log) or r.status, refused=r.status == "refused")
             out[s] = r.value
         return out
+
+    def _finished_results(self, task_id: int) -> list[RunResult]:
+        """Results once every run finished; without a progress callback the hub long-polls the results request
+        itself, which saves a round trip per call."""
+        if self.on_update is not None:
+            self.client.wait(task_id, timeout=self.timeout, on_update=self.on_update)
+            return self.client.results(task_id, self.collaboration_id)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            results = self.client.results(task_id, self.collaboration_id, wait=min(30.0, max(left, 0.001)))
+            if all(r.status in FINISHED for r in results):
+                return results
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} did not finish within {self.timeout:g} s")
 
 
 def _last_line(log: str) -> str:

@@ -72,6 +72,7 @@ class Ledger:
     def __init__(self, con: sqlite3.Connection, path: Path, signing_key: SigningKey | None):
         self._con, self.path, self._key = con, path, signing_key
         self._lock = threading.Lock()
+        self._durable = True  # the connection's current synchronous mode (FULL), switched per append
         # raw, not parsed: a damaged head must not stop anyone from opening the file to verify or show it
         row = con.execute("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         self._seen: tuple[int, str] = (row[0], row[1]) if row else (0, GENESIS)
@@ -152,11 +153,18 @@ class Ledger:
 
     # writing -----------------------------------------------------------------------------------------------
 
-    def append(self, kind: str, actor: str, payload: Mapping[str, Any]) -> Entry:
-        """Sign and append one entry after the current head; returns it once it is durable."""
+    def append(self, kind: str, actor: str, payload: Mapping[str, Any], *, durable: bool = True) -> Entry:
+        """Sign and append one entry after the current head; returns it once it is durable.
+
+        ``durable=False`` skips the fsync: the entry survives a crash of this process at once, a power cut only
+        after the next durable append (or checkpoint) on this file, which syncs the WAL up to and including it.
+        """
         if self._key is None:
             raise LedgerError(f"{self.path}: opened without a signing key; cannot append")
         with self._lock:
+            if durable != self._durable:
+                self._con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             with self._transaction():
                 prev = self._checked_head()
                 entry = make_entry(prev[0] + 1, kind, actor, payload, prev[1], self._key)

@@ -128,9 +128,12 @@ class NodeLedger:
 
     # ------------------------------------------------------------------ runs
     def task_received(self, run: Mapping[str, Any], username: str | None) -> Entry:
-        return self.append("task_received", {
+        """Not fsynced on its own: the run's outcome entry, appended before anything is posted, syncs both
+        (one WAL fsync covers every earlier frame). A power cut before that loses only the record of a run that
+        answered nothing, and the hub requeues it."""
+        return self.ledger.append("task_received", self.actor, {
             **run_ids(run), "algorithm": f"{run['algorithm']}@{run['version']}", "code_hash": str(run["code_hash"]),
-            "username": username})
+            "username": username}, durable=False)
 
     def run_refused(self, run: Mapping[str, Any], reason: str, detail: str | None = None) -> Entry:
         return self.append("run_refused", outcome_payload(run, reason, detail))

@@ -39,11 +39,23 @@ class Session:
 
 
 class NonceLog:
-    """Task nonces this node has executed, so the hub cannot replay a signed input into another task."""
+    """Task nonces this node has executed, so the hub cannot replay a signed input into another task.
+
+    Append-only JSON lines (``{"nonce": task_id}``), one short write per claim through a handle kept open,
+    instead of rewriting the whole map per run; a torn last line (crash mid-write) is skipped on reading. The
+    ``.json`` map of older versions is still read, never written.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self._seen: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        legacy = path.with_suffix(".json")
+        self._seen: dict[str, int] = json.loads(legacy.read_text()) if legacy.exists() else {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    for nonce, task_id in json.loads(line).items():
+                        self._seen.setdefault(str(nonce), int(task_id))
+        self._fh = path.open("a", encoding="utf-8")
 
     def claim(self, nonce: str, task_id: int) -> bool:
         """Record ``nonce`` for ``task_id``; False when it was already used by a different task."""
@@ -51,10 +63,13 @@ class NonceLog:
         if prev is not None:
             return prev == task_id
         self._seen[nonce] = task_id
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._seen))
-        tmp.replace(self.path)
+        # flushed to the OS: survives a crash of this process (the ledger's task_received precedes it)
+        self._fh.write(json.dumps({nonce: task_id}) + "\n")
+        self._fh.flush()
         return True
+
+    def close(self) -> None:
+        self._fh.close()
 
 
 class NodeRuntime:
@@ -63,13 +78,14 @@ class NodeRuntime:
         self.identity = identity or Identity.load_or_create(config.key_dir)
         state = config.state_path
         state.mkdir(parents=True, exist_ok=True)
-        self.nonces = NonceLog(state / "seen_nonces.json")
+        self.nonces = NonceLog(state / "seen_nonces.jsonl")
         self.ledger = NodeLedger(config, self.identity)
         try:
             self.ledger.check_intact()
             self.ledger.record_policy(config)
         except BaseException:
             self.ledger.close()
+            self.nonces.close()
             raise
         # TLS is always verified when used: against the system CAs or the CA file the node pins
         verify: bool | str = config.hub_url.startswith("https")
@@ -136,6 +152,7 @@ class NodeRuntime:
             self.worker = None
         self.http.close()
         self.ledger.close()
+        self.nonces.close()
 
     def serve_forever(self, max_runs: int | None = None) -> None:
         """Poll until SIGTERM/SIGINT (or ``max_runs`` runs); network errors back off up to 10 s and retry."""

@@ -264,8 +264,10 @@ async def wait_task(
         return out
 
 
-@router.get("/{task_id}/results", response_model=list[ResultOut])
-def task_results(task_id: PathId, hub: Hub, caller: CurrentUser) -> list[ResultOut]:
+RUN_FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
+
+
+def _results(hub: HubState, task_id: int, caller) -> list[ResultOut]:
     with hub.snapshot() as s:
         task, _ = load_task(hub, s, task_id, caller)
         require_results_reader(caller, task)
@@ -274,3 +276,32 @@ def task_results(task_id: PathId, hub: Hub, caller: CurrentUser) -> list[ResultO
             ResultOut(run_id=run_id, node_id=node_id, node_name=name, status=status, log=log, result=result)
             for run_id, node_id, name, status, log, result in rows
         ]
+
+
+def _task_status(hub: HubState, task_id: int) -> str | None:
+    with hub.db.engine.connect() as con:
+        return con.scalar(_TASK_STATUS, {"task_id": task_id})
+
+
+@router.get("/{task_id}/results", response_model=list[ResultOut])
+async def task_results(
+    task_id: PathId, hub: Hub, caller: CurrentUser, wait: Annotated[float, Query(ge=0, le=600)] = 0.0
+) -> list[ResultOut]:
+    """Every run's status, log and sealed result. With ``wait``, long-poll first (like ``/wait``) until every run
+    finished or ``wait`` seconds passed: one request instead of ``/wait`` then ``/results`` for a researcher."""
+    deadline = time.monotonic() + wait
+    with hub.dispatcher.waiting(("task", task_id)) as current_event:
+        event = current_event()
+        rows = await run_in_threadpool(_results, hub, task_id, caller)  # also checks the caller may read results
+        if wait <= 0 or all(r.status in RUN_FINISHED for r in rows):
+            return rows
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or hub.dispatcher.closing:
+                break
+            await wait_for(event, remaining)
+            event = current_event()
+            status = await run_in_threadpool(_task_status, hub, task_id)
+            if status is None or status in TASK_FINISHED:  # a vanished task: the full load answers 404
+                break
+    return await run_in_threadpool(_results, hub, task_id, caller)
