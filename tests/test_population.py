@@ -71,7 +71,7 @@ def test_plp_dataset_from_cdm_with_death_outcome(cdm_url):
             "covariates": {"index_year": False, "index_month": False}}
     df = data.frame(spec)
     assert df["subject_id"].tolist() == [1, 2, 3, 4] and df["outcome"].tolist() == [1, 0, 0, 0]
-    assert df["20102"].tolist() == [1, 1, 0, 0] and df["20103"].tolist() == [1, 1, 0, 0]
+    assert df["20102"].tolist() == [1, 1, 0, 0] and df["20104"].tolist() == [1, 1, 0, 0]
     ref = df.attrs["covariate_ref"].set_index("covariate_id")
     assert ref.loc[20102, "covariate_name"].endswith("Flu") and ref.loc[20102, "analysis_id"] == 102
     wanted = data.frame({**spec, "covariate_ids": [10102, 99102, 20102]})
