@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from nordfed.fed.cox_concordance import concordance_counts
+from nordfed.fed.inference import wald_table
 from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
 from nordfed.fed.survival_data import (
     SurvivalData,
@@ -235,25 +235,14 @@ def fit_cox(
 
     beta, loglik, info, iterations = newton(evaluate, p, max_iter=max_iter)
     cov = np.linalg.inv(info)
-    se = np.sqrt(np.diag(cov))
-    zq = stats.norm.ppf(1 - alpha / 2)
-    zs = beta / se
     pairs = fed.run("nordfed.cox.concordance", {**base, "beta": beta})
     conc = sum(r["concordant"] for r in pairs.values())
     tied = sum(r["tied_risk"] for r in pairs.values())
     total = conc + tied + sum(r["discordant"] for r in pairs.values())
 
-    def named(values: np.ndarray) -> dict[str, float]:
-        return {c: float(v) for c, v in zip(covariates, values, strict=True)}
-
     return CoxResult(
         covariates=covariates,
-        coefficients=named(beta),
-        standard_errors=named(se),
-        ci_lower=named(beta - zq * se),
-        ci_upper=named(beta + zq * se),
-        z=named(zs),
-        p_values=named(2 * stats.norm.sf(np.abs(zs))),
+        **wald_table(covariates, beta, cov, alpha),
         log_likelihood=float(loglik),
         iterations=iterations,
         concordance=float((conc + 0.5 * tied) / total) if total else float("nan"),

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
+from nordfed.fed.inference import wald_table
 from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
 from nordfed.fed.survival_data import numeric_columns
 from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok
@@ -183,21 +184,9 @@ def fit_glm(
     df_resid = n - len(names)
     scale = pearson / df_resid if family == "gaussian" else 1.0
     cov = np.linalg.inv(xtwx) * scale
-    se = np.sqrt(np.diag(cov))
-    zs = beta / se
-    zq = stats.norm.ppf(1 - alpha / 2)
-
-    def named(values: np.ndarray) -> dict[str, float]:
-        return {c: float(v) for c, v in zip(names, values, strict=True)}
-
     return GLMResult(
         family=family,
-        coefficients=named(beta),
-        standard_errors=named(se),
-        ci_lower=named(beta - zq * se),
-        ci_upper=named(beta + zq * se),
-        z=named(zs),
-        p_values=named(2 * stats.norm.sf(np.abs(zs))),
+        **wald_table(names, beta, cov, alpha),
         deviance=dev,
         pearson_chi2=pearson,
         scale=scale,
