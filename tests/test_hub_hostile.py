@@ -80,6 +80,9 @@ BAD_TASKS = {
     "algorithm NUL": {"algorithm": "\x00"},
     "description huge": {"description": HUGE},
     "version object": {"version": {"$gt": ""}},
+    "study id string": {"study_id": "1"},
+    "study id zero": {"study_id": 0},
+    "study id overflow": {"study_id": 2**31},
 }
 
 
@@ -104,6 +107,14 @@ def test_bad_task_bodies_are_422(net, over):
         ("GET", "/tasks/1/wait?timeout=1e9"),
         ("GET", "/tasks/1/wait?timeout=nan"),
         ("GET", "/users/%27%3B%20DROP%20TABLE%20hub_user%3B--/keys"),
+        ("GET", "/tasks?study_id=0"),
+        ("GET", "/studies?collaboration_id=x"),
+        ("GET", "/studies/-1"),
+        ("GET", "/users?organization_id=2147483648"),
+        ("GET", "/nodes?collaboration_id=1.5"),
+        ("GET", "/collaborations/1/nodes?include_disabled=maybe"),
+        ("DELETE", "/users/0"),
+        ("DELETE", "/nodes/abc/tokens"),
     ],
 )
 def test_bad_paths_and_queries_are_422(net, method, path):
@@ -119,6 +130,7 @@ def test_bad_paths_and_queries_are_422(net, method, path):
         "/tasks/999999",
         "/tasks/999999/results",
         "/nodes/999999",
+        "/studies/999999",
     ],
 )
 def test_unknown_ids_are_404(net, path):
@@ -210,3 +222,69 @@ def test_other_organizations_ids_are_refused(net):
     assert_clear_4xx(net.researcher_c.request("POST", "/tasks", json=task_body(net)), 403)
     assert_clear_4xx(net.researcher_c.request("GET", f"/nodes/{net.nodes['node_a'].id}"), 403)
     assert_clear_4xx(net.researcher_c.request("GET", f"/collaborations/{net.collab}"), 403)
+
+
+BAD_PATCHES = {
+    "user: unknown field": ("/users/{viewer}", {"disable": True}),
+    "user: disabled as string": ("/users/{viewer}", {"disabled": "yes"}),
+    "user: roles unknown": ("/users/{viewer}", {"roles": ["superuser"]}),
+    "user: roles empty": ("/users/{viewer}", {"roles": []}),
+    "user: short password": ("/users/{viewer}", {"password": "short"}),
+    "user: NUL password": ("/users/{viewer}", {"password": "long enough\x00"}),
+    "node: huge name": ("/nodes/{node}", {"name": HUGE}),
+    "node: disabled as number": ("/nodes/{node}", {"disabled": 1}),
+    "collaboration: ids as string": ("/collaborations/{collab}", {"add_organization_ids": "1"}),
+    "collaboration: id overflow": ("/collaborations/{collab}", {"remove_organization_ids": [2**40]}),
+    "collaboration: empty add": ("/collaborations/{collab}", {"add_organization_ids": []}),
+    "organization: long country": ("/organizations/{org}", {"country": "c" * 65}),
+    "organization: NUL name": ("/organizations/{org}", {"name": "a\x00b"}),
+    "body is a list": ("/organizations/{org}", ["name"]),
+}
+
+
+@pytest.mark.parametrize(("path", "body"), BAD_PATCHES.values(), ids=BAD_PATCHES.keys())
+def test_bad_patches_are_422(net, path, body):
+    ids = {"viewer": net.viewer_a.id, "node": net.nodes["node_a"].id, "collab": net.collab, "org": net.org["A"]}
+    assert_clear_4xx(net.root.request("PATCH", path.format(**ids), json=body), 422)
+
+
+BAD_STUDIES = {
+    "no name": {"name": None},
+    "huge name": {"name": HUGE},
+    "NUL name": {"name": "\x00"},
+    "huge description": {"description": HUGE},
+    "collaboration id string": {"collaboration_id": "1"},
+    "organization ids empty": {"organization_ids": []},
+    "organization ids nested": {"organization_ids": [[1]]},
+    "organization id negative": {"organization_ids": [-1]},
+}
+
+
+@pytest.mark.parametrize("over", BAD_STUDIES.values(), ids=BAD_STUDIES.keys())
+def test_bad_study_bodies_are_422(net, over):
+    body = {"collaboration_id": net.collab, "name": "a study", **over}
+    assert_clear_4xx(net.researcher_a.request("POST", "/studies", json=body), 422)
+    if None not in over.values():  # null in a PATCH means "leave as is"
+        assert_clear_4xx(net.researcher_a.request("PATCH", "/studies/1", json=over), 422)
+
+
+def test_sql_looking_study_names_and_governance_on_unknown_ids(net):
+    created = net.researcher_a.call("POST", "/studies", 201, json={"collaboration_id": net.collab, "name": SQLISH})
+    assert net.researcher_a.call("GET", f"/studies/{created['id']}")["name"] == SQLISH
+    for method, path in (
+        ("PATCH", "/users/999999"),
+        ("DELETE", "/users/999999"),
+        ("DELETE", "/users/999999/tokens"),
+        ("PATCH", "/nodes/999999"),
+        ("DELETE", "/nodes/999999"),
+        ("POST", "/nodes/999999/api-key"),
+        ("DELETE", "/nodes/999999/tokens"),
+        ("PATCH", "/collaborations/999999"),
+        ("DELETE", "/collaborations/999999"),
+        ("PATCH", "/studies/999999"),
+        ("DELETE", "/studies/999999"),
+    ):
+        response = net.root.request(method, path, json={} if method == "PATCH" else None)
+        assert_clear_4xx(response, 404)
+    body = task_body(net, study_id=999_999)
+    assert_clear_4xx(net.researcher_a.request("POST", "/tasks", json=body), 404)

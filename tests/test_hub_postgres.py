@@ -1,5 +1,6 @@
 """The hub on a real PostgreSQL server (own schema via ``?schema=``): the core flow, atomic claims under
-concurrency, crash recovery and driver-hostile strings. Skipped when NORDFED_TEST_POSTGRES_URL is unset."""
+concurrency, crash recovery and driver-hostile strings. Skipped when NORDFED_TEST_POSTGRES_URL is unset.
+Governance and studies run on PostgreSQL too: test_hub_admin.py and test_hub_studies.py are parametrized."""
 
 from __future__ import annotations
 
@@ -67,6 +68,11 @@ def test_hub_on_postgres_end_to_end(pg_url):
             "runs": [{"node_id": long_node["id"], "input": b64()}],
         }
         net.researcher_a.call("POST", "/tasks", 201, json=body)
+        study = {"collaboration_id": net.collab, "name": "s" * 200, "description": "d" * 10_000}
+        study_id = net.researcher_a.call("POST", "/studies", 201, json=study)["id"]
+        net.researcher_a.call("POST", "/tasks", 201, json={**body, "study_id": study_id})
+        renamed = {"name": "n" * 200, "country": "c" * 64}
+        net.root.call("PATCH", f"/organizations/{org['id']}", json=renamed)
 
 
 def test_hub_tables_live_in_their_own_schema(pg_url):
@@ -78,7 +84,7 @@ def test_hub_tables_live_in_their_own_schema(pg_url):
             r[0]
             for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
         }
-    assert {"hub_user", "hub_task", "hub_run", "hub_node", "hub_token"} <= tables
+    assert {"hub_user", "hub_task", "hub_run", "hub_node", "hub_token", "hub_study", "hub_study_organization"} <= tables
 
 
 def test_concurrent_finishes_and_cancel_stay_consistent_on_postgres(pg_url):

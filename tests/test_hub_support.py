@@ -8,13 +8,39 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 PASSWORD = "correct horse battery"
 ROOT_PASSWORD = "root password 123"
+
+
+@contextmanager
+def hub_database(kind: str, folder: Path) -> Iterator[str]:
+    """A fresh hub database URL: SQLite in ``folder``, or (``kind="postgres"``) a schema of its own on the server
+    at NORDFED_TEST_POSTGRES_URL, dropped afterwards. For module-scoped fixtures (conftest's pg_url is per test)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'hub.sqlite'}"
+        return
+    import pytest
+
+    base = os.environ.get("NORDFED_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("NORDFED_TEST_POSTGRES_URL is not set (no PostgreSQL server configured)")
+    import psycopg
+
+    schema = f"nf_test_{uuid.uuid4().hex[:10]}"
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def b64(data: bytes | None = None, n: int = 48) -> str:

@@ -1,4 +1,4 @@
-"""`nordfed node …`, `nordfed login`, `nordfed task …` and `nordfed algorithms`: the network commands."""
+"""`nordfed node …`, `nordfed login`/`logout`, `nordfed task …` and `nordfed algorithms`: the network commands."""
 
 from __future__ import annotations
 
@@ -132,6 +132,24 @@ def login(
     console.print(f"your signing key (nodes pin it in their policy): {ident.signing_public}")
 
 
+def logout() -> None:
+    """Revoke your token at the hub (it stops working at once) and forget it; your keys stay."""
+    import httpx
+
+    from nordfed.client.api import HubError
+
+    c = _client()
+    if not c.token:
+        console.print(f"not logged in to {c.hub_url}")
+        return
+    try:
+        c.logout()
+    except (HubError, httpx.TransportError) as exc:
+        _fail(f"{exc}; the token was not revoked and is kept")
+    path = c.save_state()
+    console.print(f"logged out of {c.hub_url}; token revoked and removed from {path}")
+
+
 def _client() -> Any:
     from nordfed.client.api import Client
 
@@ -258,5 +276,6 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
     app.add_typer(node_app, name="node")
     app.command("login")(login)
+    app.command("logout")(logout)
     app.add_typer(task_app, name="task")
     app.command("algorithms")(list_algorithms)

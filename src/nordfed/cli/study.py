@@ -1,15 +1,23 @@
-"""`nordfed study`: run a ready-made study from its YAML (PLP or survival) and validate study files."""
+"""`nordfed study`: run a ready-made study from its YAML (PLP or survival), validate study files, and manage hub
+studies (a named subset of a collaboration's organizations that tasks belong to: create, list, show).
+
+Through a hub (`study run --hub`) every task of the run is tagged with the hub study named after the YAML's
+``name`` (created on first use, reused afterwards).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described by a YAML file.", no_args_is_help=True)
+study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described by a YAML file; manage hub studies.",
+                        no_args_is_help=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -80,6 +88,7 @@ def run(
     collaboration: Annotated[int | None, typer.Option("--collaboration", help="collaboration id (with --hub)")] = None,
 ) -> None:
     """Run a study end to end and write its HTML report and JSON."""
+    from nordfed.client.api import HubError
     from nordfed.fed.protocol import AlgorithmError
     from nordfed.privacy.disclosure import DisclosureError
     from nordfed.studies import run_study
@@ -110,10 +119,88 @@ def run(
             _fail(str(exc), 2)
         except AlgorithmError as exc:
             _fail(f"site {exc.site} {'refused' if exc.refused else 'failed'}: {exc.message}")
-        except (DisclosureError, ValueError, FileNotFoundError) as exc:
+        except (DisclosureError, ValueError, FileNotFoundError, HubError) as exc:
             _fail(str(exc))
         progress.update(task, completed=len(steps), description="done")
     _summary(results, html, js)
+
+
+def _client() -> Any:
+    from nordfed.client.api import Client
+
+    try:
+        return Client.from_state()
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+def _orgs(ids: list[int]) -> str:
+    return ", ".join(map(str, ids)) or "-"
+
+
+@study_app.command("create")
+def create(
+    collaboration: Annotated[int, typer.Option("--collaboration", "-c", help="collaboration id")],
+    name: Annotated[str, typer.Option("--name", help="study name (unique in the collaboration)")],
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    organization: Annotated[list[int] | None, typer.Option(
+        "--organization", "-o", help="member organization id (repeatable; default: the collaboration's all)")] = None,
+) -> None:
+    """Create a hub study: a subset of a collaboration's organizations that tasks can belong to."""
+    from nordfed.client.api import HubError
+
+    try:
+        st = _client().create_study(collaboration, name, description, organization or None)
+    except HubError as exc:
+        _fail(str(exc))
+    Console().print(f"study {st['id']} {st['name']!r} created in collaboration {st['collaboration_id']} "
+                    f"(organizations {_orgs(st['organization_ids'])})", highlight=False)
+
+
+@study_app.command("list")
+def list_studies(
+    collaboration: Annotated[int | None, typer.Option("--collaboration", "-c", help="only this collaboration")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the hub studies you can see."""
+    from nordfed.client.api import HubError
+
+    try:
+        rows = _client().studies(collaboration)
+    except HubError as exc:
+        _fail(str(exc))
+    if as_json:
+        Console().print_json(json.dumps(rows))
+        return
+    t = Table(title="studies")
+    for col in ("id", "name", "collaboration", "organizations", "description"):
+        t.add_column(col)
+    for st in rows:
+        t.add_row(str(st["id"]), st["name"], str(st["collaboration_id"]), _orgs(st["organization_ids"]),
+                  st.get("description") or "")
+    Console().print(t)
+
+
+@study_app.command("show")
+def show(
+    study_id: Annotated[int, typer.Argument(help="study id", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show a hub study: its organizations and its tasks by status."""
+    from nordfed.client.api import HubError
+
+    try:
+        st = _client().study(study_id)
+    except HubError as exc:
+        _fail(str(exc))
+    if as_json:
+        Console().print_json(json.dumps(st))
+        return
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(st["tasks_by_status"].items())) or "none"
+    Console().print(f"[bold]study {st['id']}[/] {st['name']!r} in collaboration {st['collaboration_id']}\n"
+                    f"  organizations: {_orgs(st['organization_ids'])}\n"
+                    f"  description: {st.get('description') or '-'}\n"
+                    f"  tasks: {st['task_count']} ({by_status})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -180,7 +180,8 @@ class Client:
 
     # ------------------------------------------------------------------ tasks
     def create_task(self, collaboration_id: int, algorithm: str, params: Mapping[str, Any],
-                    node_ids: Sequence[int] | None = None, description: str | None = None) -> dict[str, Any]:
+                    node_ids: Sequence[int] | None = None, description: str | None = None,
+                    study_id: int | None = None) -> dict[str, Any]:
         """Sign the input once, seal it to each node's key and submit the task."""
         name, version, code_hash = _algorithm_ref(algorithm)
         me = self.identity
@@ -200,7 +201,7 @@ class Client:
                 raise ValueError(f"node {n['name']} has not published keys yet (has it ever started?)")
             runs.append({"node_id": n["id"], "input": seal_task_input(me, payload, n["encryption_key"])})
         body = {"collaboration_id": collaboration_id, "algorithm": name, "version": version,
-                "code_hash": code_hash, "description": description, "runs": runs}
+                "code_hash": code_hash, "description": description, "study_id": study_id, "runs": runs}
         return self.request("POST", "/api/tasks", json=body)
 
     def task(self, task_id: int) -> dict[str, Any]:
@@ -258,6 +259,104 @@ class Client:
                 value = wire.decode(raw)
             out.append(RunResult(r["run_id"], r["node_id"], r["node_name"], r["status"], r.get("log") or "", value))
         return out
+
+    # ------------------------------------------------------------------ studies
+    def create_study(self, collaboration_id: int, name: str, description: str | None = None,
+                     organization_ids: Sequence[int] | None = None) -> dict[str, Any]:
+        """A study: a subset of the collaboration's organizations (default: all) that tasks can belong to."""
+        body = {"collaboration_id": collaboration_id, "name": name, "description": description,
+                "organization_ids": list(organization_ids) if organization_ids is not None else None}
+        return self.request("POST", "/api/studies", json=body)
+
+    def studies(self, collaboration_id: int | None = None) -> list[dict[str, Any]]:
+        params = {"collaboration_id": collaboration_id} if collaboration_id is not None else {}
+        return self.request("GET", "/api/studies", params=params)
+
+    def study(self, study_id: int) -> dict[str, Any]:
+        """A study with its task count and tasks by status."""
+        return self.request("GET", f"/api/studies/{study_id}")
+
+    def ensure_study(self, collaboration_id: int, name: str, description: str | None = None) -> dict[str, Any]:
+        """The collaboration's study called ``name``, created (with all its organizations) when missing."""
+        def find() -> dict[str, Any] | None:
+            return next((st for st in self.studies(collaboration_id) if st["name"] == name), None)
+
+        found = find()
+        if found is not None:
+            return found
+        try:
+            return self.create_study(collaboration_id, name, description)
+        except HubError as exc:  # created meanwhile by someone else
+            found = find() if exc.status == 409 else None
+            if found is None:
+                raise
+            return found
+
+    def update_study(self, study_id: int, **changes: Any) -> dict[str, Any]:
+        """Change ``name``, ``description`` or ``organization_ids``."""
+        return self.request("PATCH", f"/api/studies/{study_id}", json=changes)
+
+    def delete_study(self, study_id: int) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/studies/{study_id}")
+
+    def tasks(self, collaboration_id: int | None = None, study_id: int | None = None, status: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("collaboration_id", collaboration_id), ("study_id", study_id),
+                                    ("status", status), ("limit", limit)) if v is not None}
+        return self.request("GET", "/api/tasks", params=params)
+
+    # ------------------------------------------------------------------ session and administration
+    def logout(self) -> None:
+        """Revoke this client's token at the hub (it stops working at once) and forget it."""
+        if self.token:
+            try:
+                self.request("POST", "/api/token/revoke")
+            except HubError as exc:
+                if exc.status != 401:  # already expired or revoked: nothing left to revoke
+                    raise
+        self.token = None
+
+    def users(self, organization_id: int | None = None) -> list[dict[str, Any]]:
+        params = {"organization_id": organization_id} if organization_id is not None else {}
+        return self.request("GET", "/api/users", params=params)
+
+    def update_user(self, user_id: int, **changes: Any) -> dict[str, Any]:
+        """Change ``roles``, ``password`` (own: with ``current_password``) or ``disabled``."""
+        return self.request("PATCH", f"/api/users/{user_id}", json=changes)
+
+    def delete_user(self, user_id: int) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/users/{user_id}")
+
+    def revoke_user_tokens(self, user_id: int) -> int:
+        return self.request("DELETE", f"/api/users/{user_id}/tokens")["revoked"]
+
+    def update_collaboration(self, collaboration_id: int, name: str | None = None,
+                             add_organization_ids: Sequence[int] = (),
+                             remove_organization_ids: Sequence[int] = ()) -> dict[str, Any]:
+        body = {"name": name, "add_organization_ids": list(add_organization_ids) or None,
+                "remove_organization_ids": list(remove_organization_ids) or None}
+        return self.request("PATCH", f"/api/collaborations/{collaboration_id}", json=body)
+
+    def delete_collaboration(self, collaboration_id: int) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/collaborations/{collaboration_id}")
+
+    def update_node(self, node_id: int, **changes: Any) -> dict[str, Any]:
+        """Change ``name`` or ``disabled``."""
+        return self.request("PATCH", f"/api/nodes/{node_id}", json=changes)
+
+    def delete_node(self, node_id: int) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/nodes/{node_id}")
+
+    def rotate_node_key(self, node_id: int) -> str:
+        """A new api key for the node (shown only now); the old key and the node's tokens stop working."""
+        return self.request("POST", f"/api/nodes/{node_id}/api-key")["api_key"]
+
+    def revoke_node_tokens(self, node_id: int) -> int:
+        return self.request("DELETE", f"/api/nodes/{node_id}/tokens")["revoked"]
+
+    def update_organization(self, organization_id: int, **changes: Any) -> dict[str, Any]:
+        """Change ``name`` or ``country``."""
+        return self.request("PATCH", f"/api/organizations/{organization_id}", json=changes)
 
     def close(self) -> None:
         self.http.close()

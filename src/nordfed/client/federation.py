@@ -1,7 +1,8 @@
 """HubFederation: the network transport of :class:`nordfed.fed.protocol.Federation`.
 
 Algorithms cannot tell it from InProcessFederation: same ``run(name, params) -> {site: result}``, same wire
-encoding, and a refusal raises ``AlgorithmError(site, message, refused=True)``.
+encoding, and a refusal raises ``AlgorithmError(site, message, refused=True)``. With a ``study_id`` every task is
+tagged with that hub study and the sites are the nodes of the study's organizations.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from nordfed.fed.protocol import AlgorithmError, Federation
 
 class HubFederation(Federation):
     def __init__(self, client: Client, collaboration_id: int, timeout: float = 600.0,
-                 on_update: Callable[[dict[str, Any]], None] | None = None):
+                 on_update: Callable[[dict[str, Any]], None] | None = None, study_id: int | None = None):
         self.client = client
         self.collaboration_id = collaboration_id
+        self.study_id = study_id
         self.timeout = timeout
         self.on_update = on_update
         self._nodes: dict[str, int] | None = None
@@ -26,7 +28,11 @@ class HubFederation(Federation):
 
     def _node_ids(self) -> dict[str, int]:
         if self._nodes is None:
-            self._nodes = {n["name"]: n["id"] for n in self.client.nodes(self.collaboration_id)}
+            nodes = self.client.nodes(self.collaboration_id)
+            if self.study_id is not None:
+                members = set(self.client.study(self.study_id)["organization_ids"])
+                nodes = [n for n in nodes if n["organization_id"] in members]
+            self._nodes = {n["name"]: n["id"] for n in nodes}
         return self._nodes
 
     @property
@@ -39,7 +45,8 @@ class HubFederation(Federation):
         for s in wanted:
             if s not in ids:
                 raise AlgorithmError(s, "no such site in this federation")
-        task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted])
+        task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted],
+                                       study_id=self.study_id)
         self.last_task_id = task["id"]
         try:
             results = self._finished_results(task["id"])

@@ -3,7 +3,9 @@
 Tokens are 256-bit random strings, so a fast hash is enough to store them safely; passwords and api keys are
 argon2id (OWASP profile: m=19 MiB, t=2, p=1). Token look-ups are cached for a few minutes (longer than a node's
 long-poll interval) so polls and run updates do no database work for authentication; a token's expiry is still
-checked on every request, and tokens are never revoked early (if they ever are, clear the cache then).
+checked on every request. Revoking tokens (logout, admin revocation, disabling or deleting an account) or changing
+a user's roles deletes the rows and then calls :meth:`TokenCache.forget`, so the very next request is refused or
+sees the new roles.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -94,12 +97,20 @@ def issue_token(session: Session, ttl: timedelta, user_id: int | None = None, no
     return token
 
 
-class TokenCache:
-    """token digest → (principal, expires_at), valid for ``ttl`` seconds; thread-safe."""
+PrincipalKey = tuple[str, int]  # (kind, id)
 
-    def __init__(self, ttl: float = 300.0, max_size: int = 10_000):
-        self.ttl, self.max_size = ttl, max_size
+
+class TokenCache:
+    """token digest → (principal, expires_at), valid for ``ttl`` seconds; thread-safe.
+
+    :meth:`forget` drops entries and, for ``hold`` seconds, refuses to cache them again: a request that read the
+    token from the database just before the revocation committed must not put it back into the cache.
+    """
+
+    def __init__(self, ttl: float = 300.0, max_size: int = 10_000, hold: float = 60.0):
+        self.ttl, self.max_size, self.hold = ttl, max_size, hold
         self._items: dict[str, tuple[Principal, datetime, float]] = {}
+        self._held: dict[str | PrincipalKey, float] = {}  # digest or principal → monotonic time the hold ends
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> Principal | None:
@@ -115,13 +126,45 @@ class TokenCache:
 
     def put(self, digest: str, principal: Principal, expires_at: datetime) -> None:
         with self._lock:
+            if self._held:
+                now = time.monotonic()
+                for key in (digest, (principal.kind, principal.id)):
+                    until = self._held.get(key)
+                    if until is not None and until > now:
+                        return
             if len(self._items) >= self.max_size:
                 self._items.clear()
             self._items[digest] = (principal, expires_at, time.monotonic() + self.ttl)
 
+    def forget(self, digests: Collection[str] = (), principals: Collection[PrincipalKey] = ()) -> None:
+        """Drop these tokens and every token of these principals (call it after the change committed)."""
+        keys = set(principals)
+        now = time.monotonic()
+        with self._lock:
+            for digest in digests:
+                self._items.pop(digest, None)
+            if keys:
+                stale = [d for d, (p, _, _) in self._items.items() if (p.kind, p.id) in keys]
+                for digest in stale:
+                    del self._items[digest]
+            if len(self._held) > self.max_size:
+                self._held = {k: t for k, t in self._held.items() if t > now}
+            for key in (*digests, *keys):
+                self._held[key] = now + self.hold
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def revoke_tokens(
+    session: Session, user_id: int | None = None, node_id: int | None = None, keep: str | None = None
+) -> int:
+    """Delete every token of one user or node (but the one whose digest is ``keep``); returns how many."""
+    query = delete(Token).where(Token.user_id == user_id if user_id is not None else Token.node_id == node_id)
+    if keep is not None:
+        query = query.where(Token.token_hash != keep)
+    return session.execute(query).rowcount or 0
 
 
 def lookup_token(session: Session, digest: str) -> tuple[Principal, datetime] | None:
@@ -134,6 +177,6 @@ def lookup_token(session: Session, digest: str) -> tuple[Principal, datetime] | 
         return None
     if token.user_id is not None:
         user = session.get(User, token.user_id)
-        return (user_principal(user), expires_at) if user else None
+        return (user_principal(user), expires_at) if user and not user.disabled else None
     node = session.get(Node, token.node_id) if token.node_id is not None else None
-    return (node_principal(node), expires_at) if node else None
+    return (node_principal(node), expires_at) if node and not node.disabled else None

@@ -1,5 +1,9 @@
 """Batched run claims for long polls: polls woken together (a task fanned out to many nodes) claim in one
 UPDATE … RETURNING per batch (see batch.py). Batches go one at a time, so claims never race each other.
+
+A node whose last claim found nothing, and which has not been notified since, has nothing pending: every change
+that makes a run pending notifies its node (after commit), and the hub is one process. Its next poll then waits
+without touching the database, which saves a write transaction per poll.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from dataclasses import asdict
 
 from nordfed.hub.batch import KeyedBatcher
 from nordfed.hub.db import HubDB
+from nordfed.hub.dispatch import Dispatcher
 from nordfed.hub.lifecycle import TaskMeta, activate_tasks, claim_runs, task_meta
 from nordfed.hub.schemas import RunAssignment
 
@@ -16,12 +21,13 @@ CACHE_LIMIT = 100_000  # task entries kept before the caches are dropped (they r
 
 
 class Claimer:
-    def __init__(self, db: HubDB):
-        self.db = db
+    def __init__(self, db: HubDB, dispatcher: Dispatcher):
+        self.db, self.dispatcher = db, dispatcher
+        self._idle: dict[int, int] = {}  # node id → notification generation at which it had nothing pending
         self._meta: dict[int, TaskMeta] = {}
         self._active: set[int] = set()  # tasks known to be active already (a task never returns to pending)
         self._lock = threading.Lock()
-        self._batcher: KeyedBatcher[int, None, RunAssignment] = KeyedBatcher(self._claim_batch)
+        self._batcher: KeyedBatcher[int, None, RunAssignment] = KeyedBatcher(self._claim_batch, run=db.run)
 
     def remember(self, task_id: int, meta: TaskMeta) -> None:
         with self._lock:
@@ -31,7 +37,17 @@ class Claimer:
 
     async def claim(self, node_id: int) -> RunAssignment | None:
         """The oldest pending run of ``node_id``, now active, or None (one claim per node per batch)."""
-        return await self._batcher.submit(node_id, None)
+        generation = self.dispatcher.node_generation[node_id]
+        if self._idle.get(node_id) == generation:
+            return None
+        run = await self._batcher.submit(node_id, None)
+        if run is None:
+            if len(self._idle) >= CACHE_LIMIT:
+                self._idle.clear()
+            self._idle[node_id] = generation  # a notification since then changes the generation
+        else:
+            self._idle.pop(node_id, None)
+        return run
 
     def _claim_batch(self, batch: dict[int, None]) -> dict[int, RunAssignment]:
         with self.db.engine.begin() as con:

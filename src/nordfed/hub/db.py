@@ -7,9 +7,12 @@ schema and pins ``search_path`` to it on every pooled connection, so several hub
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -17,6 +20,7 @@ from sqlalchemy.pool import StaticPool
 from nordfed.hub.models import Base
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+T = TypeVar("T")
 
 
 class HubDBError(ValueError):
@@ -28,6 +32,17 @@ class HubDB:
     engine: Engine
     sessions: sessionmaker[Session]
     dialect: str
+    #: for reads only: on SQLite a plain (deferred) BEGIN, so readers never queue behind the writer lock
+    reader: Engine
+    read_sessions: sessionmaker[Session]
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Blocking database work from async code: inline for SQLite, whose short transactions cost less than a
+        hop to a worker thread and back (about 1 ms here); in the thread pool for a server (network round trips).
+        """
+        if self.dialect == "sqlite":
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
 
 
 def _split_schema(url: str) -> tuple[str, str | None]:
@@ -37,6 +52,9 @@ def _split_schema(url: str) -> tuple[str, str | None]:
     if schema is not None and not _SCHEMA_NAME.match(schema):
         raise HubDBError(f"invalid schema name {schema!r} in hub database URL")
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True))), schema
+
+
+_READ_ONLY = "nordfed_read_only"
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -58,7 +76,7 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # pragma: no cover - driver callback
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -91,4 +109,6 @@ def open_hub_db(url: str, create: bool = True) -> HubDB:
         raise HubDBError(f"unsupported hub database URL {url!r}: use sqlite:///hub.sqlite or postgresql://host/db")
     if create:
         Base.metadata.create_all(engine)
-    return HubDB(engine, sessionmaker(engine, expire_on_commit=False), dialect)
+    reader = engine.execution_options(**{_READ_ONLY: True})
+    return HubDB(engine, sessionmaker(engine, expire_on_commit=False), dialect, reader,
+                 sessionmaker(reader, expire_on_commit=False))

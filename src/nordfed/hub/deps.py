@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,10 +34,11 @@ class HubState:
     claimer: Claimer = field(init=False)
     updater: RunUpdater = field(init=False)
     collab_cache: dict[int, tuple[CollabInfo, float]] = field(default_factory=dict)
-    collab_ttl: float = 30.0  # seconds; memberships are only set at creation today
+    collab_ttl: float = 30.0  # seconds; membership changes call forget_collaboration
+    collab_held: dict[int, float] = field(default_factory=dict)  # id → monotonic time until reads are not cached
 
     def __post_init__(self) -> None:
-        self.claimer = Claimer(self.db)
+        self.claimer = Claimer(self.db, self.dispatcher)
         self.updater = RunUpdater(self.db, self.dispatcher)
 
     @contextmanager
@@ -57,7 +57,7 @@ class HubState:
         PostgreSQL's default READ COMMITTED takes a new snapshot per statement, so a task read before and its runs
         read after a concurrent update would disagree; SQLite's writer lock already gives one snapshot.
         """
-        with self.db.sessions.begin() as session:
+        with self.db.read_sessions.begin() as session:
             if self.db.dialect == "postgresql":
                 session.connection(
                     execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
@@ -73,10 +73,21 @@ class HubState:
         if collab is None:
             raise not_found("collaboration", collaboration_id)
         info = CollabInfo(collab.id, collab.name, frozenset(collab.organization_ids))
-        if len(self.collab_cache) > 10_000:
-            self.collab_cache.clear()
-        self.collab_cache[collaboration_id] = (info, time.monotonic() + self.collab_ttl)
+        held = self.collab_held.get(collaboration_id)
+        if held is None or held < time.monotonic():
+            if len(self.collab_cache) > 10_000:
+                self.collab_cache.clear()
+            self.collab_cache[collaboration_id] = (info, time.monotonic() + self.collab_ttl)
         return info
+
+    def forget_collaboration(self, collaboration_id: int, hold: float = 60.0) -> None:
+        """After a membership change committed: drop the cached view and do not cache reads for ``hold`` seconds
+        (a transaction whose snapshot predates the change could otherwise put the old membership back)."""
+        now = time.monotonic()
+        if len(self.collab_held) > 10_000:
+            self.collab_held = {k: t for k, t in self.collab_held.items() if t > now}
+        self.collab_held[collaboration_id] = now + hold
+        self.collab_cache.pop(collaboration_id, None)
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,13 @@ _bearer = HTTPBearer(auto_error=False, description="token from POST /api/token o
 async def get_principal(
     hub: Hub, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    if credentials is None or not credentials.credentials:
+    return await principal_for_token(hub, credentials.credentials if credentials is not None else None)
+
+
+async def principal_for_token(hub: HubState, token: str | None) -> Principal:
+    """Who holds ``token`` (cached look-up); 401 when missing, unknown, expired or revoked."""
+    if not token:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    token = credentials.credentials
     if len(token) > 200:
         raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
     digest = token_digest(token)
@@ -110,10 +125,10 @@ async def get_principal(
     if principal is None:
 
         def load():
-            with hub.db.sessions() as session:
+            with hub.db.read_sessions() as session:
                 return lookup_token(session, digest)
 
-        found = await run_in_threadpool(load)
+        found = await hub.db.run(load)
         if found is None:
             raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
         principal = found[0]

@@ -25,6 +25,8 @@ class Dispatcher:
         self._events: dict[Key, asyncio.Event] = {}
         self._waiters: Counter[Key] = Counter()
         self._lock = threading.Lock()
+        #: node id → notifications so far; lets the claimer skip the database for a node with nothing new
+        self.node_generation: Counter[int] = Counter()
         self.polling: Counter[int] = Counter()  # node id → open long polls
         self.last_seen: dict[int, datetime] = {}
         self.closing = False  # set at server shutdown: long polls answer at once instead of holding the exit
@@ -53,6 +55,10 @@ class Dispatcher:
     def notify(self, kind: str, ids: Iterable[int]) -> None:
         """Wake every waiter on (kind, id); safe to call from any thread."""
         keys = [(kind, i) for i in ids]
+        if kind == "node":
+            with self._lock:
+                for _, i in keys:
+                    self.node_generation[i] += 1
         loop = self._loop
         if loop is None or loop.is_closed():
             return

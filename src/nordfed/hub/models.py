@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -60,6 +61,7 @@ class User(Base):
     roles: Mapped[str] = mapped_column(String(400))  # comma-separated role names
     encryption_key: Mapped[str | None] = mapped_column(String(200))
     signing_key: Mapped[str | None] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     @property
@@ -91,7 +93,34 @@ class Node(Base):
     encryption_key: Mapped[str | None] = mapped_column(String(200))
     signing_key: Mapped[str | None] = mapped_column(String(200))
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+study_organization = Table(
+    "hub_study_organization",
+    Base.metadata,
+    Column("study_id", ForeignKey("hub_study.id", ondelete="CASCADE"), primary_key=True),
+    Column("organization_id", ForeignKey("hub_organization.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Study(Base):
+    """A named subset of a collaboration's organizations; tasks may belong to one (as in Vantage6)."""
+
+    __tablename__ = "hub_study"
+    __table_args__ = (UniqueConstraint("collaboration_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collaboration_id: Mapped[int] = mapped_column(ForeignKey("hub_collaboration.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("hub_user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    organizations: Mapped[list[Organization]] = relationship(secondary=study_organization, lazy="selectin")
+
+    @property
+    def organization_ids(self) -> list[int]:
+        return sorted(o.id for o in self.organizations)
 
 
 class Token(Base):
@@ -113,6 +142,7 @@ class Task(Base):
     version: Mapped[str] = mapped_column(String(100))
     code_hash: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("hub_study.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

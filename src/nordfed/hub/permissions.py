@@ -1,5 +1,5 @@
-"""Who may do what. Scopes: own (a user's own tasks and results), organization (its users and nodes),
-collaboration (tasks of collaborations that include the caller's organization). Root may do everything
+"""Who may do what. Scopes: own (a user's own tasks, results and studies), organization (its users and nodes),
+collaboration (tasks and studies of collaborations that include the caller's organization). Root may do everything
 except read other users' results, which are encrypted for their owner anyway."""
 
 from __future__ import annotations
@@ -72,3 +72,35 @@ def require_task_canceller(p: Principal, task: Task, collab: Collaboration) -> N
     if p.has("collaboration_admin") and can_see_collaboration(p, collab):
         return
     raise forbidden(f"only the owner of task {task.id}, root or a collaboration_admin may cancel it")
+
+
+def can_manage_user(p: Principal, organization_id: int, roles: Collection[str]) -> bool:
+    """Root manages every user; an organization admin the users of its own organization that hold no role it could
+    not grant itself (so it can never take over a root or collaboration_admin account)."""
+    if p.is_root:
+        return True
+    return p.has("organization_admin") and p.organization_id == organization_id and set(roles) <= ORG_ADMIN_GRANTABLE
+
+
+def require_collaboration_admin(p: Principal, collab: Collaboration, action: str) -> None:
+    if not (p.has("collaboration_admin") and can_see_collaboration(p, collab)):
+        raise forbidden(f"only root or a collaboration_admin may {action} collaboration {collab.id}")
+
+
+def require_study_creator(p: Principal, collab: Collaboration) -> None:
+    if p.has("collaboration_admin") and can_see_collaboration(p, collab):
+        return
+    if p.has("researcher") and p.organization_id in collab.organization_ids:
+        return
+    raise forbidden(
+        f"only a collaboration_admin or a researcher of a member organization may create studies in collaboration "
+        f"{collab.id}"
+    )
+
+
+def require_study_editor(p: Principal, created_by: int | None, study_id: int, collab: Collaboration) -> None:
+    if p.kind == "user" and created_by == p.id and p.organization_id in collab.organization_ids:
+        return
+    if p.has("collaboration_admin") and can_see_collaboration(p, collab):
+        return
+    raise forbidden(f"only the creator of study {study_id}, root or a collaboration_admin may change it")

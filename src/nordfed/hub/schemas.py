@@ -63,6 +63,13 @@ class Request(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
+class Patch(Request):
+    """A partial update: absent (or null) fields stay as they are; unknown fields are refused, so a typo such as
+    ``{"disable": true}`` is a 422 rather than a silent no-op."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
 # ---------------------------------------------------------------------------------------------------- requests
 class TokenRequest(Request):
     username: Name
@@ -78,11 +85,27 @@ class OrganizationCreate(Request):
     country: Country
 
 
+Roles = Annotated[list[Role], Field(min_length=1, max_length=5)]
+OrganizationIds = Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class OrganizationPatch(Patch):
+    name: Name | None = None
+    country: Country | None = None
+
+
 class UserCreate(Request):
     username: Name
     password: NewPassword
     organization_id: Id
-    roles: Annotated[list[Role], Field(min_length=1, max_length=5)]
+    roles: Roles
+
+
+class UserPatch(Patch):
+    roles: Roles | None = None
+    password: NewPassword | None = None
+    current_password: Password | None = None  # required when users change their own password
+    disabled: bool | None = None
 
 
 class KeysUpdate(Request):
@@ -92,13 +115,37 @@ class KeysUpdate(Request):
 
 class CollaborationCreate(Request):
     name: Name
-    organization_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+    organization_ids: OrganizationIds
+
+
+class CollaborationPatch(Patch):
+    name: Name | None = None
+    add_organization_ids: OrganizationIds | None = None
+    remove_organization_ids: OrganizationIds | None = None
 
 
 class NodeCreate(Request):
     name: Name
     organization_id: Id
     collaboration_id: Id
+
+
+class NodePatch(Patch):
+    name: Name | None = None
+    disabled: bool | None = None
+
+
+class StudyCreate(Request):
+    collaboration_id: Id
+    name: Name
+    description: LongText | None = None
+    organization_ids: OrganizationIds | None = None  # default: every organization of the collaboration
+
+
+class StudyPatch(Patch):
+    name: Name | None = None
+    description: LongText | None = None
+    organization_ids: OrganizationIds | None = None
 
 
 class RunInput(Request):
@@ -112,10 +159,11 @@ class TaskCreate(Request):
     version: Short
     code_hash: Name
     description: LongText | None = None
+    study_id: Id | None = None
     runs: Annotated[list[RunInput], Field(min_length=1, max_length=10_000)]
 
 
-class RunPatch(Request):
+class RunPatch(Patch):
     status: Literal["completed", "failed", "refused"] | None = None
     progress: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     log: LogText | None = None
@@ -158,6 +206,7 @@ class UserOut(BaseModel):
     roles: list[str]
     encryption_key: str | None = None
     signing_key: str | None = None
+    disabled: bool = False
 
 
 class KeysOut(BaseModel):
@@ -181,6 +230,7 @@ class NodeOut(BaseModel):
     signing_key: str | None
     status: Literal["online", "offline"]
     last_seen: datetime | None
+    disabled: bool = False
 
 
 class NodeCreated(BaseModel):
@@ -189,6 +239,25 @@ class NodeCreated(BaseModel):
     organization_id: int
     collaboration_id: int
     api_key: str
+
+
+class RevokedOut(BaseModel):
+    revoked: int  # tokens revoked
+
+
+class StudyOut(BaseModel):
+    id: int
+    collaboration_id: int
+    name: str
+    description: str | None
+    organization_ids: list[int]
+    created_by: int | None
+    created_at: datetime
+
+
+class StudyDetail(StudyOut):
+    task_count: int
+    tasks_by_status: dict[str, int]
 
 
 class SessionOut(BaseModel):
@@ -220,6 +289,7 @@ class TaskOut(BaseModel):
     status: TaskStatus
     created_at: datetime
     runs: list[RunOut]
+    study_id: int | None = None
 
 
 class ResultOut(BaseModel):

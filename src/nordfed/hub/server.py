@@ -11,6 +11,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from nordfed.hub.app import MAX_BODY
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -32,6 +34,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **kwargs: Any) -> uvicorn
         access_log=kwargs.pop("access_log", False),
         timeout_graceful_shutdown=2,
         timeout_keep_alive=75,  # longer than a long-poll gap, so nodes keep their connections
+        ws_max_size=kwargs.pop("ws_max_size", MAX_BODY),  # a node's result on its channel: as large as a PATCH body
         **kwargs,
     )
 

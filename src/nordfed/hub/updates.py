@@ -52,7 +52,9 @@ def _set_run(columns: tuple[str, ...]) -> Update:
 class RunUpdater:
     def __init__(self, db: HubDB, dispatcher: Dispatcher):
         self.db, self.dispatcher = db, dispatcher
-        self._batcher: KeyedBatcher[int, tuple[int, RunPatch], RunState] = KeyedBatcher(self._apply, self._done)
+        self._batcher: KeyedBatcher[int, tuple[int, RunPatch], RunState] = KeyedBatcher(
+            self._apply, self._done, run=db.run
+        )
 
     async def update(self, node_id: int, run_id: int, patch: RunPatch) -> RunState:
         """Apply ``patch`` to ``node_id``'s run ``run_id``; 404/403/409 as HTTPException (one update per run per

@@ -1,6 +1,7 @@
-"""The node loop: log in to the hub (outbound only), recover after a crash, long-poll for runs, check the
-node's own policy, run the partial in the warm worker, protect, sign, encrypt and post the result. Every run
-and every policy it starts with goes on the node's ledger (see :mod:`nordfed.node.audit`).
+"""The node loop: log in to the hub (outbound only), recover after a crash, wait for runs on its channel (a
+WebSocket, :mod:`nordfed.node.channel`), check the node's own policy, run the partial in the warm worker, protect,
+sign, encrypt and report the result. Every run and every policy it starts with goes on the node's ledger (see
+:mod:`nordfed.node.audit`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from nordfed.node.audit import NodeLedger
+from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from nordfed.node.worker import WarmWorker, WorkerSpec
 from nordfed.policy.node import NodeConfig
 from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64
@@ -91,7 +93,9 @@ class NodeRuntime:
         verify: bool | str = config.hub_url.startswith("https")
         if verify and config.tls_ca_file is not None:
             verify = str(config.tls_ca_file)
+        self.verify = verify
         self.http = httpx.Client(base_url=config.hub_url.rstrip("/"), verify=verify, timeout=httpx.Timeout(10.0))
+        self.channel: HubChannel | None = None
         self.session: Session | None = None
         self.worker: WarmWorker | None = None
         self.local_hashes: dict[str, tuple[str, str]] = {}
@@ -130,8 +134,34 @@ class NodeRuntime:
             raise RuntimeError(f"{method} {path}: {r.status_code} {_detail(r)}")
         return r
 
+    def _channel(self) -> HubChannel:
+        if self.channel is None:
+            assert self.session is not None
+            try:
+                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.verify)
+            except ChannelRefused:  # token expired or revoked: log in again once
+                self.login()
+                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.verify)
+        return self.channel
+
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
     def patch(self, run_id: int, **fields: Any) -> None:
-        self._call("PATCH", f"/api/runs/{run_id}", json={k: v for k, v in fields.items() if v is not None})
+        fields = {k: v for k, v in fields.items() if v is not None}
+        try:
+            self._channel().update(run_id, **fields)
+        except ChannelRefused as exc:
+            if exc.status != 401:
+                raise RuntimeError(f"update of run {run_id}: {exc}") from exc
+            self._close_channel()
+            self.login()
+            try:
+                self._channel().update(run_id, **fields)
+            except ChannelRefused as again:
+                raise RuntimeError(f"update of run {run_id}: {again}") from again
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -147,6 +177,7 @@ class NodeRuntime:
                  self.config.hub_url, rec.get("requeued", 0), rec.get("failed", 0))
 
     def stop(self) -> None:
+        self._close_channel()
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
@@ -171,8 +202,9 @@ class NodeRuntime:
                         online = True
                     run = self.next_run()
                     backoff = 0.5
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, ChannelClosed) as exc:
                     online = False
+                    self._close_channel()
                     log.warning("hub unreachable (%s); retrying in %.1f s", exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -192,7 +224,7 @@ class NodeRuntime:
         self._ledger_state = "new"
         try:
             self.handle(run)
-        except (RuntimeError, httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+        except (RuntimeError, httpx.HTTPError, ChannelClosed, KeyError, ValueError, TypeError) as exc:
             log.error("run %s: %s", run.get("run_id"), exc)
             with contextlib.suppress(KeyError, ValueError, TypeError):  # a run without ids cannot be recorded
                 if self._ledger_state == "open":
@@ -200,13 +232,18 @@ class NodeRuntime:
                 elif self._ledger_state == "sealed":
                     self.ledger.result_not_posted(run, f"{type(exc).__name__}: {exc}")
             # the run may be cancelled or finished already; then there is nothing left to report
-            with contextlib.suppress(RuntimeError, httpx.HTTPError, KeyError, ValueError):
+            with contextlib.suppress(RuntimeError, httpx.HTTPError, ChannelClosed, KeyError, ValueError):
                 self.patch(int(run["run_id"]), status="failed", log=f"[{self.config.name}] node error: {exc}")
 
     def next_run(self) -> dict[str, Any] | None:
-        timeout = self.config.poll_timeout_s
-        r = self._call("GET", "/api/runs/next", params={"timeout": timeout}, timeout=timeout + 10)
-        return r.json() if r.status_code == 200 else None
+        try:
+            return self._channel().next(self.config.poll_timeout_s)
+        except ChannelRefused as exc:
+            if exc.status != 401:
+                raise RuntimeError(f"claiming the next run: {exc}") from exc
+            self._close_channel()  # expired or revoked: the next call logs in again
+            self.login()
+            return None
 
     # ------------------------------------------------------------------ one run
     def handle(self, run: Mapping[str, Any]) -> str:

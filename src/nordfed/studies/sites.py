@@ -91,7 +91,7 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
                progress: Progress | None = None) -> StudySites:
     """The study's federation: through ``hub`` if given, else its ``sites`` or ``synthetic`` section."""
     if hub is not None:
-        return _hub_sites(hub, collaboration)
+        return _hub_sites(hub, collaboration, spec.name, spec.description or None)
     if spec.synthetic is not None:
         urls = synthesise(spec.synthetic, spec.resolve(spec.synthetic.dir), progress)
     elif spec.sites:
@@ -124,7 +124,8 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
     return StudySites(InProcessFederation.from_cdms(cdms, policy), urls, truth, "in-process", list(cdms.values()))
 
 
-def _hub_sites(hub: str, collaboration: int | None) -> StudySites:
+def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None) -> StudySites:
+    """Every task of the run is tagged with the hub study called ``study`` (created on first use)."""
     from nordfed.client.api import Client
     from nordfed.client.federation import HubFederation
 
@@ -136,4 +137,6 @@ def _hub_sites(hub: str, collaboration: int | None) -> StudySites:
         raise ValueError(str(exc)) from None
     if client.hub_url.rstrip("/") != hub.rstrip("/"):
         raise ValueError(f"logged in to {client.hub_url}, not {hub}; run `nordfed login --hub {hub}` first")
-    return StudySites(HubFederation(client, collaboration), transport=f"hub {hub}, collaboration {collaboration}")
+    found = client.ensure_study(collaboration, study, description)
+    return StudySites(HubFederation(client, collaboration, study_id=found["id"]),
+                      transport=f"hub {hub}, collaboration {collaboration}, study {found['name']} (id {found['id']})")

@@ -1,17 +1,34 @@
-"""Tokens for users (username + password) and nodes (api key), and the health check."""
+"""Tokens for users (username + password) and nodes (api key), logout (token revocation), and the health check."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from sqlalchemy import select
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import delete, select
 
 from nordfed import __version__
-from nordfed.hub.auth import DUMMY_HASH, api_key_id, issue_token, verify_secret
-from nordfed.hub.deps import Hub
-from nordfed.hub.models import Node, User
-from nordfed.hub.schemas import HealthOut, NodeTokenOut, NodeTokenRequest, TokenOut, TokenRequest
+from nordfed.hub.auth import DUMMY_HASH, api_key_id, issue_token, token_digest, verify_secret
+from nordfed.hub.deps import CurrentPrincipal, Hub
+from nordfed.hub.models import Node, Token, User
+from nordfed.hub.schemas import HealthOut, NodeTokenOut, NodeTokenRequest, RevokedOut, TokenOut, TokenRequest
 
 router = APIRouter(tags=["auth"])
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def caller_token_digest(
+    _: CurrentPrincipal, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    """The digest of the (already authenticated) token of this request: what logout revokes or a password change
+    keeps."""
+    if credentials is None:  # not reached: the principal dependency refuses requests without a token
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return token_digest(credentials.credentials)
+
+
+CallerToken = Annotated[str, Depends(caller_token_digest)]
 
 
 @router.get("/health", response_model=HealthOut)
@@ -27,6 +44,8 @@ def user_token(body: TokenRequest, hub: Hub) -> TokenOut:
         ok = verify_secret(user.password_hash if user else DUMMY_HASH, body.password)
         if user is None or not ok:
             raise HTTPException(401, "wrong username or password")
+        if user.disabled:
+            raise HTTPException(403, f"user {user.username!r} is disabled; ask an administrator")
         token = issue_token(s, hub.user_token_ttl, user_id=user.id)
         return TokenOut(access_token=token, user_id=user.id, organization_id=user.organization_id, roles=user.role_list)
 
@@ -39,6 +58,8 @@ def node_token(body: NodeTokenRequest, hub: Hub) -> NodeTokenOut:
         ok = verify_secret(node.api_key_hash if node else DUMMY_HASH, body.api_key)
         if node is None or not ok:
             raise HTTPException(401, "invalid api key")
+        if node.disabled:
+            raise HTTPException(403, f"node {node.id} is disabled; ask its organization admin")
         token = issue_token(s, hub.node_token_ttl, node_id=node.id)
         return NodeTokenOut(
             access_token=token,
@@ -47,3 +68,12 @@ def node_token(body: NodeTokenRequest, hub: Hub) -> NodeTokenOut:
             organization_id=node.organization_id,
             collaboration_id=node.collaboration_id,
         )
+
+
+@router.post("/token/revoke", response_model=RevokedOut)
+def revoke_own_token(hub: Hub, digest: CallerToken) -> RevokedOut:
+    """Logout: the token of this request stops working at once (users and nodes)."""
+    with hub.tx() as s:
+        revoked = s.execute(delete(Token).where(Token.token_hash == digest)).rowcount or 0
+    hub.tokens.forget(digests=[digest])
+    return RevokedOut(revoked=revoked)

@@ -1,4 +1,5 @@
-"""Organizations: hospitals, registries, universities. Created by root; readable by every principal."""
+"""Organizations: hospitals, registries, universities. Created by root; readable by every principal; renamed by
+root or their own organization admin."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from sqlalchemy import select
 
 from nordfed.hub.deps import CurrentPrincipal, CurrentUser, Hub, PathId, not_found
 from nordfed.hub.models import Organization
-from nordfed.hub.permissions import require_root
-from nordfed.hub.schemas import OrganizationCreate, OrganizationOut
+from nordfed.hub.permissions import require_org_admin, require_root
+from nordfed.hub.schemas import OrganizationCreate, OrganizationOut, OrganizationPatch
 
 router = APIRouter(prefix="/organizations", tags=["organizations"])
 
@@ -41,4 +42,22 @@ def get_organization(organization_id: PathId, hub: Hub, _: CurrentPrincipal) -> 
         org = s.get(Organization, organization_id)
         if org is None:
             raise not_found("organization", organization_id)
+        return _out(org)
+
+
+@router.patch("/{organization_id}", response_model=OrganizationOut)
+def patch_organization(
+    organization_id: PathId, body: OrganizationPatch, hub: Hub, caller: CurrentUser
+) -> OrganizationOut:
+    require_org_admin(caller, organization_id, "change it")
+    with hub.tx() as s:
+        org = s.get(Organization, organization_id)
+        if org is None:
+            raise not_found("organization", organization_id)
+        if body.name is not None and body.name != org.name:
+            if s.scalar(select(Organization.id).where(Organization.name == body.name)) is not None:
+                raise HTTPException(409, f"an organization named {body.name!r} already exists")
+            org.name = body.name
+        if body.country is not None:
+            org.country = body.country
         return _out(org)

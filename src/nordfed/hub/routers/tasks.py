@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
@@ -51,6 +50,8 @@ _NODES = select(Node.id, Node.collaboration_id, Node.name).where(Node.id.in_(bin
 _NEW_TASK = insert(Task).returning(Task.id, Task.created_at)
 _NEW_RUNS = insert(Run).returning(Run.id, Run.node_id, sort_by_parameter_order=True)
 _TASK_STATUS = select(Task.status).where(Task.id == bindparam("task_id"))
+# what the permission checks need of a task (the ORM row costs more to load than the query itself)
+_TASK_ACCESS = select(Task.id, Task.collaboration_id, Task.owner_id, Task.status).where(Task.id == bindparam("task_id"))
 _RESULTS = (
     select(Run.id, Run.node_id, Node.name, Run.status, Run.log, Run.result)
     .join(Node, Node.id == Run.node_id)
@@ -94,6 +95,7 @@ def task_out(s: Session, task: Task, runs: list[RunOut] | None = None) -> TaskOu
         status=task.status,
         created_at=as_utc(task.created_at),
         runs=runs,
+        study_id=task.study_id,
     )
 
 
@@ -107,7 +109,11 @@ def load_task(hub: HubState, s: Session, task_id: int, caller: Principal) -> tup
 
 
 @router.post("", response_model=TaskOut, status_code=201)
-def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
+async def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
+    return await hub.db.run(_create_task, body, hub, caller)
+
+
+def _create_task(body: TaskCreate, hub: HubState, caller: Principal) -> TaskOut:
     node_ids = [r.node_id for r in body.runs]
     if len(set(node_ids)) != len(node_ids):
         raise HTTPException(400, "each node may appear only once in runs")
@@ -122,10 +128,19 @@ def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
         foreign = sorted(n for n, (c, _) in nodes.items() if c != collab.id)
         if foreign:
             raise HTTPException(400, f"nodes {foreign} are not in collaboration {collab.id}")
+        from nordfed.hub.routers.studies import check_task_targets  # imported here: the module top is shared
+
+        check_task_targets(s, collab.id, node_ids, body.study_id)  # enabled nodes, of the study's organizations
         meta = TaskMeta(collab.id, body.algorithm, body.version, body.code_hash, caller.id)
-        values = {**asdict(meta), "description": body.description, "status": "pending", "cancelled": False}
-        task_id, created_at = s.execute(_NEW_TASK, {**values, "created_at": utcnow()}).one()
-        rows = s.execute(
+        values = {
+            **asdict(meta),
+            "description": body.description,
+            "study_id": body.study_id,
+            "status": "pending",
+            "cancelled": False,
+        }
+        task_id, created_at = s.connection().execute(_NEW_TASK, {**values, "created_at": utcnow()}).one()
+        rows = s.connection().execute(
             _NEW_RUNS,
             [
                 {
@@ -162,6 +177,7 @@ def create_task(body: TaskCreate, hub: Hub, caller: CurrentUser) -> TaskOut:
             status="pending",
             created_at=as_utc(created_at),
             runs=runs,
+            study_id=body.study_id,
         )
     hub.claimer.remember(out.id, meta)
     hub.dispatcher.notify("node", node_ids)
@@ -175,11 +191,14 @@ def list_tasks(
     collaboration_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    study_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> list[TaskOut]:
     with hub.snapshot() as s:
         query = select(Task).order_by(Task.id.desc()).limit(limit)
         if collaboration_id is not None:
             query = query.where(Task.collaboration_id == collaboration_id)
+        if study_id is not None:
+            query = query.where(Task.study_id == study_id)
         if status is not None:
             query = query.where(Task.status == status)
         if caller.kind == "node":
@@ -230,7 +249,7 @@ def _if_finished(hub: HubState, task_id: int, caller, final: bool) -> TaskOut | 
     """The task once finished (or when ``final``), else None after a one-column read: the stored status is kept
     current with the runs in the same transaction as every run change."""
     if not final:
-        with hub.db.engine.connect() as con:
+        with hub.db.reader.connect() as con:
             status = con.scalar(_TASK_STATUS, {"task_id": task_id})
         if status is not None and status not in TASK_FINISHED:  # a vanished task: the full load answers 404
             return None
@@ -245,7 +264,7 @@ async def wait_task(
     deadline = time.monotonic() + timeout
     with hub.dispatcher.waiting(("task", task_id)) as current_event:
         event = current_event()
-        out, done = await run_in_threadpool(_finished_task, hub, task_id, caller)  # also checks read permission
+        out, done = await hub.db.run(_finished_task, hub, task_id, caller)  # also checks read permission
         # Each wake (a run of this task finished) costs one status read; the whole task, with every run, is
         # loaded again only for the answer: re-serialising it per finished run would be quadratic in the nodes.
         waited = False
@@ -254,33 +273,32 @@ async def wait_task(
             if remaining <= 0 or hub.dispatcher.closing:
                 if not waited:
                     return out
-                return await run_in_threadpool(_if_finished, hub, task_id, caller, True)
+                return await hub.db.run(_if_finished, hub, task_id, caller, True)
             await wait_for(event, remaining)
             waited = True
             event = current_event()
-            found = await run_in_threadpool(_if_finished, hub, task_id, caller, False)
+            found = await hub.db.run(_if_finished, hub, task_id, caller, False)
             if found is not None:
                 return found
         return out
 
 
-RUN_FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
-
-
-def _results(hub: HubState, task_id: int, caller) -> list[ResultOut]:
+def _results(hub: HubState, task_id: int, caller: Principal, finished_only: bool) -> list[ResultOut] | None:
+    """Every run's status, log and sealed result, after checking the caller may read them; None when
+    ``finished_only`` and the task is still running (one short read then, as on every wake-up of a long poll)."""
     with hub.snapshot() as s:
-        task, _ = load_task(hub, s, task_id, caller)
+        con = s.connection()
+        task = con.execute(_TASK_ACCESS, {"task_id": task_id}).one_or_none()
+        if task is None:
+            raise not_found("task", task_id)
+        require_task_reader(caller, task, hub.collaboration(s, task.collaboration_id))
         require_results_reader(caller, task)
-        rows = s.execute(_RESULTS, {"task_id": task.id})
+        if finished_only and task.status not in TASK_FINISHED:
+            return None
         return [
             ResultOut(run_id=run_id, node_id=node_id, node_name=name, status=status, log=log, result=result)
-            for run_id, node_id, name, status, log, result in rows
+            for run_id, node_id, name, status, log, result in con.execute(_RESULTS, {"task_id": task_id})
         ]
-
-
-def _task_status(hub: HubState, task_id: int) -> str | None:
-    with hub.db.engine.connect() as con:
-        return con.scalar(_TASK_STATUS, {"task_id": task_id})
 
 
 @router.get("/{task_id}/results", response_model=list[ResultOut])
@@ -292,16 +310,12 @@ async def task_results(
     deadline = time.monotonic() + wait
     with hub.dispatcher.waiting(("task", task_id)) as current_event:
         event = current_event()
-        rows = await run_in_threadpool(_results, hub, task_id, caller)  # also checks the caller may read results
-        if wait <= 0 or all(r.status in RUN_FINISHED for r in rows):
-            return rows
-        while True:
+        rows = await hub.db.run(_results, hub, task_id, caller, wait > 0)
+        while rows is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or hub.dispatcher.closing:
-                break
+                return await hub.db.run(_results, hub, task_id, caller, False)  # as they are now
             await wait_for(event, remaining)
             event = current_event()
-            status = await run_in_threadpool(_task_status, hub, task_id)
-            if status is None or status in TASK_FINISHED:  # a vanished task: the full load answers 404
-                break
-    return await run_in_threadpool(_results, hub, task_id, caller)
+            rows = await hub.db.run(_results, hub, task_id, caller, True)
+        return rows
