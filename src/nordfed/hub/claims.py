@@ -50,6 +50,9 @@ class Claimer:
         return run
 
     def _claim_batch(self, batch: dict[int, None]) -> dict[int, RunAssignment]:
+        # On PostgreSQL tasks are activated in a transaction of their own: holding run locks while waiting for task
+        # locks would invert the lock order. SQLite has one writer at a time, so one transaction does both.
+        one_tx = self.db.dialect == "sqlite"
         with self.db.engine.begin() as con:
             claimed = claim_runs(con, list(batch))
             if not claimed:
@@ -57,14 +60,17 @@ class Claimer:
             task_ids = {task_id for _, task_id, _ in claimed.values()}
             with self._lock:
                 missing = [t for t in task_ids if t not in self._meta]
+                inactive = sorted(task_ids - self._active)
             found = task_meta(con, missing) if missing else {}
+            if inactive and one_tx:
+                activate_tasks(con, inactive)
         with self._lock:
             self._meta.update(found)
             metas = {t: self._meta.get(t) or found[t] for t in task_ids}
-            inactive = sorted(task_ids - self._active)
         if inactive:
-            with self.db.engine.begin() as con:
-                activate_tasks(con, inactive)
+            if not one_tx:
+                with self.db.engine.begin() as con:
+                    activate_tasks(con, inactive)
             with self._lock:
                 if len(self._active) >= CACHE_LIMIT:
                     self._active.clear()

@@ -98,8 +98,8 @@ def claim_runs(con: Connection, node_ids: list[int]) -> dict[int, tuple[int, int
 
 
 def activate_tasks(con: Connection, task_ids: list[int]) -> None:
-    """pending → active for tasks with a claimed run. Run in its own transaction after the claim: holding run
-    locks while waiting for task locks would invert the lock order."""
+    """pending → active for tasks with a claimed run. On PostgreSQL in its own transaction after the claim:
+    holding run locks while waiting for task locks would invert the lock order."""
     con.execute(_ACTIVATE, {"task_ids": list(task_ids)})
 
 

@@ -38,6 +38,13 @@ _LOCK_RUNS = (
     .order_by(Run.id)
     .with_for_update()
 )
+_RUNS_AND_TASKS = (
+    select(Run.id, Run.task_id, Run.node_id, Run.status, Run.progress, Run.attempts, Run.log,
+           Task.status.label("task_status"), Task.cancelled)
+    .join(Task, Task.id == Run.task_id)
+    .where(Run.id.in_(bindparam("run_ids", expanding=True)))
+    .order_by(Run.id)
+)
 # A task's status depends on which run statuses occur, not how often.
 _RUN_STATUSES = select(Run.task_id, Run.status).where(Run.task_id.in_(bindparam("task_ids", expanding=True))).distinct()
 _SET_TASK_STATUS = update(Task).where(Task.id == bindparam("b_id")).values(status=bindparam("b_status"))
@@ -71,22 +78,8 @@ class RunUpdater:
     def _apply(self, batch: dict[int, tuple[int, RunPatch]]) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}
         with self.db.engine.begin() as con:
-            found = con.execute(_OWNERS, {"run_ids": sorted(batch)})
-            owners = {run_id: (task_id, node_id) for run_id, task_id, node_id in found}
-            todo: dict[int, RunPatch] = {}
-            for run_id, (node_id, patch) in batch.items():
-                if run_id not in owners:
-                    out[run_id] = HTTPException(404, f"run {run_id} not found")
-                elif owners[run_id][1] != node_id:
-                    out[run_id] = HTTPException(403, f"run {run_id} belongs to another node")
-                else:
-                    todo[run_id] = patch
-            if not todo:
-                return out
-            # Only a status change needs the task lock (it may complete the task); progress and logs do not.
-            task_ids = sorted({owners[r][0] for r, p in todo.items() if p.status is not None})
-            tasks = _lock_tasks(con, task_ids)
-            rows = con.execute(_LOCK_RUNS, {"run_ids": sorted(todo)})
+            read = _read_sqlite if self.db.dialect == "sqlite" else _read_locking
+            todo, tasks, rows = read(con, batch, out)
             changes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
             now = utcnow()
             for run_id, task_id, status, progress, attempts, log in rows:
@@ -115,6 +108,45 @@ class RunUpdater:
         for run_id in todo.keys() - out.keys():  # vanished between the two reads
             out[run_id] = HTTPException(404, f"run {run_id} not found")
         return out
+
+
+Read = tuple[dict[int, RunPatch], dict[int, tuple[str, bool]], list[tuple]]
+
+
+def _owned(batch: dict[int, tuple[int, RunPatch]], owners: Mapping[int, tuple[int, int]],
+           out: dict[int, Outcome]) -> dict[int, RunPatch]:
+    """The patches of runs that exist and belong to the node sending them (404/403 into ``out`` otherwise)."""
+    todo: dict[int, RunPatch] = {}
+    for run_id, (node_id, patch) in batch.items():
+        if run_id not in owners:
+            out[run_id] = HTTPException(404, f"run {run_id} not found")
+        elif owners[run_id][1] != node_id:
+            out[run_id] = HTTPException(403, f"run {run_id} belongs to another node")
+        else:
+            todo[run_id] = patch
+    return todo
+
+
+def _read_locking(con: Connection, batch: dict[int, tuple[int, RunPatch]], out: dict[int, Outcome]) -> Read:
+    """Owners, then the task rows (locked), then the run rows (locked): the lock order of lifecycle.py."""
+    found = con.execute(_OWNERS, {"run_ids": sorted(batch)})
+    owners = {run_id: (task_id, node_id) for run_id, task_id, node_id in found}
+    todo = _owned(batch, owners, out)
+    if not todo:
+        return todo, {}, []
+    # Only a status change needs the task lock (it may complete the task); progress and logs do not.
+    tasks = _lock_tasks(con, sorted({owners[r][0] for r, p in todo.items() if p.status is not None}))
+    return todo, tasks, list(con.execute(_LOCK_RUNS, {"run_ids": sorted(todo)}))
+
+
+def _read_sqlite(con: Connection, batch: dict[int, tuple[int, RunPatch]], out: dict[int, Outcome]) -> Read:
+    """SQLite's write transaction (BEGIN IMMEDIATE) already excludes every other writer: one read, no row locks."""
+    found = list(con.execute(_RUNS_AND_TASKS, {"run_ids": sorted(batch)}))
+    todo = _owned(batch, {r.id: (r.task_id, r.node_id) for r in found}, out)
+    tasks = {r.task_id: (r.task_status, bool(r.cancelled)) for r in found
+             if r.id in todo and todo[r.id].status is not None}
+    rows = [(r.id, r.task_id, r.status, r.progress, r.attempts, r.log) for r in found if r.id in todo]
+    return todo, tasks, rows
 
 
 def _lock_tasks(con: Connection, task_ids: list[int]) -> dict[int, tuple[str, bool]]:

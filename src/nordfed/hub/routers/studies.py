@@ -10,21 +10,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from nordfed.hub.auth import Principal
 from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, not_found
-from nordfed.hub.models import Node, Organization, Study, Task, as_utc, collaboration_organization, study_organization
+from nordfed.hub.models import Organization, Study, Task, as_utc, collaboration_organization, study_organization
 from nordfed.hub.permissions import require_collaboration_member, require_study_creator, require_study_editor
 from nordfed.hub.schemas import MAX_ID, StudyCreate, StudyDetail, StudyOut, StudyPatch
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
-# Built once (POST /tasks runs them): constructing a SQLAlchemy statement costs more CPU than running it.
-_TARGETS = select(Node.id, Node.organization_id, Node.disabled).where(
-    Node.id.in_(bindparam("node_ids", expanding=True))
-)
+# Built once (POST /tasks runs it): constructing a SQLAlchemy statement costs more CPU than running it.
 _STUDY_MEMBERS = (
     select(Study.collaboration_id, study_organization.c.organization_id)
     .outerjoin(study_organization, study_organization.c.study_id == Study.id)
@@ -68,16 +65,18 @@ def _load(hub: HubState, s: Session, study_id: int, caller: Principal) -> tuple[
     return study, collab
 
 
-def check_task_targets(s: Session, collaboration_id: int, node_ids: list[int], study_id: int | None) -> None:
-    """A new task's nodes must be enabled and, for a task of a study, belong to the study's organizations; the
-    study must be one of the task's collaboration. Called by POST /tasks after its own node checks."""
-    nodes = {node_id: (org, disabled) for node_id, org, disabled in s.execute(_TARGETS, {"node_ids": node_ids})}
+def check_task_targets(
+    con: Connection, collaboration_id: int, nodes: dict[int, tuple[int, bool]], study_id: int | None
+) -> None:
+    """A new task's nodes (id → (organization id, disabled)) must be enabled and, for a task of a study, belong to
+    the study's organizations; the study must be one of the task's collaboration. Called by POST /tasks after its
+    own node checks."""
     off = sorted(n for n, (_, disabled) in nodes.items() if disabled)
     if off:
         raise HTTPException(400, f"nodes {off} are disabled")
     if study_id is None:
         return
-    rows = s.execute(_STUDY_MEMBERS, {"study_id": study_id}).all()
+    rows = con.execute(_STUDY_MEMBERS, {"study_id": study_id}).all()
     if not rows:
         raise not_found("study", study_id)
     if rows[0][0] != collaboration_id:

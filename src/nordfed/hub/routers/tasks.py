@@ -22,6 +22,7 @@ from nordfed.hub.permissions import (
     require_task_creator,
     require_task_reader,
 )
+from nordfed.hub.routers.studies import check_task_targets
 from nordfed.hub.schemas import MAX_ID, ResultOut, RunOut, TaskCreate, TaskOut, TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -46,7 +47,9 @@ _RUN_VIEWS = (
     .where(Run.task_id.in_(bindparam("task_ids", expanding=True)))
     .order_by(Run.id)
 )
-_NODES = select(Node.id, Node.collaboration_id, Node.name).where(Node.id.in_(bindparam("node_ids", expanding=True)))
+_NODES = select(Node.id, Node.collaboration_id, Node.name, Node.organization_id, Node.disabled).where(
+    Node.id.in_(bindparam("node_ids", expanding=True))
+)
 _NEW_TASK = insert(Task).returning(Task.id, Task.created_at)
 _NEW_RUNS = insert(Run).returning(Run.id, Run.node_id, sort_by_parameter_order=True)
 _TASK_STATUS = select(Task.status).where(Task.id == bindparam("task_id"))
@@ -117,20 +120,20 @@ def _create_task(body: TaskCreate, hub: HubState, caller: Principal) -> TaskOut:
     node_ids = [r.node_id for r in body.runs]
     if len(set(node_ids)) != len(node_ids):
         raise HTTPException(400, "each node may appear only once in runs")
-    with hub.tx() as s:
-        collab = hub.collaboration(s, body.collaboration_id)
+    with hub.write() as con:
+        collab = hub.collaboration(con, body.collaboration_id)
         require_task_creator(caller, collab)
-        found = s.execute(_NODES, {"node_ids": node_ids})
-        nodes = {i: (c, name) for i, c, name in found}
-        missing = sorted(set(node_ids) - set(nodes))
+        listed = con.execute(_NODES, {"node_ids": node_ids})
+        found = {i: (c, name, org, disabled) for i, c, name, org, disabled in listed}
+        missing = sorted(set(node_ids) - set(found))
         if missing:
             raise HTTPException(404, f"nodes {missing} not found")
-        foreign = sorted(n for n, (c, _) in nodes.items() if c != collab.id)
+        foreign = sorted(n for n, (c, *_) in found.items() if c != collab.id)
         if foreign:
             raise HTTPException(400, f"nodes {foreign} are not in collaboration {collab.id}")
-        from nordfed.hub.routers.studies import check_task_targets  # imported here: the module top is shared
-
-        check_task_targets(s, collab.id, node_ids, body.study_id)  # enabled nodes, of the study's organizations
+        nodes = {n: (c, name) for n, (c, name, *_) in found.items()}
+        # enabled nodes, of the study's organizations
+        check_task_targets(con, collab.id, {n: (org, off) for n, (_, _, org, off) in found.items()}, body.study_id)
         meta = TaskMeta(collab.id, body.algorithm, body.version, body.code_hash, caller.id)
         values = {
             **asdict(meta),
@@ -139,8 +142,8 @@ def _create_task(body: TaskCreate, hub: HubState, caller: Principal) -> TaskOut:
             "status": "pending",
             "cancelled": False,
         }
-        task_id, created_at = s.connection().execute(_NEW_TASK, {**values, "created_at": utcnow()}).one()
-        rows = s.connection().execute(
+        task_id, created_at = con.execute(_NEW_TASK, {**values, "created_at": utcnow()}).one()
+        rows = con.execute(
             _NEW_RUNS,
             [
                 {
@@ -286,12 +289,11 @@ async def wait_task(
 def _results(hub: HubState, task_id: int, caller: Principal, finished_only: bool) -> list[ResultOut] | None:
     """Every run's status, log and sealed result, after checking the caller may read them; None when
     ``finished_only`` and the task is still running (one short read then, as on every wake-up of a long poll)."""
-    with hub.snapshot() as s:
-        con = s.connection()
+    with hub.read() as con:
         task = con.execute(_TASK_ACCESS, {"task_id": task_id}).one_or_none()
         if task is None:
             raise not_found("task", task_id)
-        require_task_reader(caller, task, hub.collaboration(s, task.collaboration_id))
+        require_task_reader(caller, task, hub.collaboration(con, task.collaboration_id))
         require_results_reader(caller, task)
         if finished_only and task.status not in TASK_FINISHED:
             return None
