@@ -2,8 +2,9 @@
 
 1. Round trip: a trivial task (``nordfed.ping``) to 3 real node processes through a real hub (SQLite), measured
    at the researcher (create → long-poll wait → fetch → verify → decrypt). Target p50 ≤ 20 ms, p99 ≤ 100 ms.
-2. Dispatch: a PostgreSQL-backed hub with 200 simulated nodes (asyncio httpx pollers in this process, not 200
-   processes) long-polling ``/api/runs/next``; dispatch latency = task created → run received by the node.
+2. Dispatch: a PostgreSQL-backed hub with 200 simulated nodes (asyncio clients in this process, not 200 processes)
+   waiting for runs on their WebSocket channels as real nodes do (``--transport http``: long-polling
+   ``/api/runs/next``); dispatch latency = task created → run received by the node.
 
 Prints JSON, then one summary line. Bounded loops, loopback only.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from websockets.asyncio.client import connect as ws_connect
 
 from nordfed.client import HubFederation
 from nordfed.node.localnet import LocalNetwork, tiny_cdm
@@ -55,7 +57,7 @@ def roundtrip(n_tasks: int, workdir: Path) -> dict[str, Any]:
     return _pct(times)
 
 
-async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int) -> dict[str, Any]:
+async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int, transport: str) -> dict[str, Any]:
     # One keep-alive client per simulated node, like real nodes: one pool of hundreds of connections costs httpcore
     # time quadratic in the concurrent requests, which this process would then report as dispatch latency.
     own: dict[str, httpx.AsyncClient] = {}
@@ -102,6 +104,30 @@ async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int
         done: dict[int, int] = {}
         all_done = asyncio.Event()
 
+        async def channel_poller(node: dict) -> None:
+            """A simulated node on its WebSocket channel, as real nodes are."""
+            url = hub_url.replace("http://", "ws://") + "/api/runs/channel"
+            async with ws_connect(url, additional_headers={"Authorization": f"Bearer {node['token']}"},
+                                  compression=None, max_size=None) as ws:
+                while not stop.is_set():
+                    await ws.send(json.dumps({"op": "next", "timeout": 5}))
+                    reply = json.loads(await ws.recv())
+                    if reply.get("op") != "run":
+                        if reply.get("op") == "error":
+                            errors.append(str(reply)[:200])
+                        continue
+                    run = reply["run"]
+                    received.append((run["task_id"], time.perf_counter()))
+                    await ws.send(json.dumps({"op": "update", "run_id": run["run_id"], "status": "completed",
+                                              "progress": 1.0, "result": result_b64}))
+                    ack = json.loads(await ws.recv())
+                    if ack.get("op") != "updated":
+                        errors.append(str(ack)[:200])
+                        continue
+                    done[run["task_id"]] = done.get(run["task_id"], 0) + 1
+                    if done[run["task_id"]] == len(nodes):
+                        all_done.set()
+
         async def poller(node: dict) -> None:
             while not stop.is_set():
                 try:
@@ -125,7 +151,7 @@ async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     await asyncio.sleep(0.2)
 
-        tasks = [asyncio.create_task(poller(n)) for n in nodes]
+        tasks = [asyncio.create_task(channel_poller(n) if transport == "channel" else poller(n)) for n in nodes]
         await asyncio.sleep(1.0)  # every poller is parked in a long poll
         inp = base64.b64encode(os.urandom(256)).decode()
         wall = []
@@ -160,7 +186,7 @@ async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int
         return out
 
 
-def dispatch(pg_base: str, n_nodes: int, n_tasks: int, workdir: Path) -> dict[str, Any]:
+def dispatch(pg_base: str, n_nodes: int, n_tasks: int, workdir: Path, transport: str) -> dict[str, Any]:
     import psycopg
 
     schema = f"nf_bench_{secrets.token_hex(4)}"
@@ -169,7 +195,7 @@ def dispatch(pg_base: str, n_nodes: int, n_tasks: int, workdir: Path) -> dict[st
     try:
         net.spawn_hub()
         net.wait_hub()
-        return asyncio.run(_dispatch(net.hub_url, net.root_password, n_nodes, n_tasks))
+        return asyncio.run(_dispatch(net.hub_url, net.root_password, n_nodes, n_tasks, transport))
     finally:
         net.stop()
         with psycopg.connect(pg_base, autocommit=True) as con:
@@ -183,12 +209,16 @@ def main() -> None:
     ap.add_argument("--dispatch-tasks", type=int, default=10, help="tasks sent to all simulated nodes")
     ap.add_argument("--pg", default=os.environ.get("NORDFED_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"))
     ap.add_argument("--skip-dispatch", action="store_true")
+    ap.add_argument("--transport", choices=("channel", "http"), default="channel",
+                    help="simulated nodes on the WebSocket channel (as real nodes) or HTTP long polls")
     args = ap.parse_args()
     wd = Path(tempfile.mkdtemp(prefix="nordfed-bench-"))
     try:
         result = {"roundtrip_3_nodes": roundtrip(args.tasks, wd), "load_avg_1m": os.getloadavg()[0]}
         if not args.skip_dispatch:
-            result[f"dispatch_{args.nodes}_nodes_pg"] = dispatch(args.pg, args.nodes, args.dispatch_tasks, wd)
+            result[f"dispatch_{args.nodes}_nodes_pg"] = dispatch(args.pg, args.nodes, args.dispatch_tasks, wd,
+                                                                 args.transport)
+            result["dispatch_transport"] = args.transport
     finally:
         shutil.rmtree(wd, ignore_errors=True)
     print(json.dumps(result, indent=2))
