@@ -12,7 +12,7 @@ from websockets.sync.client import connect
 
 from nordfed.hub.app import create_app
 from nordfed.hub.server import HubServer
-from nordfed.node.channel import ChannelRefused, HubChannel
+from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from test_hub_support import ROOT_PASSWORD, Network, b64, build_network
 
 pytestmark = pytest.mark.network
@@ -147,3 +147,26 @@ def test_a_revoked_token_ends_the_channel(net):
         assert err.value.status == 401
     finally:
         ch.close()
+
+
+def test_shutdown_answers_a_waiting_channel_at_once(tmp_path):
+    server = HubServer(create_app(f"sqlite:///{tmp_path / 'hub.sqlite'}", root_password=ROOT_PASSWORD)).start()
+    net = build_network(server.url)
+    ch = HubChannel.open(server.url, _token(net.nodes["node_a"]))
+    got: list = []
+
+    def wait() -> None:
+        try:
+            got.append(ch.next(timeout=60))
+        except ChannelClosed as exc:
+            got.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    server.stop()
+    thread.join(30)
+    ch.close()
+    # idle (then the hub closes the channel) or the close itself: either way at once, and the node reconnects
+    assert got and (got[0] is None or isinstance(got[0], ChannelClosed)) and time.monotonic() - t0 < 10
