@@ -1,4 +1,5 @@
-"""`nordfed ledger …`: verify, show, export, merge and checkpoint a node's or the hub's ledger file.
+"""`nordfed ledger …`: verify, show, export, merge and checkpoint a node's or the hub's ledger file; pull the hub
+copy of a node's ledger and compare it with the node's own (`verify NODE_LEDGER --against PULLED.jsonl`).
 
 Exit codes: 0 intact / done, 1 the chain is broken or two copies fork, 2 the input cannot be used.
 """
@@ -8,14 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from nordfed.ledger import Checkpoint, Ledger
+    from nordfed.ledger import Checkpoint, Ledger, Problem
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # one message per line, greppable
@@ -80,23 +81,102 @@ def _open(path: Path, identity_dir: Path | None = None) -> Ledger:
         _fail(str(exc))
 
 
+def _row_of(d: Any) -> tuple[Any, ...]:
+    """An entry as JSON (an export line, the hub's answer) → a stored row, payload as JSON text as the file keeps it."""
+    from nordfed.ledger.entry import FIELDS
+
+    d = d if isinstance(d, dict) else {}
+    return tuple(json.dumps(d.get(f), sort_keys=True, separators=(",", ":")) if f == "payload" else d.get(f)
+                 for f in FIELDS)
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    """Stored rows of a ledger file, or of a JSON-lines copy (`export`, `pull`), as they are, for verification."""
+    try:
+        with open(path, "rb") as fh:
+            sqlite = fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        sqlite = True  # let the ledger say what is wrong with the path
+    if sqlite:
+        with _open(path) as led:
+            return led.rows()
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    rows.append(_row_of(json.loads(line)))
+                except ValueError as exc:
+                    _fail(f"{path}, line {lineno}: neither a ledger file nor JSON lines ({exc})")
+    return sorted(rows, key=lambda r: r[0] if isinstance(r[0], int) else 0)
+
+
+def compare_copies(mine: list[tuple[Any, ...]], other: list[tuple[Any, ...]], name: str) -> list[Problem]:
+    """Entries of the ``other`` copy (the hub's) that this one lacks or holds differently; entries this copy has
+    beyond the other's head are not problems (not replicated yet)."""
+    from nordfed.ledger import LedgerFormatError, Problem
+    from nordfed.ledger.verify import parse_row
+
+    def canon(row: tuple[Any, ...]) -> Any:
+        try:
+            return parse_row(row).to_dict()
+        except LedgerFormatError:
+            return row
+
+    have = {r[0]: r for r in mine if isinstance(r[0], int)}
+    problems: list[Problem] = []
+    missing: list[int] = []
+    for r in other:
+        seq = r[0]
+        if not isinstance(seq, int):
+            continue
+        if seq not in have:
+            missing.append(seq)
+        elif canon(have[seq]) != canon(r):
+            problems.append(Problem(seq, "fork", f"differs from entry {seq} of {name} "
+                                    f"(here {str(have[seq][6])[:12]}…, there {str(r[6])[:12]}…)"))
+    if missing:  # one problem per run of consecutive missing entries
+        start = prev = missing[0]
+        for seq in [*missing[1:], None]:
+            if seq is not None and seq == prev + 1:
+                prev = seq
+                continue
+            what = f"entry {start}" if start == prev else f"entries {start}..{prev}"
+            problems.append(Problem(start, "truncated", f"{what} of {name} missing here"))
+            if seq is not None:
+                start = prev = seq
+    return sorted(problems, key=lambda p: p.seq)
+
+
 @ledger_app.command("verify")
 def verify_cmd(
-    path: Path = typer.Argument(..., help="Ledger file (SQLite)."),
+    path: Path = typer.Argument(..., help="Ledger file (SQLite) or a JSON-lines copy (`export`, `pull`)."),
     key: list[str] = typer.Option(None, "--key", "-k", help=KEY_HELP),
     checkpoint: list[str] = typer.Option(None, "--checkpoint", "-c", help=CP_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="Another copy of the same chain (the hub's, from `nordfed ledger pull`): report its "
+        "entries that this one lacks (truncated) or holds differently (fork), by seq.")] = None,
 ) -> None:
     """Check every entry's hash, signature, order and links (and the checkpoints); exit 1 naming the first break."""
+    from nordfed.ledger import VerifyReport, verify_rows
+
     keys, cps = _keys(key), _checkpoints(checkpoint)
-    with _open(path) as led:
-        rep = led.verify(keys, cps)
+    rows, other = _rows(path), []
+    rep = verify_rows(rows, keys, cps)
+    if against is not None:
+        other = _rows(against)
+        extra = compare_copies(rows, other, str(against))
+        rep = VerifyReport(rep.count, rep.head, sorted([*rep.problems, *extra], key=lambda p: p.seq), rep.signers,
+                           rep.pinned)
     if as_json:
         print(json.dumps({"ok": rep.ok, "count": rep.count, "head": str(rep.head) if rep.head else None,
                           "pinned": rep.pinned, "signers": rep.signers,
+                          "against": {"path": str(against), "count": len(other)} if against is not None else None,
                           "problems": [{"seq": p.seq, "reason": p.reason, "detail": p.detail} for p in rep.problems]}))
     elif rep.ok:
-        console.print(f"[green]{path}: {rep.summary()}[/green]")
+        same = f"; agrees with all {len(other)} entries of {against}" if against is not None else ""
+        console.print(f"[green]{path}: {rep.summary()}{same}[/green]")
         if not rep.pinned:
             err.print("[yellow]warning:[/yellow] no --key given: a forger who re-signs the whole chain with their own "
                       f"key would pass; signers seen: {', '.join(rep.signers) or 'none'}")
@@ -224,6 +304,63 @@ def checkpoint_cmd(
             except LedgerError as exc:
                 _fail(str(exc))
     print(json.dumps(cp.to_dict(), sort_keys=True))
+
+
+@ledger_app.command("pull")
+def pull_cmd(
+    node: str = typer.Option(..., "--node", "-n", help="Node name or id."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    collaboration: int | None = typer.Option(None, "--collaboration", help="Collaboration of the node, when "
+                                             "nodes of several collaborations share its name."),
+) -> None:
+    """Fetch the hub copy of a node's ledger as JSON lines (as `export` writes), verified under the node's registered
+    signing key; compare it with the node's own: `nordfed ledger verify NODE_LEDGER --against FILE`."""
+    import httpx
+
+    from nordfed.client.api import Client, HubError
+    from nordfed.ledger import verify_rows
+
+    try:
+        client = Client.from_state()
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    try:
+        info = _find_node(client, node, collaboration)
+        entries = client.node_ledger(int(info["id"]))
+    except HubError as exc:
+        _fail(str(exc))
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach the hub at {client.hub_url}: {exc}")
+    finally:
+        client.close()
+    rep = verify_rows([_row_of(d) for d in entries], [info["signing_key"]] if info.get("signing_key") else None)
+    lines = "".join(json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n" for d in entries)
+    if out is None:
+        sys.stdout.write(lines)
+    else:
+        tmp = out.with_name(out.name + ".tmp")  # nothing half-written: rename into place when complete
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(out)
+    where = f" to {out}" if out is not None else ""
+    msg = f"{len(entries)} entries of node {info['name']} (id {info['id']}){where}: hub copy {rep.summary()}"
+    if rep.ok:
+        err.print(msg)
+    else:
+        err.print(f"[red]{msg}[/red]")
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+def _find_node(client: Any, node: str, collaboration: int | None) -> dict[str, Any]:
+    if node.isdigit():
+        return client.request("GET", f"/api/nodes/{int(node)}")
+    params = {"collaboration_id": collaboration} if collaboration is not None else {}
+    found = [n for n in client.request("GET", "/api/nodes", params=params) if n["name"] == node]
+    if not found:
+        _fail(f"no node named {node!r} among the nodes you can see")
+    if len(found) > 1:
+        ids = ", ".join(f"{n['id']} (collaboration {n['collaboration_id']})" for n in found)
+        _fail(f"several nodes are named {node!r}: {ids}; pass --collaboration or the id")
+    return found[0]
 
 
 def register(app: typer.Typer) -> None:

@@ -358,5 +358,15 @@ class Client:
         """Change ``name`` or ``country``."""
         return self.request("PATCH", f"/api/organizations/{organization_id}", json=changes)
 
+    def node_ledger(self, node_id: int, after: int = 0, page: int = 1000) -> list[dict[str, Any]]:
+        """The hub copy of a node's ledger after entry ``after`` (all of it, fetched ``page`` entries at a time)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            batch = self.request("GET", f"/api/nodes/{node_id}/ledger", params={"after": after, "limit": page})
+            out.extend(batch)
+            if len(batch) < page:
+                return out
+            after = int(batch[-1]["seq"])
+
     def close(self) -> None:
         self.http.close()

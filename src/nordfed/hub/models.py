@@ -164,3 +164,19 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     task: Mapped[Task] = relationship(back_populates="runs")
+
+
+class LedgerEntry(Base):
+    """The hub copy of a node's ledger: entries as the node signed them (canonical JSON), append-only.
+
+    Verified on receipt (routers/ledger.py); the hub never updates or deletes a row. Deleting a node (allowed only
+    before its first run) takes its copy with it.
+    """
+
+    __tablename__ = "hub_ledger_entry"
+    node_id: Mapped[int] = mapped_column(ForeignKey("hub_node.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    entry: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

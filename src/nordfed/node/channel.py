@@ -1,5 +1,6 @@
 """The node's WebSocket to the hub (``/api/runs/channel``): claim the next run and report on runs, one JSON message
-each way instead of one HTTP request per call. Outbound only, like the rest of the node; TLS verified as for HTTP.
+each way instead of one HTTP request per call; the node also pushes its ledger entries here (the hub copy,
+:mod:`nordfed.hub.routers.ledger`). Outbound only, like the rest of the node; TLS verified as for HTTP.
 
 >>> ch = HubChannel.open("https://hub.example.org", token, verify=True)    # doctest: +SKIP
 >>> run = ch.next(timeout=30)                                              # doctest: +SKIP
@@ -78,6 +79,16 @@ class HubChannel:
         """Report progress, log lines, the sealed result and/or the final status of an active run."""
         reply = self._ask({"op": "update", "run_id": run_id, **fields}, 60.0)
         return reply["state"]
+
+    def ledger_head(self) -> tuple[int, str | None]:
+        """(seq, entry_hash) of the last entry the hub holds of this node's ledger; (0, None) when none."""
+        reply = self._ask({"op": "ledger_head"}, 30.0)
+        return int(reply["head"]), reply.get("hash")
+
+    def push_ledger(self, entries: list[dict[str, Any]]) -> int:
+        """Send ledger entries (``Entry.to_dict()``, consecutive) for the hub copy; returns the hub's new head."""
+        reply = self._ask({"op": "ledger", "entries": entries}, 60.0)
+        return int(reply["head"])
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

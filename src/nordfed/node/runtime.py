@@ -1,7 +1,7 @@
 """The node loop: log in to the hub (outbound only), recover after a crash, wait for runs on its channel (a
 WebSocket, :mod:`nordfed.node.channel`), check the node's own policy, run the partial in the warm worker, protect,
 sign, encrypt and report the result. Every run and every policy it starts with goes on the node's ledger (see
-:mod:`nordfed.node.audit`).
+:mod:`nordfed.node.audit`), which it pushes to the hub between runs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from nordfed.node.audit import NodeLedger
+from nordfed.node.audit import PUSH_IDLE_S, HubReplica, NodeLedger
 from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from nordfed.node.worker import WarmWorker, WorkerSpec
 from nordfed.policy.node import NodeConfig
@@ -82,6 +82,8 @@ class NodeRuntime:
         state.mkdir(parents=True, exist_ok=True)
         self.nonces = NonceLog(state / "seen_nonces.jsonl")
         self.ledger = NodeLedger(config, self.identity)
+        self.replica = HubReplica(self.ledger)
+        self._idle = True  # the last claim found no run
         try:
             self.ledger.check_intact()
             self.ledger.record_policy(config)
@@ -175,6 +177,15 @@ class NodeRuntime:
         rec = self._call("POST", "/api/nodes/me/session").json()
         log.info("node %s (id %s) online at %s; requeued %s, failed %s after crashes", s.name, s.node_id,
                  self.config.hub_url, rec.get("requeued", 0), rec.get("failed", 0))
+        self.replica.hub_head = None  # (re)connected: ask the hub what it holds, then push the rest
+        self.push_ledger()
+
+    def push_ledger(self, batches: int | None = None) -> None:
+        try:
+            self.replica.push(self._channel(), batches)
+        except ChannelRefused:  # 401: token expired or revoked; the next push catches up
+            self._close_channel()
+            self.login()
 
     def stop(self) -> None:
         self._close_channel()
@@ -236,8 +247,17 @@ class NodeRuntime:
                 self.patch(int(run["run_id"]), status="failed", log=f"[{self.config.name}] node error: {exc}")
 
     def next_run(self) -> dict[str, Any] | None:
+        """Claim the next run; ledger entries go to the hub before waiting, never between a claim and its answer:
+        all of them when idle, one batch at most every PUSH_EVERY_S while busy (the hub checks every signature)."""
+        if self.replica.due(self._idle):
+            self.push_ledger(None if self._idle else 1)
+        wait = self.config.poll_timeout_s
+        if self.replica.pending():
+            wait = min(wait, PUSH_IDLE_S)  # no run by then: idle, push at the next call
         try:
-            return self._channel().next(self.config.poll_timeout_s)
+            run = self._channel().next(wait)
+            self._idle = run is None
+            return run
         except ChannelRefused as exc:
             if exc.status != 401:
                 raise RuntimeError(f"claiming the next run: {exc}") from exc

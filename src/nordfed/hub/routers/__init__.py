@@ -1,6 +1,6 @@
 """One router per resource; ``ROUTERS`` is mounted under /api by ``create_app``."""
 
-from nordfed.hub.routers import auth, collaborations, nodes, organizations, runs, studies, tasks, users
+from nordfed.hub.routers import auth, collaborations, ledger, nodes, organizations, runs, studies, tasks, users
 
 ROUTERS = [
     auth.router,
@@ -8,6 +8,7 @@ ROUTERS = [
     users.router,
     collaborations.router,
     nodes.router,
+    ledger.router,
     studies.router,
     tasks.router,
     runs.router,

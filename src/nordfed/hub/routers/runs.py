@@ -22,6 +22,7 @@ from nordfed.hub.auth import Principal
 from nordfed.hub.deps import CurrentNode, Hub, HubState, PathId, forbidden, not_found, principal_for_token
 from nordfed.hub.dispatch import wait_for
 from nordfed.hub.models import Run
+from nordfed.hub.routers.ledger import ledger_op
 from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -181,7 +182,9 @@ async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -
             state = await hub.updater.update(node.id, run_id, patch)
             hub.dispatcher.seen(node.id)
             return _with_id(msg, {"op": "updated", "state": state.model_dump()})
-        raise ChannelError(400, f"unknown op {op!r}; expected 'next' or 'update'")
+        if op in ("ledger", "ledger_head"):  # the hub copy of the node's ledger: routers/ledger.py
+            return _with_id(msg, await ledger_op(hub, node.id, msg))
+        raise ChannelError(400, f"unknown op {op!r}; expected 'next', 'update', 'ledger' or 'ledger_head'")
     except json.JSONDecodeError:
         return {"op": "error", "status": 400, "detail": "message is not valid JSON"}
     except ValidationError as exc:
