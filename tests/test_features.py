@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from nordfed.features import analyses as A
 from nordfed.features import assemble, records
@@ -71,8 +72,9 @@ def build(url: str, n: int, seed: int):
     return cdm, pop
 
 
-def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
-    """FeatureExtraction's definitions computed directly in pandas from the raw tables."""
+def expected_long(cdm, pop: pd.DataFrame, end: int = 0) -> pd.DataFrame:
+    """FeatureExtraction's definitions computed directly in pandas from the raw tables (windows end ``end`` days
+    after index)."""
     p = pop.merge(cdm.query("SELECT * FROM person").astype({"gender_concept_id": np.int64}), left_on="subject_id",
                   right_on="person_id")
     idx = pd.to_datetime(p["cohort_start_date"])
@@ -94,10 +96,10 @@ def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
                                        ("measurement", "measurement_concept_id", "measurement_date", 700)):
         t = joined(table, date_col)
         for lo, aid in ((-365, base + 2), (-30, base + 4)):  # FeatureExtraction: 2 = long term, 4 = short term
-            w = t[(t["days"] >= lo) & (t["days"] <= 0)]
+            w = t[(t["days"] >= lo) & (t["days"] <= end)]
             out.append(pd.DataFrame({"row_id": w["row_id"], "covariate_id": w[col] * 1000 + aid, "v": 1.0}))
     m = joined("measurement", "measurement_date")
-    m = m[(m["days"] >= -365) & (m["days"] <= 0) & m["value_as_number"].notna()]
+    m = m[(m["days"] >= -365) & (m["days"] <= end) & m["value_as_number"].notna()]
     last = m.sort_values(["days", "measurement_id"]).groupby(["row_id", "measurement_concept_id", "unit_concept_id"])
     last = last.tail(1)
     out.append(pd.DataFrame({"row_id": last["row_id"], "v": last["value_as_number"],
@@ -106,7 +108,7 @@ def expected_long(cdm, pop: pd.DataFrame) -> pd.DataFrame:
     d = joined("drug_exposure", "drug_exposure_start_date")
     d["end_days"] = (pd.to_datetime(d["drug_exposure_end_date"]) - pd.to_datetime(d["cohort_start_date"])).dt.days
     for lo, aid in ((-365, 410), (-30, 412)):
-        w = d[(d["days"] <= 0) & (d["end_days"] >= lo)]
+        w = d[(d["days"] <= end) & (d["end_days"] >= lo)]
         groups = [(r, g * 1000 + aid) for r, c in zip(w["row_id"], w["drug_concept_id"], strict=True)
                   for g in DRUG_GROUPS[c]]
         out.append(pd.DataFrame(groups, columns=["row_id", "covariate_id"]).assign(v=1.0))
@@ -162,9 +164,10 @@ def test_join_path_serves_persons_with_several_index_dates(duckdb_url):
 
 
 @pytest.mark.parametrize("dense", [True, False])  # person lookup by array or by hash
-def test_scan_path_returns_the_join_paths_records(duckdb_url, dense):
+@pytest.mark.parametrize("rows", [slice(None, None, 2), slice(70, None)])  # every other person / ids from 71
+def test_scan_path_returns_the_join_paths_records(duckdb_url, dense, rows):
     cdm, pop = build(duckdb_url, n=120, seed=5)
-    pop = pop.iloc[::2]  # every other person: the others' records must be skipped
+    pop = pop.iloc[rows]  # the other persons' records must be skipped
     _, k = population_rows(pop)
     p = records.Population(pop, k, dense=dense)
     assert p.unique_persons
@@ -173,10 +176,27 @@ def test_scan_path_returns_the_join_paths_records(duckdb_url, dense):
                                  (A.MEASUREMENT_VALUES, (-400, -5))):
         scanned = pd.DataFrame(records.records(cdm, p, domain, start, end))
         joined = pd.DataFrame(records.fetch(cdm, domain.records_sql(start, end)))
-        assert len(scanned) > 15
+        assert len(scanned) > 5
         key = sorted(joined.columns)
         pd.testing.assert_frame_equal(scanned[key].sort_values(key, ignore_index=True),
                                       joined[key].sort_values(key, ignore_index=True), check_dtype=False)
+    scanned = pd.DataFrame(records.demographics(cdm, p)).sort_values("k", ignore_index=True)
+    joined = pd.DataFrame(records.fetch(cdm, A.demographics_sql())).sort_values("k", ignore_index=True)
+    assert len(scanned) == len(pop)
+    pd.testing.assert_frame_equal(scanned, joined[scanned.columns], check_dtype=False)
+
+
+@pytest.mark.parametrize(("settings", "end"), [({"end_days": -10}, -10), ({"end_days": 20}, 20),
+                                               ({"condition_long_term": False, "condition_short_term": False}, 0)])
+def test_windows_ending_off_index_and_charlson_without_condition_covariates(duckdb_url, settings, end):
+    # Charlson counts conditions up to index whatever the windows (the scan path takes it from their records)
+    cdm, pop = build(duckdb_url, n=120, seed=13)
+    data = extract_covariates(cdm, pop, CovariateSettings(**settings))
+    want = expected_long(cdm, pop, end).astype({"covariate_id": np.int64, "row_id": np.int64})
+    if "condition_long_term" in settings:
+        want = want[~(want["covariate_id"] % 1000).isin([102, 104])].reset_index(drop=True)
+    assert (want["covariate_id"] == 1901).sum() > 10
+    pd.testing.assert_frame_equal(long_of(data), want, check_dtype=False)
 
 
 def test_population_without_records_in_any_window(cdm_url):
@@ -204,15 +224,53 @@ def test_roll_up_and_last_values_pure():
     assert pairs == [(0, 70), (0, 80), (1, 70), (2, 70), (2, 80), (3, 90)]
     record, group_code, groups = assemble.roll_up(code, drugs, np.array([70, 70, 90]), np.array([7, 8, 9]))
     assert record is None and groups[group_code].tolist() == [70, 70, 70, 90]
+    # a drug in no group (9 here) loses its records, with one group per drug or several
+    for anc, desc, want in (([70, 70], [7, 8], [(0, 70), (1, 70), (2, 70)]),
+                            ([70, 70, 80], [7, 8, 8], [(0, 70), (0, 80), (1, 70), (2, 70), (2, 80)])):
+        record, group_code, groups = assemble.roll_up(code, drugs, np.array(anc), np.array(desc))
+        assert sorted(zip(record.tolist(), groups[group_code].tolist(), strict=True)) == want
     # the latest day wins, then the highest measurement_id; missing values and days before the window never do
     for second, oldest in ((1, -9), (2**40, -2**23)):  # keys fit one int64 / need a sort per key
         e = assemble.Entries()
         k = np.array([0, 0, 0, 0, second, second])
-        assemble.last_values(e, k, np.full(6, 5), np.full(6, 8713), np.array([-3, -1, -1, 0, oldest, -2]),
-                             np.array([1, 9, 4, 2, 3, 8]), np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 706)
+        assemble.last_values(e, k, *assemble.encode(np.full(6, 5)), np.full(6, 8713),
+                             np.array([-3, -1, -1, 0, oldest, -2]), np.array([1, 9, 4, 2, 3, 8]),
+                             np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 706)
         (b,) = e.blocks
         assert sorted(zip(b.k.tolist(), b.value.tolist(), strict=True)) == [(0, 2.0), (second, 5.0)]
         assert b.ids.tolist() == [5_713_706]
+
+
+def test_sparse_matrix_from_entries_matches_scipy_sums():
+    # enough entries for the two-thread build; repeated binary entries count once, values land on their cells
+    rng = np.random.default_rng(3)
+    n_rows, e = 50_000, assemble.Entries()
+    for ids in (np.array([7001, 5102, 9104]), np.arange(1000, 3000) * 1000 + 102):
+        n = 600_000
+        e.add(rng.integers(0, n_rows, n).astype(np.int32), rng.integers(0, len(ids), n).astype(np.int32), ids)
+    e.add(np.zeros(0, np.int32), np.zeros(0, np.int32), np.array([1]))  # an empty block is ignored
+    cells = rng.choice(n_rows * 40, 300_000, replace=False)  # unique (row, covariate) per continuous entry
+    for part, analysis in ((cells[:200_000], 706), (cells[200_000:], 901)):
+        ids = np.arange(40) * 1_000_000 + analysis
+        e.add((part // 40).astype(np.int32), (part % 40).astype(np.int32), ids, rng.normal(size=len(part)))
+    got, cov_ids = assemble.to_csr(e, n_rows)
+    blocks = [b for b in e.blocks if len(b.k)]
+    assert cov_ids.tolist() == sorted(set(np.concatenate([b.ids for b in blocks]).tolist()))
+    want = sum(sp.coo_matrix((np.ones(len(b.k)) if b.value is None else b.value,
+                              (b.k, np.searchsorted(cov_ids, b.ids)[b.code])), shape=got.shape).tocsr()
+               for b in blocks)
+    binary = ~np.isin(cov_ids % 1000, [706, 901])
+    want = want.tocsc()
+    for j in np.flatnonzero(binary):
+        want.data[want.indptr[j]:want.indptr[j + 1]] = 1.0
+    want = want.tocsr()
+    want.sort_indices()
+    assert got.has_sorted_indices and got.nnz == want.nnz
+    assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+    assert np.array_equal(got.data, want.data)
+    with pytest.raises(ValueError, match="repeat a row"):
+        e.add(np.array([0, 0], np.int32), np.array([0, 0], np.int32), np.array([3706]), np.array([1.0, 2.0]))
+        assemble.to_csr(e, n_rows)
 
 
 def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):

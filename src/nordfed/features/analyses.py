@@ -69,6 +69,13 @@ def demographics_sql() -> str:
             f"FROM {POP} c JOIN person p ON p.person_id = c.subject_id")
 
 
+def persons_sql(person_min: int, person_max: int) -> str:
+    """The person columns the demographics need, for an in-memory join (the scan path)."""
+    return ("SELECT person_id, CAST(gender_concept_id AS BIGINT) AS gender_concept_id, "
+            f"CAST(year_of_birth AS INTEGER) AS year_of_birth FROM person "
+            f"WHERE person_id BETWEEN {int(person_min)} AND {int(person_max)}")
+
+
 @dataclass(frozen=True)
 class Domain:
     """A domain table's records as the presence analyses see them.
@@ -99,14 +106,16 @@ class Domain:
                 f"WHERE {self.first} <= c.cohort_start_date + {int(end_day)} "
                 f"AND {self.last} >= c.cohort_start_date + {int(start_day)}{self._filters()}")
 
-    def scan_sql(self, first_max: str, last_min: str, person_min: int, person_max: int) -> str:
+    def scan_sql(self, first_max: str, last_min: str | None, person_min: int, person_max: int) -> str:
         """Without the join: ``person_id, concept_id, first, last, *extra`` of the records that may be in some
-        population row's window (ISO date bounds over all rows), for the caller to join in memory."""
+        population row's window (ISO date bounds over all rows; ``last_min`` None: no lower bound), for the
+        caller to join in memory."""
         last = "" if self.last == self.first else f", {self.last} AS last_date"
+        since = "" if last_min is None else f" AND {self.last} >= DATE '{last_min}'"
         return (f"SELECT person_id, CAST({self.concept} AS INTEGER) AS concept_id, {self.first} AS first_date{last}"
                 f"{self._extra()} FROM {self.table} "
                 f"WHERE person_id BETWEEN {int(person_min)} AND {int(person_max)} "
-                f"AND {self.first} <= DATE '{first_max}' AND {self.last} >= DATE '{last_min}'{self._filters()}")
+                f"AND {self.first} <= DATE '{first_max}'{since}{self._filters()}")
 
 
 def drug_groups_sql() -> str:
@@ -126,10 +135,10 @@ DOMAINS: dict[str, Domain] = {
                         "condition_start_date"),
     "procedure": Domain("procedure_occurrence", "procedure_concept_id", "procedure_date", "procedure_date"),
     "measurement": Domain("measurement", "measurement_concept_id", "measurement_date", "measurement_date"),
-    # exposures overlapping the window; only drugs in some group (rolled up to groups in numpy)
+    # exposures overlapping the window; rolled up to drug groups in numpy, which also drops drugs in none (a
+    # semi-join here would repeat the drug group query, over concept_ancestor, inside every scan)
     "drug": Domain("drug_exposure", "drug_concept_id", "drug_exposure_start_date",
-                   "COALESCE(drug_exposure_end_date, drug_exposure_start_date)",
-                   where=f"drug_concept_id IN (SELECT descendant_concept_id FROM ({drug_groups_sql()}) g)"),
+                   "COALESCE(drug_exposure_end_date, drug_exposure_start_date)"),
 }
 #: what the last-value analysis needs on top (measurement_id breaks ties between same-day values)
 MEASUREMENT_VALUES = Domain(
@@ -138,13 +147,21 @@ MEASUREMENT_VALUES = Domain(
            ("value", "CAST(value_as_number AS DOUBLE)")))
 
 
-def charlson_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None) -> str:
-    """FeatureExtraction's Charlson index from conditions recorded on or before the index date:
-    ``k, covariate_id, covariate_value`` (few rows: only persons with a Charlson condition)."""
+def charlson_concepts_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None) -> str:
+    """``cat, weight, concept_id``: the condition concepts of each Charlson category (its ancestors' descendants)."""
     cats = categories or CHARLSON_CATEGORIES
     values = ", ".join(f"({cat}, {weight}, {anc})" for cat, (_, weight, ancs) in cats.items() for anc in ancs)
-    concepts = (f"SELECT DISTINCT v.cat, v.weight, ca.descendant_concept_id AS concept_id FROM (VALUES {values}) "
-                "AS v(cat, weight, ancestor) JOIN concept_ancestor ca ON ca.ancestor_concept_id = v.ancestor")
+    return (f"SELECT DISTINCT CAST(v.cat AS INTEGER) AS cat, CAST(v.weight AS INTEGER) AS weight, "
+            f"CAST(ca.descendant_concept_id AS INTEGER) AS concept_id FROM (VALUES {values}) "
+            "AS v(cat, weight, ancestor) JOIN concept_ancestor ca ON ca.ancestor_concept_id = v.ancestor")
+
+
+def charlson_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None) -> str:
+    """FeatureExtraction's Charlson index from conditions recorded on or before the index date:
+    ``k, covariate_id, covariate_value`` (few rows: only persons with a Charlson condition). The scan path
+    computes the same from the condition records instead (:func:`nordfed.features.assemble.charlson`)."""
+    cats = categories or CHARLSON_CATEGORIES
+    concepts = charlson_concepts_sql(cats)
     hits = (f"SELECT DISTINCT c.k, cc.cat, cc.weight FROM {POP} c JOIN condition_occurrence co "
             f"ON co.person_id = c.subject_id AND co.condition_start_date <= c.cohort_start_date "
             f"JOIN ({concepts}) cc ON cc.concept_id = co.condition_concept_id")

@@ -10,6 +10,7 @@ turns the records into covariate entries and the entries into a CSR matrix (:mod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -182,5 +183,8 @@ def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSe
             records.collect(cdm, pop, s, entries)
         finally:
             records.unregister(cdm)
-    matrix, ids = assemble.to_csr(entries, len(rows))
-    return CovariateData(rows, ids, matrix, covariate_ref(cdm, ids))
+    with ThreadPoolExecutor(1, thread_name_prefix="nordfed-covariate-ref") as names:
+        # the concept name query runs while the matrix is built
+        ref = names.submit(covariate_ref, cdm, assemble.covariate_ids(entries))
+        matrix, ids = assemble.to_csr(entries, len(rows))
+        return CovariateData(rows, ids, matrix, ref.result())
