@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from nordfed.hub.app import create_app
-from nordfed.hub.server import HubServer
-from test_hub_support import PASSWORD, ROOT_PASSWORD, Api, Network, b64, build_network, hub_database
+from test_hub_support import PASSWORD, Api, Network, b64, served_network
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def net(request, tmp_path_factory) -> Network:
-    with (
-        hub_database(request.param, tmp_path_factory.mktemp("hub")) as url,
-        HubServer(create_app(url, root_password=ROOT_PASSWORD)) as server,
-    ):
-        yield build_network(server.url)
+    with served_network(request.param, tmp_path_factory.mktemp("hub")) as network:
+        yield network
 
 
 def new_user(net: Network, name: str, org: str = "A", roles: tuple[str, ...] = ("researcher",)) -> Api:

@@ -13,9 +13,7 @@ from typer.testing import CliRunner
 
 from nordfed.cli import app
 from nordfed.client.api import Client, HubError
-from nordfed.hub.app import create_app
-from nordfed.hub.server import HubServer
-from test_hub_support import PASSWORD, ROOT_PASSWORD, Api, Network, b64, build_network, hub_database
+from test_hub_support import PASSWORD, Api, Network, b64, served_network
 
 pytestmark = pytest.mark.network
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -23,11 +21,8 @@ STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def net(request, tmp_path_factory) -> Network:
-    with (
-        hub_database(request.param, tmp_path_factory.mktemp("hub")) as url,
-        HubServer(create_app(url, root_password=ROOT_PASSWORD)) as server,
-    ):
-        yield build_network(server.url)
+    with served_network(request.param, tmp_path_factory.mktemp("hub")) as network:
+        yield network
 
 
 def study(net: Network, api: Api, name: str, expect: int = 201, **extra) -> dict:

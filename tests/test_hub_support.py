@@ -171,3 +171,13 @@ def build_network(url: str) -> Network:
     for name, o in (("node_a", "A"), ("node_b", "B")):
         net.new_node(name, o)
     return net
+
+
+@contextmanager
+def served_network(kind: str, folder: Path) -> Iterator[Network]:
+    """A real hub (uvicorn thread) on a fresh database of ``kind`` with :func:`build_network`'s principals."""
+    from nordfed.hub.app import create_app
+    from nordfed.hub.server import HubServer
+
+    with hub_database(kind, folder) as url, HubServer(create_app(url, root_password=ROOT_PASSWORD)) as server:
+        yield build_network(server.url)

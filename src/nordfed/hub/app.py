@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nordfed import __version__
 from nordfed.hub.admin import create_root
+from nordfed.hub.dashboard import router as dashboard_router
 from nordfed.hub.db import open_hub_db
 from nordfed.hub.deps import HubState
 from nordfed.hub.routers import ROUTERS
@@ -108,4 +109,5 @@ def create_app(
     app.add_exception_handler(OperationalError, _database_down)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
+    app.include_router(dashboard_router)  # HTML pages at / and /dashboard, outside the OpenAPI schema
     return app
