@@ -2,7 +2,7 @@
 each way instead of one HTTP request per call; the node also pushes its ledger entries here (the hub copy,
 :mod:`nordfed.hub.routers.ledger`). Outbound only, like the rest of the node; TLS verified as for HTTP.
 
->>> ch = HubChannel.open("https://hub.example.org", token, verify=True)    # doctest: +SKIP
+>>> ch = HubChannel.open("https://hub.example.org", token)                # doctest: +SKIP
 >>> run = ch.next(timeout=30)                                              # doctest: +SKIP
 >>> ch.update(run["run_id"], status="completed", result=blob)              # doctest: +SKIP
 """
@@ -37,15 +37,14 @@ class HubChannel:
         self._ws, self._stack = ws, stack
 
     @classmethod
-    def open(cls, hub_url: str, token: str, verify: bool | str = True, timeout: float = 10.0) -> HubChannel:
-        """Connect with the node's bearer token; ``verify`` as for httpx (False only for plain http)."""
+    def open(cls, hub_url: str, token: str, tls: ssl.SSLContext | None = None, timeout: float = 10.0) -> HubChannel:
+        """Connect with the node's bearer token; an https hub is verified with ``tls`` (default: the system CAs)."""
         base = hub_url.rstrip("/")
-        tls: ssl.SSLContext | None = None
         if base.startswith("https://"):
-            tls = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            tls = tls or ssl.create_default_context()
             url = "wss://" + base[len("https://"):]
         else:
-            url = "ws://" + base.removeprefix("http://")
+            tls, url = None, "ws://" + base.removeprefix("http://")
         stack = contextlib.ExitStack()
         try:
             ws = stack.enter_context(connect(

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,11 +93,11 @@ class NodeRuntime:
             self.nonces.close()
             raise
         # TLS is always verified when used: against the system CAs or the CA file the node pins
-        verify: bool | str = config.hub_url.startswith("https")
-        if verify and config.tls_ca_file is not None:
-            verify = str(config.tls_ca_file)
-        self.verify = verify
-        self.http = httpx.Client(base_url=config.hub_url.rstrip("/"), verify=verify, timeout=httpx.Timeout(10.0))
+        self.tls: ssl.SSLContext | None = None
+        if config.hub_url.startswith("https"):
+            self.tls = ssl.create_default_context(cafile=str(config.tls_ca_file) if config.tls_ca_file else None)
+        self.http = httpx.Client(base_url=config.hub_url.rstrip("/"), verify=self.tls or False,
+                                 timeout=httpx.Timeout(10.0))
         self.channel: HubChannel | None = None
         self.session: Session | None = None
         self.worker: WarmWorker | None = None
@@ -140,10 +141,10 @@ class NodeRuntime:
         if self.channel is None:
             assert self.session is not None
             try:
-                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.verify)
+                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.tls)
             except ChannelRefused:  # token expired or revoked: log in again once
                 self.login()
-                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.verify)
+                self.channel = HubChannel.open(self.config.hub_url, self.session.token, self.tls)
         return self.channel
 
     def _close_channel(self) -> None:
