@@ -102,6 +102,7 @@ def demo(
                       "every result was signed by its node and end-to-end encrypted to the researcher")
         if keep_running:
             console.print(f"\n[bold]network is up[/bold] — hub {net.hub_url} (API docs {net.hub_url}/docs)\n"
+                          f"  dashboard {net.hub_url}/dashboard (log in as {net.researcher} / {net.password})\n"
                           f"  NORDFED_HOME={wd / 'cli-home'} nordfed login --hub {net.hub_url} "
                           f"--username {net.researcher} --password {net.password}\n"
                           f"  (new keys must be pinned in nodes/*/node.yaml; or use the demo researcher's home: "
