@@ -93,7 +93,10 @@ def test_plp_recovers_the_ground_truth_at_small_scale(plp_run: tuple[dict, Path,
     # ~110 events: SE of an AUROC difference between two correlated scores ~0.02; allow 0.05
     assert abs(gt["auroc_difference"]) < 0.05
     by_name = {f["name"]: f for f in gt["factors"]}
-    assert by_name["emergency_surgery"]["status"] == "not represented"  # no visit-type analysis
+    # the index visit's type through the visit concept counts, the smoking status through the observations
+    assert 262 * 1000 + 923 in by_name["emergency_surgery"]["covariates"]
+    assert 2000000400 * 1000 + 802 in by_name["current_smoker"]["covariates"]
+    assert by_name["emergency_surgery"]["status"] != "not represented"
     main = [by_name[n] for n in gt["main_factors"]]
     assert len(main) >= 3
     assert not [f["name"] for f in main if f["status"] == "wrong sign"]

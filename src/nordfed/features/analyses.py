@@ -24,7 +24,10 @@ DRUG_GROUP_LONG, DRUG_GROUP_SHORT = 410, 412  # DrugGroupEraLongTerm / ShortTerm
 PROCEDURE_LONG, PROCEDURE_SHORT = 502, 504  # ProcedureOccurrenceLongTerm / ShortTerm
 MEASUREMENT_LONG, MEASUREMENT_SHORT = 702, 704  # MeasurementLongTerm / ShortTerm
 MEASUREMENT_VALUE_LONG = 706  # MeasurementValueLongTerm (FE keys it by measurement-unit; we take the last value)
+OBSERVATION_LONG, OBSERVATION_SHORT = 802, 804  # ObservationLongTerm / ShortTerm
 CHARLSON = 901
+# VisitConceptCountLongTerm / ShortTerm: visits overlapping the window, counted per visit_concept_id
+VISIT_CONCEPT_COUNT_LONG, VISIT_CONCEPT_COUNT_SHORT = 923, 925
 
 ANALYSIS_NAMES: dict[int, str] = {
     GENDER: "gender", AGE_GROUP: "age group", INDEX_YEAR: "index year", INDEX_MONTH: "index month",
@@ -32,10 +35,14 @@ ANALYSIS_NAMES: dict[int, str] = {
     DRUG_GROUP_LONG: "drug group exposure, long term", DRUG_GROUP_SHORT: "drug group exposure, short term",
     PROCEDURE_LONG: "procedure occurrence, long term", PROCEDURE_SHORT: "procedure occurrence, short term",
     MEASUREMENT_LONG: "measurement, long term", MEASUREMENT_SHORT: "measurement, short term",
-    MEASUREMENT_VALUE_LONG: "measurement value (last), long term", CHARLSON: "Charlson comorbidity index",
+    MEASUREMENT_VALUE_LONG: "measurement value (last), long term",
+    OBSERVATION_LONG: "observation, long term", OBSERVATION_SHORT: "observation, short term",
+    CHARLSON: "Charlson comorbidity index",
+    VISIT_CONCEPT_COUNT_LONG: "visit concept count, long term",
+    VISIT_CONCEPT_COUNT_SHORT: "visit concept count, short term",
 }
 #: analyses whose values are not 0/1
-CONTINUOUS = frozenset({MEASUREMENT_VALUE_LONG, CHARLSON})
+CONTINUOUS = frozenset({MEASUREMENT_VALUE_LONG, CHARLSON, VISIT_CONCEPT_COUNT_LONG, VISIT_CONCEPT_COUNT_SHORT})
 
 #: FeatureExtraction's (v2) Charlson categories: id → (name, weight, ancestor concept ids)
 CHARLSON_CATEGORIES: dict[int, tuple[str, int, tuple[int, ...]]] = {
@@ -135,6 +142,10 @@ DOMAINS: dict[str, Domain] = {
                         "condition_start_date"),
     "procedure": Domain("procedure_occurrence", "procedure_concept_id", "procedure_date", "procedure_date"),
     "measurement": Domain("measurement", "measurement_concept_id", "measurement_date", "measurement_date"),
+    "observation": Domain("observation", "observation_concept_id", "observation_date", "observation_date"),
+    # FE's ConceptCounts.sql: a visit counts in every window it overlaps (so the index visit counts, endDays = 0)
+    "visit": Domain("visit_occurrence", "visit_concept_id", "visit_start_date",
+                    "COALESCE(visit_end_date, visit_start_date)"),
     # exposures overlapping the window; rolled up to drug groups in numpy, which also drops drugs in none (a
     # semi-join here would repeat the drug group query, over concept_ancestor, inside every scan)
     "drug": Domain("drug_exposure", "drug_concept_id", "drug_exposure_start_date",

@@ -196,6 +196,27 @@ def windows(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.ndar
         entries.add(k.take(inside), code.take(inside), ids + analysis_id)
 
 
+def counts(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.ndarray, day: np.ndarray,
+           starts: Sequence[tuple[int, int]]) -> None:
+    """Number of records of each concept (``concepts[code]``) per row in each ``(start_day, analysis_id)``
+    window, FeatureExtraction's ``COUNT(*)`` of the records overlapping it; the records all reach the window end."""
+    if not len(k):
+        return
+    ids = concepts.astype(np.int64) * 1000
+    low = int(day.min())
+    for start, analysis_id in starts:
+        inside = None if start <= low else np.flatnonzero(day >= start)
+        kk, cc = (k, code) if inside is None else (k.take(inside), code.take(inside))
+        if not len(kk):
+            continue
+        key = kk.astype(np.int64)
+        key *= len(concepts)
+        key += cc
+        pair, n = np.unique(key, return_counts=True)
+        entries.add((pair // len(concepts)).astype(np.int32), (pair % len(concepts)).astype(np.int32),
+                    ids + analysis_id, n.astype(np.float64))
+
+
 def roll_up(code: np.ndarray, concepts: np.ndarray, ancestor: np.ndarray,
             descendant: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Records coded ``concepts[code]`` rolled up to the groups (``ancestor``) their concept belongs to:

@@ -26,7 +26,11 @@ from nordfed.omop.store import CDM
 
 @dataclass(frozen=True)
 class CovariateSettings:
-    """Which analyses to run and their windows (days relative to the index date, inclusive)."""
+    """Which analyses to run and their windows (days relative to the index date, inclusive).
+
+    Defaults follow FeatureExtraction's ``createDefaultCovariateSettings`` where it has the analysis: its
+    visit concept counts are off there (``isDefault`` FALSE in PrespecAnalyses.csv), so they are here.
+    """
 
     gender: bool = True
     age_group: bool = True
@@ -41,7 +45,11 @@ class CovariateSettings:
     measurement_long_term: bool = True
     measurement_short_term: bool = True
     measurement_value_long_term: bool = True
+    observation_long_term: bool = True
+    observation_short_term: bool = True
     charlson_index: bool = True
+    visit_concept_count_long_term: bool = False
+    visit_concept_count_short_term: bool = False
     long_term_start_days: int = -365
     short_term_start_days: int = -30
     end_days: int = 0
@@ -63,7 +71,8 @@ class CovariateSettings:
                                   (self.index_year, A.INDEX_YEAR), (self.index_month, A.INDEX_MONTH)) if flag]
 
     def windows(self, domain: str) -> list[tuple[int, int]]:
-        """``(start_day, analysis_id)`` of the presence analyses chosen for ``domain``."""
+        """``(start_day, analysis_id)`` of the window analyses chosen for ``domain`` (presence; for ``visit``,
+        counts)."""
         lo, so = self.long_term_start_days, self.short_term_start_days
         table = {
             "condition": ((self.condition_long_term, lo, A.CONDITION_LONG),
@@ -74,6 +83,10 @@ class CovariateSettings:
                             (self.measurement_short_term, so, A.MEASUREMENT_SHORT)),
             "drug": ((self.drug_group_long_term, lo, A.DRUG_GROUP_LONG),
                      (self.drug_group_short_term, so, A.DRUG_GROUP_SHORT)),
+            "observation": ((self.observation_long_term, lo, A.OBSERVATION_LONG),
+                            (self.observation_short_term, so, A.OBSERVATION_SHORT)),
+            "visit": ((self.visit_concept_count_long_term, lo, A.VISIT_CONCEPT_COUNT_LONG),
+                      (self.visit_concept_count_short_term, so, A.VISIT_CONCEPT_COUNT_SHORT)),
         }[domain]
         return [(start, a) for flag, start, a in table if flag]
 

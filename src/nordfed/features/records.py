@@ -280,10 +280,15 @@ def _steps(cdm: CDM, pop: Population, s: CovariateSettings, entries: Entries) ->
     wins = s.windows("drug")
     if wins:
         steps.append((partial(_drug_records, cdm, pop, min(w[0] for w in wins), end), partial(_drugs, entries, wins)))
-    wins = s.windows("procedure")
+    for domain in ("procedure", "observation"):
+        wins = s.windows(domain)
+        if wins:
+            steps.append((partial(records, cdm, pop, A.DOMAINS[domain], min(w[0] for w in wins), end),
+                          partial(_presence, entries, wins)))
+    wins = s.windows("visit")
     if wins:
-        steps.append((partial(records, cdm, pop, A.DOMAINS["procedure"], min(w[0] for w in wins), end),
-                      partial(_presence, entries, wins)))
+        steps.append((partial(records, cdm, pop, A.DOMAINS["visit"], min(w[0] for w in wins), end),
+                      partial(_visit_counts, entries, wins)))
     if s.charlson_index and not charlson_scan:
         steps.append((partial(fetch, cdm, A.charlson_sql()),
                       lambda r: entries.add_ids(r["k"], r["covariate_id"], r["covariate_value"])))
@@ -327,6 +332,10 @@ def _conditions(entries: Entries, n_rows: int, wins: list[tuple[int, int]], star
 
 def _presence(entries: Entries, wins: list[tuple[int, int]], r: dict[str, np.ndarray]) -> None:
     assemble.windows(entries, r["k"], *assemble.encode(r["concept_id"]), r["day"], wins)
+
+
+def _visit_counts(entries: Entries, wins: list[tuple[int, int]], r: dict[str, np.ndarray]) -> None:
+    assemble.counts(entries, r["k"], *assemble.encode(r["concept_id"]), r["day"], wins)
 
 
 def _measurements(entries: Entries, wins: list[tuple[int, int]], value_start: int, r: dict[str, np.ndarray]) -> None:

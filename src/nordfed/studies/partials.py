@@ -156,7 +156,8 @@ def _survival_frame(cdm: CDM, params: dict[str, Any], cov: dict[str, Any]) -> pd
 _MINIMAL_COVARIATES = {name: name == "gender" for name in (
     "gender", "age_group", "index_year", "index_month", "condition_long_term", "condition_short_term",
     "drug_group_long_term", "drug_group_short_term", "procedure_long_term", "procedure_short_term",
-    "measurement_long_term", "measurement_short_term", "measurement_value_long_term", "charlson_index")}
+    "measurement_long_term", "measurement_short_term", "measurement_value_long_term", "observation_long_term",
+    "observation_short_term", "charlson_index", "visit_concept_count_long_term", "visit_concept_count_short_term")}
 
 
 @dataset("survival")

@@ -7,13 +7,14 @@ of its concepts or their descendants (presence analyses for binary variables, th
 for lab values), the age-group covariates for age and the gender covariates for sex. The variable's fitted
 *effect* is then
 
-- binary: the sum of the matched coefficients (the logit change when the record is present);
+- binary: the sum of the matched coefficients (the logit change when the record is present; a visit type is
+  matched by the visit concept counts, whose coefficients apply per visit, on the normalised scale);
 - lab value: the sum of the matched value coefficients (the sign of the value's effect);
 - age: the least-squares slope of the age-group coefficients on the group's middle age (per 10 years);
 - male: coefficient of male minus coefficient of female (an absent covariate counts 0).
 
 A variable is *recovered* when its effect is non-zero with the truth's sign; variables with no covariate
-(e.g. the visit type) are reported as not represented.
+(e.g. the visit type when visit concept counts are off) are reported as not represented.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _PRESENCE = {
     "drug_exposure": (A.DRUG_GROUP_LONG, A.DRUG_GROUP_SHORT),
     "procedure_occurrence": (A.PROCEDURE_LONG, A.PROCEDURE_SHORT),
     "measurement": (A.MEASUREMENT_LONG, A.MEASUREMENT_SHORT),
+    "observation": (A.OBSERVATION_LONG, A.OBSERVATION_SHORT),
+    "visit_occurrence": (A.VISIT_CONCEPT_COUNT_LONG, A.VISIT_CONCEPT_COUNT_SHORT),
 }
 MALE, FEMALE = 8507, 8532
 
