@@ -185,7 +185,9 @@ def calibration_plot(table: Sequence[Any], intercept: float | None = None, slope
         err = [(p["expected"], p["observed"], p["lower"], p["upper"]) for p in shown if p["lower"] is not None]
         if err:
             x, y, lo, hi = map(np.asarray, zip(*err, strict=True))
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", ecolor=PALETTE[0], alpha=0.55, lw=1, capsize=2,
+            # at an observed rate of 0 or 1 the Wilson bound equals it up to rounding, which may come out negative
+            yerr = [np.clip(y - lo, 0.0, None), np.clip(hi - y, 0.0, None)]
+            ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=PALETTE[0], alpha=0.55, lw=1, capsize=2,
                         label="95% CI (Wilson)")
         bits = []
         if intercept is not None:
