@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from nordfed.synth import vocabulary as v
-from nordfed.synth.events import Events, choose, uniform_days
+from nordfed.synth.events import Events, choose, day, uniform_days
 from nordfed.synth.labs import emit_labs
 from nordfed.synth.population import People
 from nordfed.synth.profiles import SiteProfile
@@ -77,13 +77,21 @@ def make_visits(rng: np.random.Generator, prof: SiteProfile, people: People, ev:
     rows = ev.add("visit", person=person, start=start, end=end, concept=concept)
     n_vis = np.bincount(person, minlength=people.n)
     offsets = np.concatenate([[0], np.cumsum(n_vis)[:-1]])
+    # the share of the span a person would be observed alive that they are observed (1 unless death or exit)
+    observed = (people.obs_end - people.obs_start + 1) / np.maximum(day(prof.data_end) - people.obs_start + 1, 1)
     return {"row": rows, "person": person, "start": start, "end": end, "concept": concept,
-            "n": n_vis, "offset": offsets}
+            "n": n_vis, "offset": offsets, "observed": np.clip(observed, 0.0, 1.0)}
 
 
-def _random_visit(rng: np.random.Generator, visits: dict[str, np.ndarray], persons: np.ndarray) -> np.ndarray:
-    """Index (into the ``visits`` arrays) of a random background visit of each person (who must have one)."""
-    return visits["offset"][persons] + np.floor(rng.random(len(persons)) * visits["n"][persons]).astype(np.int64)
+def _random_visit(rng: np.random.Generator, visits: dict[str, np.ndarray],
+                  persons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A random background visit for each record of ``persons`` (who must have one): (persons kept, visit index).
+
+    A record is kept with the share of the span the person is observed: a uniform visit alone would crowd the
+    records of someone who dies soon into the time before their death, so that having a record in the year before
+    an index date would foretell the death (the future leaking into the covariates)."""
+    keep = persons[rng.random(len(persons)) < visits["observed"][persons]]
+    return keep, visits["offset"][keep] + np.floor(rng.random(len(keep)) * visits["n"][keep]).astype(np.int64)
 
 
 def chronic_conditions(rng: np.random.Generator, prof: SiteProfile, people: People, visits: dict[str, np.ndarray],
@@ -102,7 +110,7 @@ def chronic_conditions(rng: np.random.Generator, prof: SiteProfile, people: Peop
         if len(who) == 0:
             continue
         person = np.repeat(who, 1 + rng.poisson(1.5, len(who)))
-        local = _random_visit(rng, visits, person)
+        person, local = _random_visit(rng, visits, person)
         ev.add("condition", person=person, start=visits["start"][local], concept=coded(rng, prof, coarse, len(person)),
                visit=visits["row"][local])
         for drug, p in drugs:
@@ -116,7 +124,7 @@ def prescriptions(rng: np.random.Generator, people: People, visits: dict[str, np
     person = np.repeat(users, repeats)
     if len(person) == 0:
         return
-    local = _random_visit(rng, visits, person)
+    person, local = _random_visit(rng, visits, person)
     start = visits["start"][local]
     days = np.asarray(supply)[rng.integers(0, len(supply), len(person))]
     ev.add("drug", person=person, start=start, end=np.minimum(start + days - 1, people.obs_end[person]),
@@ -157,25 +165,25 @@ def person_events(rng: np.random.Generator, prof: SiteProfile, people: People, v
     adult = has_visit & (age >= 18)
     smoker_share = 0.27 if prof.code == "EE" else 0.17
     who = np.flatnonzero(adult & (rng.random(people.n) < 0.6))
-    local = _random_visit(rng, visits, who)
+    who, local = _random_visit(rng, visits, who)
     kind = choose(rng, ((v.CURRENT_SMOKER, smoker_share), (v.FORMER_SMOKER, 0.3), (v.NEVER_SMOKER, 0.7 - smoker_share)),
                   len(who))
     ev.add("observation", person=who, start=visits["start"][local], concept=kind, visit=visits["row"][local])
     fam = np.flatnonzero(adult & (rng.random(people.n) < 0.03))
-    local = _random_visit(rng, visits, fam)
+    fam, local = _random_visit(rng, visits, fam)
     ev.add("observation", person=fam, start=visits["start"][local], concept=v.FAMILY_HISTORY_CRC,
            visit=visits["row"][local])
     colo = np.flatnonzero(has_visit & (age >= 50) & (rng.random(people.n) < 0.12))
-    local = _random_visit(rng, visits, colo)
+    colo, local = _random_visit(rng, visits, colo)
     ev.add("procedure", person=colo, start=visits["start"][local], concept=v.COLONOSCOPY, visit=visits["row"][local])
     other = people.cohort == 0
     uc = np.flatnonzero(status[v.ULCERATIVE_COLITIS] & other & has_visit & (rng.random(people.n) < 0.15))
-    local = _random_visit(rng, visits, uc)
+    uc, local = _random_visit(rng, visits, uc)
     ev.add("procedure", person=uc, start=visits["start"][local], concept=v.TOTAL_COLECTOMY, visit=visits["row"][local])
     no_resection = np.ones(people.n, dtype=bool)
     no_resection[uc] = False
     palliative = np.flatnonzero(other & no_resection & has_visit & (age >= 60) & (rng.random(people.n) < 0.003))
-    local = _random_visit(rng, visits, palliative)
+    palliative, local = _random_visit(rng, visits, palliative)
     ev.add("condition", person=palliative, start=visits["start"][local],
            concept=coded(rng, prof, v.COLON_CANCER, len(palliative)), visit=visits["row"][local])
 
@@ -187,7 +195,7 @@ def vitals(rng: np.random.Generator, prof: SiteProfile, people: People, visits: 
     height = np.where(people.male, 180.0, 166.0) + rng.normal(0, 6.5, people.n)
     bmi = 26.0 + 7.0 * status[v.OBESITY] + rng.normal(0, 3.5, people.n)
     who = np.flatnonzero(adult & (rng.random(people.n) < 0.5))
-    local = _random_visit(rng, visits, who)
+    who, local = _random_visit(rng, visits, who)
     emit_labs(prof, ev, who, visits["start"][local], v.BODY_HEIGHT, np.round(height[who]), visits["row"][local])
     rows = np.flatnonzero((rng.random(len(visits["person"])) < 0.08) & adult[visits["person"]])
     p = visits["person"][rows]
