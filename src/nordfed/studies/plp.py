@@ -159,24 +159,23 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
                                            {"covariate_ids": plan.covariate_ids}, fed.sites[:1])
              [fed.sites[0]]["names"].items()}
     cap = covariate_cap(per_site, spec.model.cv_folds, pp.max_covariates)
+    # copies first, then the cap: a slot under the cap must not go to a covariate dropped as a copy afterwards
+    dropped = identical_covariates(fed, {**params, "builder": "study", "covariate_ids": plan.covariate_ids,
+                                         "max_values": {str(k): v for k, v in plan.max_values.items()}})
+    if dropped:
+        plan.removed["identical to another"] = sorted(dropped)
+        plan.covariate_ids = [c for c in plan.covariate_ids if c not in dropped]
     if len(plan.covariate_ids) > cap:
         ranked = sorted(plan.covariate_ids, key=lambda c: (-plan.counts.get(c, 0), c))
         keep = set(ranked[:cap])
         plan.removed["beyond max_covariates"] = [c for c in plan.covariate_ids if c not in keep]
         plan.covariate_ids = [c for c in plan.covariate_ids if c in keep]
-        plan.max_values = {c: v for c, v in plan.max_values.items() if c in keep}
+    kept = set(plan.covariate_ids)
+    plan.max_values = {c: v for c, v in plan.max_values.items() if c in kept}
     out["preprocessing"] = {"n": plan.n, "covariates": len(plan.covariate_ids), "cap": cap,
                             "removed": {k: len(v) for k, v in plan.removed.items()}}
     dataset = {**params, "builder": "study", "covariate_ids": plan.covariate_ids,
                "max_values": {str(k): v for k, v in plan.max_values.items()}}
-    dropped = identical_covariates(fed, dataset)
-    if dropped:
-        plan.removed["identical to another"] = sorted(dropped)
-        plan.covariate_ids = [c for c in plan.covariate_ids if c not in dropped]
-        out["preprocessing"]["removed"]["identical to another"] = len(dropped)
-        out["preprocessing"]["covariates"] = len(plan.covariate_ids)
-        dataset = {**dataset, "covariate_ids": plan.covariate_ids,
-                   "max_values": {str(k): v for k, v in plan.max_values.items() if k not in dropped}}
     covariates = [str(c) for c in plan.covariate_ids]
     out["preprocessing"]["plan"] = {"covariate_ids": dataset["covariate_ids"], "max_values": dataset["max_values"]}
     tick("model")
