@@ -227,6 +227,18 @@ def test_node_session_requeues_crashed_runs_then_fails_them(net):
     assert "node crashed 3 times" in state["runs"][0]["log"]
 
 
+def test_a_node_found_idle_is_asked_again_once_a_run_is_requeued_for_it(net):
+    """The hub skips the database for a node whose last claim found nothing until it is notified; a crash recovery
+    that requeues its run must notify it, or the run would never be handed out again."""
+    node = net.new_node("idle_then_requeued")
+    task = net.task(net.researcher_a, [node])
+    assert node.call("GET", "/runs/next", params={"timeout": 5})["task_id"] == task["id"]
+    assert node.request("GET", "/runs/next", params={"timeout": 0}).status_code == 204  # now marked idle
+    assert node.call("POST", "/nodes/me/session") == {"requeued": 1, "failed": 0}
+    again = node.call("GET", "/runs/next", params={"timeout": 0})
+    assert again["task_id"] == task["id"]
+
+
 @pytest.mark.parametrize(
     ("statuses", "cancelled", "expected"),
     [

@@ -51,20 +51,14 @@ class HubState:
     @contextmanager
     def tx(self) -> Iterator[Session]:
         """One short transaction: commit on success, roll back on error; duplicates become 409."""
-        try:
-            with self.db.sessions.begin() as session:
-                yield session
-        except IntegrityError as exc:
-            raise HTTPException(409, "conflicts with existing data (duplicate name or unknown reference)") from exc
+        with _conflict_is_409(), self.db.sessions.begin() as session:
+            yield session
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """:meth:`tx` without the ORM, for the hot paths (a Session costs more CPU than their statements)."""
-        try:
-            with self.db.engine.begin() as con:
-                yield con
-        except IntegrityError as exc:
-            raise HTTPException(409, "conflicts with existing data (duplicate name or unknown reference)") from exc
+        with _conflict_is_409(), self.db.engine.begin() as con:
+            yield con
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:
@@ -112,6 +106,14 @@ class HubState:
             self.collab_held = {k: t for k, t in self.collab_held.items() if t > now}
         self.collab_held[collaboration_id] = now + hold
         self.collab_cache.pop(collaboration_id, None)
+
+
+@contextmanager
+def _conflict_is_409() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise HTTPException(409, "conflicts with existing data (duplicate name or unknown reference)") from exc
 
 
 @dataclass(frozen=True)

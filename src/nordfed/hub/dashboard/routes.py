@@ -16,7 +16,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import delete
 
 import nordfed
 from nordfed import __version__
@@ -24,8 +23,7 @@ from nordfed.hub import auth
 from nordfed.hub.auth import Principal, token_digest
 from nordfed.hub.dashboard import session, views
 from nordfed.hub.deps import HubState
-from nordfed.hub.models import Token
-from nordfed.hub.routers.auth import user_token
+from nordfed.hub.routers.auth import revoke_token, user_token
 from nordfed.hub.schemas import TokenRequest
 
 router = APIRouter(include_in_schema=False)
@@ -192,11 +190,6 @@ async def login(request: Request) -> Response:
     return response
 
 
-def _revoke(hub: HubState, digest: str) -> None:
-    with hub.tx() as s:
-        s.execute(delete(Token).where(Token.token_hash == digest))
-
-
 @router.post("/dashboard/logout")
 async def logout(request: Request) -> Response:
     """Revoke the session's token (as POST /api/token/revoke) and clear the cookie."""
@@ -209,9 +202,7 @@ async def logout(request: Request) -> Response:
         return _error(request, HTTPException(403, "logout refused: the form did not come from this page"))
     token = request.cookies.get(session.SESSION_COOKIE)
     if token:
-        digest = token_digest(token)
-        await hub.db.run(_revoke, hub, digest)
-        hub.tokens.forget(digests=[digest])
+        await hub.db.run(revoke_token, hub, token_digest(token))
     response = RedirectResponse("/dashboard/login", status_code=303, headers=HEADERS)
     session.clear_session_cookie(response, request)
     return response

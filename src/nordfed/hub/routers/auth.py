@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 
 from nordfed import __version__
 from nordfed.hub.auth import DUMMY_HASH, api_key_id, issue_token, token_digest, verify_secret
-from nordfed.hub.deps import CurrentPrincipal, Hub
+from nordfed.hub.deps import CurrentPrincipal, Hub, HubState
 from nordfed.hub.models import Node, Token, User
 from nordfed.hub.schemas import HealthOut, NodeTokenOut, NodeTokenRequest, RevokedOut, TokenOut, TokenRequest
 
@@ -70,10 +70,15 @@ def node_token(body: NodeTokenRequest, hub: Hub) -> NodeTokenOut:
         )
 
 
-@router.post("/token/revoke", response_model=RevokedOut)
-def revoke_own_token(hub: Hub, digest: CallerToken) -> RevokedOut:
-    """Logout: the token of this request stops working at once (users and nodes)."""
+def revoke_token(hub: HubState, digest: str) -> int:
+    """Delete one token (by digest) and drop it from the cache, so the very next request with it is refused."""
     with hub.tx() as s:
         revoked = s.execute(delete(Token).where(Token.token_hash == digest)).rowcount or 0
     hub.tokens.forget(digests=[digest])
-    return RevokedOut(revoked=revoked)
+    return revoked
+
+
+@router.post("/token/revoke", response_model=RevokedOut)
+def revoke_own_token(hub: Hub, digest: CallerToken) -> RevokedOut:
+    """Logout: the token of this request stops working at once (users and nodes)."""
+    return RevokedOut(revoked=revoke_token(hub, digest))

@@ -126,7 +126,7 @@ async def ledger_op(hub: HubState, node_id: int, msg: Mapping[str, Any]) -> dict
     if extra:
         raise HTTPException(422, f"{extra[0]}: extra fields not permitted")
     if msg.get("op") == "ledger_head":
-        return await run_in_threadpool(head_of, hub, node_id)
+        return await hub.db.run(head_of, hub, node_id)
     entries = parse_batch(msg.get("entries"))
     return await run_in_threadpool(store_entries, hub, node_id, entries)
 
