@@ -2,7 +2,8 @@
 
 1. Round trip: a trivial task (``nordfed.ping``) to 3 real node processes through a real hub (SQLite), measured
    at the researcher (create → long-poll wait → fetch → verify → decrypt). Target p50 ≤ 20 ms, p99 ≤ 100 ms.
-2. Dispatch: a PostgreSQL-backed hub with 200 simulated nodes (asyncio clients in this process, not 200 processes)
+2. Transport: the same run update sent over HTTP (PATCH) and over the node channel; wall and hub CPU per update.
+3. Dispatch: a PostgreSQL-backed hub with 200 simulated nodes (asyncio clients in this process, not 200 processes)
    waiting for runs on their WebSocket channels as real nodes do (``--transport http``: long-polling
    ``/api/runs/next``); dispatch latency = task created → run received by the node.
 
@@ -42,20 +43,32 @@ def _pct(xs: list[float]) -> dict[str, Any]:
             "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def roundtrip(n_tasks: int, workdir: Path) -> dict[str, Any]:
     sites = {s: tiny_cdm(f"duckdb:///{workdir / f'{s}.duckdb'}", 30, seed=i) for i, s in enumerate(("DK", "NO", "SE"))}
     with LocalNetwork(workdir / "rt", sites, pinned=["nordfed.ping"]) as net:
-        assert net.client is not None
+        assert net.client is not None and net.hub_proc is not None
         fed = HubFederation(net.client, net.collaboration_id, timeout=30)
         for i in range(10):  # warm-up: connections, caches
             fed.run("nordfed.ping", {"echo": i})
+        # CPU per task of the hub and of the node processes (without their worker subprocesses), as a reason for
+        # the latency: on 2 cores, the hub's share is mostly on the critical path
+        pids = {"hub": [net.hub_proc.pid], "nodes": [n.proc.pid for n in net.nodes.values() if n.proc is not None]}
+        before = {k: sum(map(_cpu_s, v)) for k, v in pids.items()}
         times = []
         for i in range(n_tasks):
             t0 = time.perf_counter()
             out = fed.run("nordfed.ping", {"echo": i})
             times.append(time.perf_counter() - t0)
             assert all(r["echo"] == i for r in out.values())
-    return _pct(times)
+        cpu = {f"{k}_cpu_ms_per_task": round((sum(map(_cpu_s, v)) - before[k]) / n_tasks * 1000, 2)
+               for k, v in pids.items()}
+    return {**_pct(times), **cpu}
 
 
 async def _dispatch(hub_url: str, root_password: str, n_nodes: int, n_tasks: int, transport: str) -> dict[str, Any]:
@@ -214,6 +227,62 @@ def dispatch(pg_base: str, n_nodes: int, n_tasks: int, workdir: Path, transport:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def update_cost(workdir: Path, n: int, rounds: int = 5) -> dict[str, Any]:
+    """One run update (progress + a log line) sent ``n`` times as ``PATCH /api/runs/{id}`` and as a message on the
+    node channel, alternately in ``rounds`` blocks: wall time per update at the node and hub CPU per update. Both go
+    through the same batched updater, so the difference is the transport."""
+    from nordfed.node.channel import HubChannel
+
+    net = LocalNetwork(workdir / "transport", {})
+    try:
+        net.spawn_hub()
+        net.wait_hub()
+        assert net.hub_proc is not None
+        with httpx.Client(base_url=f"{net.hub_url}/api", timeout=30) as http:
+            def call(method: str, path: str, token: str, **kw: Any) -> Any:
+                r = http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+                r.raise_for_status()
+                return r.json() if r.content else None
+
+            root = http.post("/token", json={"username": "root", "password": net.root_password}).json()
+            rt = root["access_token"]
+            org = call("POST", "/organizations", rt, json={"name": "Bench", "country": "DK"})["id"]
+            collab = call("POST", "/collaborations", rt, json={"name": "bench", "organization_ids": [org]})["id"]
+            reg = call("POST", "/nodes", rt, json={"name": "n", "organization_id": org, "collaboration_id": collab})
+            node = http.post("/token/node", json={"api_key": reg["api_key"]}).json()["access_token"]
+            call("POST", "/users", rt, json={"username": "r", "password": "bench password 1",
+                                              "organization_id": org, "roles": ["researcher"]})
+            user = http.post("/token", json={"username": "r", "password": "bench password 1"}).json()["access_token"]
+            call("POST", "/tasks", user, json={"collaboration_id": collab, "algorithm": "nordfed.ping", "version": "1",
+                                              "code_hash": "0" * 64, "runs": [{"node_id": reg["id"], "input": "AA=="}]})
+            channel = HubChannel.open(net.hub_url, node)
+            run_id = channel.next(timeout=5)["run_id"]
+            body = {"progress": 0.5, "log": "x"}
+
+            def by_http() -> None:
+                call("PATCH", f"/runs/{run_id}", node, json=body)
+
+            def by_channel() -> None:
+                channel.update(run_id, **body)
+
+            out: dict[str, dict[str, list[float]]] = {"http": {"wall": [], "cpu": []},
+                                                      "channel": {"wall": [], "cpu": []}}
+            for send in (by_http, by_channel) * 2:  # warm-up
+                send()
+            for _ in range(rounds):
+                for name, send in (("http", by_http), ("channel", by_channel)):
+                    cpu0, t0 = _cpu_s(net.hub_proc.pid), time.perf_counter()
+                    for _ in range(n):
+                        send()
+                    out[name]["wall"].append((time.perf_counter() - t0) / n)
+                    out[name]["cpu"].append((_cpu_s(net.hub_proc.pid) - cpu0) / n)
+            channel.close()
+        return {name: {"wall_ms_per_update": round(min(v["wall"]) * 1000, 3),
+                       "hub_cpu_ms_per_update": round(float(np.median(v["cpu"])) * 1000, 3)} for name, v in out.items()}
+    finally:
+        net.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=200, help="round-trip tasks (3 nodes each)")
@@ -221,12 +290,16 @@ def main() -> None:
     ap.add_argument("--dispatch-tasks", type=int, default=10, help="tasks sent to all simulated nodes")
     ap.add_argument("--pg", default=os.environ.get("NORDFED_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test"))
     ap.add_argument("--skip-dispatch", action="store_true")
+    ap.add_argument("--skip-transport", action="store_true", help="skip the HTTP vs channel update comparison")
+    ap.add_argument("--updates", type=int, default=400, help="run updates per block in the transport comparison")
     ap.add_argument("--transport", choices=("channel", "http"), default="channel",
                     help="simulated nodes on the WebSocket channel (as real nodes) or HTTP long polls")
     args = ap.parse_args()
     wd = Path(tempfile.mkdtemp(prefix="nordfed-bench-"))
     try:
         result = {"roundtrip_3_nodes": roundtrip(args.tasks, wd), "load_avg_1m": os.getloadavg()[0]}
+        if not args.skip_transport:
+            result["run_update_transport"] = update_cost(wd, args.updates)
         if not args.skip_dispatch:
             result[f"dispatch_{args.nodes}_nodes_pg"] = dispatch(args.pg, args.nodes, args.dispatch_tasks, wd,
                                                                  args.transport)
@@ -235,13 +308,19 @@ def main() -> None:
         shutil.rmtree(wd, ignore_errors=True)
     print(json.dumps(result, indent=2))
     rt = result["roundtrip_3_nodes"]
-    line = f"roundtrip 3 nodes: p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']} ms (target 20/100)"
+    line = (f"roundtrip 3 nodes: p50 {rt['p50_ms']} ms, p99 {rt['p99_ms']} ms (target 20/100), CPU per task: hub "
+            f"{rt['hub_cpu_ms_per_task']} ms, nodes {rt['nodes_cpu_ms_per_task']} ms")
     if "dispatch_" + str(args.nodes) + "_nodes_pg" in result:
         d = result[f"dispatch_{args.nodes}_nodes_pg"]
         few, every = d["task_to_3_nodes"], d["task_to_all_nodes"]
         line += (f"; {args.nodes} nodes on a PostgreSQL hub ({args.transport}): dispatch of a task to 3 of them "
                  f"p50 {few['p50_ms']} / p99 {few['p99_ms']} ms (target p99 100), to all of them "
                  f"p50 {every['p50_ms']} / p99 {every['p99_ms']} ms")
+    if "run_update_transport" in result:
+        t = result["run_update_transport"]
+        line += (f"; one run update: HTTP {t['http']['wall_ms_per_update']} ms "
+                 f"(hub CPU {t['http']['hub_cpu_ms_per_update']}), channel {t['channel']['wall_ms_per_update']} ms "
+                 f"(hub CPU {t['channel']['hub_cpu_ms_per_update']})")
     line += f"; load {result['load_avg_1m']:.1f}"
     print(line)
     sys.stdout.flush()

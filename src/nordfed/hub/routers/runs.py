@@ -1,8 +1,8 @@
 """The node side of tasks: claim the next run (long-poll), report progress, logs and the (encrypted) result.
 
 Two transports for the same two operations: HTTP (``GET /runs/next``, ``PATCH /runs/{id}``) and one WebSocket per
-node (``/runs/channel``), which nodes use. On loopback an HTTP request costs the hub about six times the CPU of a
-WebSocket message, and a task to n nodes needs 2n of them.
+node (``/runs/channel``), which nodes use: a run update costs the hub about 2.5x the CPU over HTTP (framing, routing,
+dependencies; see bench/roundtrip.py), and a task to n nodes needs 2n of them.
 """
 
 from __future__ import annotations
