@@ -1,4 +1,4 @@
-"""`nordfed hub …`: run the hub server and bootstrap its first root user."""
+"""`nordfed hub …`: run the hub server, bootstrap its first root user, upgrade its database schema."""
 
 from __future__ import annotations
 
@@ -80,6 +80,55 @@ def create_root_command(
     except SQLAlchemyError as exc:
         _fail(f"cannot open hub database {db}: {exc.__class__.__name__}: {exc}")
     typer.echo(f"root user {username!r} created (id {user_id})")
+
+
+# ---------------------------------------------------------------------------------------- database schema
+db_app = typer.Typer(
+    help="The hub database schema (Alembic revisions). `nordfed hub start` upgrades it too.", no_args_is_help=True
+)
+hub_app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = "sqlite:///hub.sqlite") -> None:
+    """Create the hub tables, or upgrade them to this nordfed's schema revision (back up the database first)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nordfed.hub.db import HubDBError, upgrade_hub_db
+
+    try:
+        done = upgrade_hub_db(db)
+    except HubDBError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"cannot upgrade hub database {db}: {exc.__class__.__name__}: {exc}")
+    before, after = ", ".join(done.before.revisions) or "none", ", ".join(done.after)
+    typer.echo(
+        {
+            "created": f"created the hub tables at revision {after}",
+            "adopted": f"adopted tables made before migrations as the baseline; now at revision {after}",
+            "upgraded": f"upgraded from revision {before} to {after}",
+            "current": f"already at revision {after} (head)",
+        }[done.action]
+    )
+
+
+@db_app.command("current")
+def db_current(db: DbOption = "sqlite:///hub.sqlite") -> None:
+    """Show the database's schema revision against this nordfed's head (exit 1 unless up to date); changes nothing."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nordfed.hub.db import HubDBError, hub_db_status
+
+    try:
+        status = hub_db_status(db)
+    except HubDBError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"cannot read hub database {db}: {exc.__class__.__name__}: {exc}")
+    typer.echo(status.describe())
+    if status.state != "current":
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------------- admin through the API

@@ -2,6 +2,7 @@
 
 PostgreSQL URLs may carry ``?schema=name`` (the house convention, as in ``open_cdm``): the hub then creates that
 schema and pins ``search_path`` to it on every pooled connection, so several hubs or test runs can share a server.
+The tables are brought to this nordfed's schema revision at open (Alembic: :mod:`nordfed.hub.migrations`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -17,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from nordfed.hub.models import Base
+from nordfed.hub import migrations
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 T = TypeVar("T")
@@ -57,8 +59,12 @@ def _split_schema(url: str) -> tuple[str, str | None]:
 _READ_ONLY = "nordfed_read_only"
 
 
+def _sqlite_in_memory(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+
+
 def _sqlite_engine(url: str) -> Engine:
-    memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+    memory = _sqlite_in_memory(url)
     kwargs: dict = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     if memory:
         kwargs["poolclass"] = StaticPool
@@ -81,7 +87,7 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _postgres_engine(url: str) -> Engine:
+def _postgres_engine(url: str, create: bool) -> Engine:
     base, schema = _split_schema(url)
     scheme, rest = base.split("://", 1)
     if scheme in ("postgresql", "postgres"):
@@ -90,25 +96,59 @@ def _postgres_engine(url: str) -> Engine:
     engine = create_engine(
         base, connect_args=connect_args, pool_size=20, max_overflow=30, pool_pre_ping=False, pool_recycle=3600
     )
-    if schema:
+    if schema and create:
         with engine.begin() as con:
             con.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine
 
 
-def open_hub_db(url: str, create: bool = True) -> HubDB:
-    """Open (and by default create the tables of) the hub database at ``url``."""
+def _engine(url: str, create: bool) -> tuple[Engine, str]:
     if not isinstance(url, str) or "://" not in url:
         raise HubDBError(f"hub database URL {url!r} is not a URL: use sqlite:///hub.sqlite or postgresql://host/db")
     scheme = url.split("://", 1)[0]
     if scheme.startswith("sqlite"):
-        engine, dialect = _sqlite_engine(url), "sqlite"
-    elif scheme.startswith("postgres"):
-        engine, dialect = _postgres_engine(url), "postgresql"
-    else:
-        raise HubDBError(f"unsupported hub database URL {url!r}: use sqlite:///hub.sqlite or postgresql://host/db")
+        return _sqlite_engine(url), "sqlite"
+    if scheme.startswith("postgres"):
+        return _postgres_engine(url, create), "postgresql"
+    raise HubDBError(f"unsupported hub database URL {url!r}: use sqlite:///hub.sqlite or postgresql://host/db")
+
+
+def _upgrade(engine: Engine) -> migrations.Upgraded:
+    try:
+        return migrations.upgrade(engine)
+    except migrations.SchemaVersionError as exc:
+        engine.dispose()
+        raise HubDBError(str(exc)) from exc
+
+
+def open_hub_db(url: str, create: bool = True) -> HubDB:
+    """Open the hub database at ``url``; by default create its tables or upgrade them to this nordfed's schema
+    revision (:func:`nordfed.hub.migrations.upgrade`). ``create=False`` leaves the database as it is.
+    :class:`HubDBError` for an unusable URL or a database this nordfed cannot bring to its schema."""
+    engine, dialect = _engine(url, create)
     if create:
-        Base.metadata.create_all(engine)
+        _upgrade(engine)
     reader = engine.execution_options(**{_READ_ONLY: True})
     return HubDB(engine, sessionmaker(engine, expire_on_commit=False), dialect, reader,
                  sessionmaker(reader, expire_on_commit=False))
+
+
+def upgrade_hub_db(url: str) -> migrations.Upgraded:
+    """Create or upgrade the hub database at ``url`` to head, as :func:`open_hub_db` does, and say what was done."""
+    engine, _ = _engine(url, create=True)
+    try:
+        return _upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def hub_db_status(url: str) -> migrations.SchemaStatus:
+    """The schema revision of the hub database at ``url`` against this nordfed's head; changes nothing."""
+    engine, dialect = _engine(url, create=False)  # connects lazily
+    database = engine.url.database
+    if dialect == "sqlite" and not _sqlite_in_memory(url) and database and not Path(database).exists():
+        raise HubDBError(f"no hub database at {database}")  # rather than leave an empty file behind
+    try:
+        return migrations.status(engine.execution_options(**{_READ_ONLY: True}))
+    finally:
+        engine.dispose()

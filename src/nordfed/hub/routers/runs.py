@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, WebSocket, WebSocketDisconnect
@@ -28,14 +28,23 @@ from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 MAX_WAIT = 600.0  # seconds a claim may wait
+# A parked poll re-checks its token this often (a token-cache hit: no database work), so a token revoked while it
+# waits gets 401 within this many seconds. Revoking does not wake parked polls (that would take a hook in every
+# caller of TokenCache.forget); a run arriving does, and the token is checked before the claim.
+RECHECK = 5.0
 
 
 async def claim_or_wait(
-    hub: HubState, node_id: int, timeout: float, gone: Callable[[], Awaitable[bool]]
+    hub: HubState,
+    node_id: int,
+    timeout: float,
+    gone: Callable[[], Awaitable[bool]],
+    authorized: Callable[[], Awaitable[object]],
 ) -> RunAssignment | None:
     """Claim this node's oldest pending run (it becomes active), waiting up to ``timeout`` seconds for one.
     None after the timeout, at shutdown, or when ``gone()`` says the node hung up (a run claimed for a closed
-    connection would sit active until the node restarts)."""
+    connection would sit active until the node restarts). ``authorized()`` raises (401) once the caller's token is
+    revoked or expired; it is awaited on every wake, so a poll never claims with a token revoked while it waited."""
     deadline = time.monotonic() + timeout
     dispatcher = hub.dispatcher
     dispatcher.polling[node_id] += 1
@@ -47,13 +56,15 @@ async def claim_or_wait(
                 event = current_event()
                 if dispatcher.closing or (woken and await gone()):
                     return None
+                if woken:  # the first round was authorized by the request itself
+                    await authorized()
                 run = await hub.claimer.claim(node_id)
                 if run is not None:
                     return run
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                await wait_for(event, remaining)
+                await wait_for(event, min(remaining, RECHECK))
                 woken = True
     finally:
         dispatcher.polling[node_id] -= 1
@@ -62,12 +73,24 @@ async def claim_or_wait(
         dispatcher.seen(node_id)
 
 
-@router.get("/next", response_model=RunAssignment, responses={204: {"description": "no run within timeout"}})
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer …`` header ("" when there is none)."""
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@router.get(
+    "/next",
+    response_model=RunAssignment,
+    responses={204: {"description": "no run within timeout"}, 401: {"description": "token revoked while waiting"}},
+)
 async def next_run(
     request: Request, hub: Hub, node: CurrentNode, timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0
 ) -> RunAssignment | Response:
-    """Long-poll: claim this node's oldest pending run (it becomes active), or 204 after ``timeout`` seconds."""
-    run = await claim_or_wait(hub, node.id, timeout, request.is_disconnected)
+    """Long-poll: claim this node's oldest pending run (it becomes active), or 204 after ``timeout`` seconds;
+    401 as soon as the token is revoked or expires while the poll waits (checked every few seconds)."""
+    token = bearer_token(request.headers)
+    run = await claim_or_wait(hub, node.id, timeout, request.is_disconnected, lambda: principal_for_token(hub, token))
     return run if run is not None else Response(status_code=204)
 
 
@@ -115,8 +138,7 @@ async def channel(ws: WebSocket) -> None:
     ``{"op": "idle"}``; ``{"op": "update", "run_id": n, …RunPatch}`` → ``{"op": "updated", "state": …}``;
     a refused request → ``{"op": "error", "status": 4xx, "detail": …}``. The token is checked on every request."""
     hub: HubState = ws.app.state.hub
-    scheme, _, token = (ws.headers.get("authorization") or "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
+    token = bearer_token(ws.headers)
     try:
         node = _node_of(await principal_for_token(hub, token))
     except HTTPException as exc:
@@ -172,7 +194,7 @@ async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -
             timeout = msg.get("timeout", 30.0)
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_WAIT:
                 raise ChannelError(422, f"timeout: must be a number of seconds from 0 to {MAX_WAIT:g}")
-            run = await claim_or_wait(hub, node.id, float(timeout), gone)
+            run = await claim_or_wait(hub, node.id, float(timeout), gone, lambda: principal_for_token(hub, token))
             return _with_id(msg, {"op": "run", "run": run.model_dump()} if run is not None else {"op": "idle"})
         if op == "update":
             run_id = msg.get("run_id")
