@@ -230,35 +230,41 @@ def test_roll_up_and_last_values_pure():
         record, group_code, groups = assemble.roll_up(code, drugs, np.array(anc), np.array(desc))
         assert sorted(zip(record.tolist(), groups[group_code].tolist(), strict=True)) == want
     # the latest day wins, then the highest measurement_id; missing values and days before the window never do
-    for second, oldest in ((1, -9), (2**40, -2**23)):  # keys fit one int64 / need a sort per key
-        e = assemble.Entries()
-        k = np.array([0, 0, 0, 0, second, second])
-        assemble.last_values(e, k, *assemble.encode(np.full(6, 5)), np.full(6, 8713),
-                             np.array([-3, -1, -1, 0, oldest, -2]), np.array([1, 9, 4, 2, 3, 8]),
-                             np.array([1.0, 2.0, 3.0, np.nan, 4.0, 5.0]), oldest, 706)
-        (b,) = e.blocks
-        assert sorted(zip(b.k.tolist(), b.value.tolist(), strict=True)) == [(0, 2.0), (second, 5.0)]
-        assert b.ids.tolist() == [5_713_706]
+    for big, oldest in ((9, -9), (2**50, -2**23)):  # ids fit beside the day in one int64 / ranked by a sort
+        e = assemble.Entries(3)
+        assemble.last_values(e, np.array([0, 0, 0, 0, 1, 2, 2]), *assemble.encode(np.full(7, 5)), np.full(7, 8713),
+                             np.array([-3, -1, -1, 0, oldest, oldest + 5, -2]), np.array([1, big, 4, 2, 3, 7, 8]),
+                             np.array([1.0, 2.0, 3.0, np.nan, 4.0, 6.0, 5.0]), oldest + 1, 706)
+        m, ids = assemble.to_csr(e)
+        assert ids.tolist() == [5_713_706] and m.toarray()[:, 0].tolist() == [2.0, 0.0, 5.0]
 
 
 def test_sparse_matrix_from_entries_matches_scipy_sums():
     # enough entries for the two-thread build; repeated binary entries count once, values land on their cells
     rng = np.random.default_rng(3)
-    n_rows, e = 50_000, assemble.Entries()
+    n_rows = 50_000
+    e = assemble.Entries(n_rows)
+    added = []
+
+    def add(k, code, ids, value=None):
+        e.add(k, code, ids, value)
+        added.append((k, ids[code], value))
+
     for ids in (np.array([7001, 5102, 9104]), np.arange(1000, 3000) * 1000 + 102):
         n = 600_000
-        e.add(rng.integers(0, n_rows, n).astype(np.int32), rng.integers(0, len(ids), n).astype(np.int32), ids)
+        add(rng.integers(0, n_rows, n).astype(np.int32), rng.integers(0, len(ids), n).astype(np.int32), ids)
+    # one row far longer than the rest (sorted another way), its 2000 binary covariates drawn with repeats
+    add(np.full(5000, 7, np.int32), rng.integers(0, 2000, 5000).astype(np.int32), np.arange(1000, 3000) * 1000 + 104)
     e.add(np.zeros(0, np.int32), np.zeros(0, np.int32), np.array([1]))  # an empty block is ignored
     cells = rng.choice(n_rows * 40, 300_000, replace=False)  # unique (row, covariate) per continuous entry
     for part, analysis in ((cells[:200_000], 706), (cells[200_000:], 901)):
         ids = np.arange(40) * 1_000_000 + analysis
-        e.add((part // 40).astype(np.int32), (part % 40).astype(np.int32), ids, rng.normal(size=len(part)))
-    got, cov_ids = assemble.to_csr(e, n_rows)
-    blocks = [b for b in e.blocks if len(b.k)]
-    assert cov_ids.tolist() == sorted(set(np.concatenate([b.ids for b in blocks]).tolist()))
-    want = sum(sp.coo_matrix((np.ones(len(b.k)) if b.value is None else b.value,
-                              (b.k, np.searchsorted(cov_ids, b.ids)[b.code])), shape=got.shape).tocsr()
-               for b in blocks)
+        add((part // 40).astype(np.int32), (part % 40).astype(np.int32), ids, rng.normal(size=len(part)))
+    got, cov_ids = assemble.to_csr(e)
+    assert cov_ids.tolist() == sorted({c for _, cid, _ in added for c in cid.tolist()})
+    column = {c: j for j, c in enumerate(cov_ids.tolist())}
+    want = sum(sp.coo_matrix((np.ones(len(k)) if v is None else v, (k, [column[c] for c in cid.tolist()])),
+                             shape=got.shape).tocsr() for k, cid, v in added)
     binary = ~np.isin(cov_ids % 1000, [706, 901])
     want = want.tocsc()
     for j in np.flatnonzero(binary):
@@ -270,7 +276,7 @@ def test_sparse_matrix_from_entries_matches_scipy_sums():
     assert np.array_equal(got.data, want.data)
     with pytest.raises(ValueError, match="repeat a row"):
         e.add(np.array([0, 0], np.int32), np.array([0, 0], np.int32), np.array([3706]), np.array([1.0, 2.0]))
-        assemble.to_csr(e, n_rows)
+        assemble.to_csr(e)
 
 
 def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):

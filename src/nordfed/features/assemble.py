@@ -1,10 +1,12 @@
-"""Pure numpy: covariate entries from the records the SQL returns, and the sparse matrix from the entries.
+"""Covariate entries from the records the SQL returns, and the sparse matrix from the entries.
 
-An entry block holds parallel arrays ``k`` (matrix row) and ``code`` (index into the block's few distinct
-covariate ids) and, for continuous covariates, ``value``. Ids are encoded once per domain so the final
-column numbering only touches the distinct ids, never the records. Binary entries may repeat (a concept
-recorded twice); building the CSR matrix merges repeats, so no sort or hash aggregation over the records is
-needed.
+A block of entries holds parallel arrays ``k`` (matrix row) and ``code`` (index into the block's few distinct
+covariate ids) and, for continuous covariates, ``value``. Ids are encoded once per domain so the final column
+numbering only touches the distinct ids, never the records. A block may keep only the entries with
+``day >= since``, so every window of a domain shares the same record arrays (no copy per window). Entries of one
+row and covariate may repeat (a concept recorded twice); building the matrix merges them by the covariate's rule
+(:data:`ANY`, :data:`COUNT`, :data:`LAST`, :data:`VALUE`), so no sort or hash aggregation over the records is
+needed. The loops over the records are compiled (:mod:`nordfed.features.kernels`).
 """
 
 from __future__ import annotations
@@ -18,36 +20,58 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nordfed.features import analyses as A
-
-try:  # scipy's kernels behind coo.tocsr() and sort_indices(), called directly: on preallocated one-byte data,
-    # without re-checking every index, and on row ranges from two threads
-    from scipy.sparse._sparsetools import coo_tocsr as _coo_tocsr
-    from scipy.sparse._sparsetools import csr_sort_indices as _csr_sort_indices
-except ImportError:  # pragma: no cover - another scipy layout: its public methods, one thread
-    _coo_tocsr = _csr_sort_indices = None
+from nordfed.features import kernels
+from nordfed.features.kernels import ANY, COUNT, LAST, VALUE
 
 #: entries from which building the matrix uses two threads
 _PARALLEL = 1 << 20
+_NO_DAY, _NO_VALUE, _NO_RANK = np.zeros(0, np.int32), np.zeros(0, np.float64), np.zeros(0, np.int64)
 
 
 @dataclass
 class Block:
-    k: np.ndarray
-    code: np.ndarray
-    ids: np.ndarray  # covariate id of each code
-    value: np.ndarray | None = None  # None: binary
+    k: np.ndarray  # int32
+    code: np.ndarray  # int32
+    ids: np.ndarray  # int64: covariate id of each code
+    value: np.ndarray  # float64; empty: binary (ANY, COUNT)
+    rank: np.ndarray  # int64, LAST only: of repeated entries the highest rank's value wins
+    day: np.ndarray  # int32; empty: no filter
+    since: int
+    merge: int
+    kept: int = 0  # entries that pass the filter (and have a value)
+    per_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept entries per code
 
 
-@dataclass
 class Entries:
-    """Covariate entries collected from all analyses."""
+    """Covariate entries for an ``n_rows``-row matrix; each block is counted per row as it is added (while
+    later tables are still being scanned)."""
 
-    blocks: list[Block] = field(default_factory=list)
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self.blocks: list[Block] = []
+        self.row_counts = np.zeros(n_rows, dtype=np.int64)
 
-    def add(self, k: np.ndarray, code: np.ndarray, ids: np.ndarray, value: np.ndarray | None = None) -> None:
-        """Continuous entries (``value`` given) must be unique per ``(k, ids[code])``."""
-        self.blocks.append(Block(np.asarray(k), np.asarray(code), np.asarray(ids, dtype=np.int64),
-                                 None if value is None else np.asarray(value, dtype=np.float64)))
+    def add(self, k: np.ndarray, code: np.ndarray, ids: np.ndarray, value: np.ndarray | None = None, *,
+            day: np.ndarray | None = None, since: int = 0, rank: np.ndarray | None = None,
+            merge: int | None = None) -> None:
+        """Entries ``(k[i], ids[code[i]])`` with ``day[i] >= since`` (``day`` given) and a value that is not NaN.
+        ``merge`` defaults to ANY (no ``value``) or VALUE (unique per row and covariate); LAST needs ``rank``."""
+        merge = (ANY if value is None else VALUE) if merge is None else merge
+        if (value is None) != (merge in (ANY, COUNT)) or (rank is None) != (merge != LAST):
+            raise ValueError(f"merge rule {merge} does not fit the arrays given")
+        b = Block(np.asarray(k).astype(np.int32, copy=False), np.asarray(code).astype(np.int32, copy=False),
+                  np.asarray(ids, dtype=np.int64),
+                  _NO_VALUE if value is None else np.asarray(value).astype(np.float64, copy=False),
+                  _NO_RANK if rank is None else np.asarray(rank).astype(np.int64, copy=False),
+                  _NO_DAY if day is None else np.asarray(day).astype(np.int32, copy=False), int(since), merge)
+        if not len(b.k):
+            return
+        if b.k.min() < 0 or b.k.max() >= self.n_rows:
+            raise ValueError(f"entry rows outside 0 .. {self.n_rows - 1}")
+        b.per_code = np.zeros(len(b.ids), dtype=np.int64)
+        b.kept = kernels.count_rows(b.k, b.code, b.day, b.since, b.value, self.row_counts, b.per_code)
+        if b.kept:
+            self.blocks.append(b)
 
     def add_ids(self, k: np.ndarray, covariate_id: np.ndarray, value: np.ndarray | None = None) -> None:
         code, ids = encode(np.asarray(covariate_id, dtype=np.int64))
@@ -55,112 +79,82 @@ class Entries:
 
 
 def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(code, values)`` with ``values[code] == x``; values distinct (order unspecified)."""
+    """``(code, values)`` with ``values[code] == x``; values distinct (ascending when the range is narrow)."""
     if len(x) == 0:
         return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=x.dtype)
     lo, hi = int(x.min()), int(x.max())
     if hi - lo < 4 * len(x) + 1024:
-        # a narrow range (concepts of a domain, ages, years, months, genders): counting beats hashing; the
-        # offsets are made index-sized once, as bincount and take would each convert them otherwise
-        offset = x.astype(np.intp)
-        offset -= lo
-        present = np.bincount(offset, minlength=hi - lo + 1) > 0
-        rank = np.cumsum(present, dtype=np.int32) - 1
-        return rank.take(offset), (np.flatnonzero(present) + lo).astype(x.dtype)
+        # a narrow range (concepts of a domain, ages, years, months, genders): counting beats hashing
+        code, values = kernels.dense_codes(x, lo, hi - lo + 1)
+        return code, values.astype(x.dtype, copy=False)
     code, values = pd.factorize(x, sort=False)
     return code.astype(np.int32, copy=False), np.asarray(values, dtype=x.dtype)
 
 
 def covariate_ids(entries: Entries) -> np.ndarray:
-    """The matrix's columns: the distinct covariate ids of the non-empty blocks, ascending."""
-    ids = [b.ids for b in entries.blocks if len(b.k)]
+    """The matrix's columns: the covariate ids with at least one entry, ascending."""
+    ids = [b.ids[b.per_code > 0] for b in entries.blocks]
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
 
 
-def to_csr(entries: Entries, n_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """``(matrix, covariate_ids)``: columns are the distinct covariate ids, ascending; a binary entry counts once.
+def to_csr(entries: Entries) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``(matrix, covariate_ids)``: columns are :func:`covariate_ids`; repeats of a row and covariate merged by
+    the covariate's rule.
 
-    Only the sparsity pattern goes through scipy's counting sort by row and its per-row sort (one byte per entry
-    instead of eight: memory traffic, not arithmetic, is the cost at tens of millions of entries); values are
-    written afterwards, in one pass, into the final data array. Large inputs sort rows in two threads.
+    A counting sort by row (the rows' sizes are known from :meth:`Entries.add`), then each row sorted by column
+    and merged in place. Large inputs use two threads, each writing only its own half of the rows.
+
+    Measured slower at a million rows on two cores, and so not done: building the matrix analysis step by step
+    while later tables are scanned (DuckDB's scan already keeps both cores busy, and the parts must then be
+    concatenated); a counting sort by column, then by row, instead of sorting each row (its appends to rows
+    come in no order the prefetcher can follow).
     """
-    blocks = [b for b in entries.blocks if len(b.k)]
+    blocks, n_rows = entries.blocks, entries.n_rows
     cov_ids = covariate_ids(entries)
     if not blocks:
         return sp.csr_matrix((n_rows, 0)), cov_ids
-    col_of = [np.searchsorted(cov_ids, b.ids).astype(np.int32) for b in blocks]
-    valued = np.zeros(len(cov_ids), dtype=bool)
+    # a block's ids without entries are absent from cov_ids: they get a column no entry refers to
+    col_of = [np.minimum(np.searchsorted(cov_ids, b.ids), len(cov_ids) - 1).astype(np.int32) for b in blocks]
+    mode = np.full(len(cov_ids), -1, dtype=np.int8)
     for b, col in zip(blocks, col_of, strict=True):
-        if b.value is not None:
-            valued[col] = True
-    if any(valued[col].any() for b, col in zip(blocks, col_of, strict=True) if b.value is None):
-        raise ValueError("a covariate has both binary and continuous entries")
-    n = sum(len(b.k) for b in blocks)
-    threads = 2 if n >= _PARALLEL else 1
-    with ThreadPoolExecutor(threads, thread_name_prefix="nordfed-csr") as pool:
-        values = pool.submit(_values_by_position, [(b, col) for b, col in zip(blocks, col_of, strict=True)
-                                                   if b.value is not None], len(cov_ids))
-        # written block by block into the final arrays: no per-block temporaries at this size
-        rows, cols = np.empty(n, dtype=np.int32), np.empty(n, dtype=np.int32)
-        marks = np.zeros(n, dtype=np.int8)  # 1: a continuous entry (these are unique per row and covariate)
-        at = 0
+        cols = col[b.per_code > 0]
+        if ((mode[cols] != -1) & (mode[cols] != b.merge)).any():
+            raise ValueError("a covariate has entries with two different merge rules (e.g. binary and continuous)")
+        mode[cols] = b.merge
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(entries.row_counts, out=indptr[1:])
+    nnz = int(indptr[-1])
+    fill = indptr[:-1].copy()
+    indices, data = np.empty(nnz, dtype=np.int32), np.empty(nnz, dtype=np.float64)
+    ranks = np.empty(nnz, dtype=np.int64) if any(b.merge == LAST for b in blocks) else _NO_RANK
+    row_len = np.empty(n_rows, dtype=np.int64)
+
+    def rows(lo: int, hi: int) -> tuple[int, int]:
         for b, col in zip(blocks, col_of, strict=True):
-            end = at + len(b.k)
-            rows[at:end] = b.k
-            np.take(col, b.code, out=cols[at:end])
-            if b.value is not None:
-                marks[at:end] = 1
-            at = end
-        m = _by_row(rows, cols, marks, (n_rows, len(cov_ids)))
-        del rows, cols, marks
-        _sort_rows(m, pool if threads > 1 else None)
-        m.sum_duplicates()  # merges repeats, now adjacent (a repeated binary entry's marks sum to 0)
-        data = np.ones(m.nnz)
-        value = values.result()
-    if len(value):
-        # the continuous entries, in (row, column) order, are exactly the marked pattern positions
-        data[np.flatnonzero(m.data)] = value
-    out = sp.csr_matrix((data, m.indices, m.indptr), shape=m.shape)
+            kernels.scatter(b.k, b.code, col, b.day, b.since, b.value, b.rank, lo, hi, fill, indices, data, ranks)
+        return kernels.merge_rows(indptr, indices, data, ranks, mode, lo, hi, row_len)
+
+    if nnz < _PARALLEL:
+        end, bad = rows(0, n_rows)
+    else:
+        mid = int(np.searchsorted(indptr, nnz // 2))
+        with ThreadPoolExecutor(1, thread_name_prefix="nordfed-csr") as pool:
+            upper = pool.submit(rows, mid, n_rows)
+            end, bad = rows(0, mid)
+            end2, bad2 = upper.result()
+        bad = bad if bad >= 0 else bad2
+        # the upper half was merged from its own start: close the gap the merged repeats left
+        kernels.move_down(indices, data, int(indptr[mid]), end, end2 - int(indptr[mid]))
+        end += end2 - int(indptr[mid])
+    if bad >= 0:
+        raise ValueError(f"continuous entries repeat a row and covariate (matrix row {bad})")
+    ranks = _NO_RANK  # released before the matrix is made
+    np.cumsum(row_len, out=indptr[1:])
+    out = sp.csr_matrix((data[:end], indices[:end], indptr.astype(np.int32) if end < 2**31 else indptr),
+                        shape=(n_rows, len(cov_ids)))
+    out.has_sorted_indices = True
     out.has_canonical_format = True
     return out, cov_ids
-
-
-def _values_by_position(blocks: list[tuple[Block, np.ndarray]], n_cols: int) -> np.ndarray:
-    """The continuous entries' values in (row, column) order."""
-    if not blocks:
-        return np.zeros(0)
-    key = np.concatenate([b.k.astype(np.int64) * n_cols + col.take(b.code) for b, col in blocks])
-    value = np.concatenate([b.value for b, _ in blocks if b.value is not None])
-    order = np.argsort(key, kind="stable")  # last_values emits by row already: timsort merges a few runs
-    key = key.take(order)
-    if len(key) > 1 and not (key[1:] != key[:-1]).all():
-        raise ValueError("continuous entries repeat a row and covariate")
-    return value.take(order)
-
-
-def _by_row(rows: np.ndarray, cols: np.ndarray, marks: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """The entries grouped by row (scipy's counting sort); columns not yet sorted, repeats kept."""
-    if _coo_tocsr is None or len(rows) >= 2**31:
-        pattern = sp.coo_matrix((marks, (rows, cols)), shape=shape)
-        pattern.has_canonical_format = True  # no sum here (it would sort too): done by the caller
-        return pattern.tocsr()
-    indptr, indices, data = np.empty(shape[0] + 1, dtype=np.int32), np.empty_like(cols), np.empty_like(marks)
-    _coo_tocsr(shape[0], shape[1], len(rows), rows, cols, marks, indptr, indices, data)
-    return sp.csr_matrix((data, indices, indptr), shape=shape)
-
-
-def _sort_rows(m: sp.csr_matrix, pool: ThreadPoolExecutor | None) -> None:
-    """Sort each row's column indices in place, the two halves of the entries in two threads (scipy's sort
-    releases the GIL but only sorts a whole matrix: its kernel is called directly, on each half's rows)."""
-    if _csr_sort_indices is None or pool is None:
-        m.sort_indices()
-        return
-    cut = int(np.searchsorted(m.indptr, m.nnz // 2))
-    parts = [pool.submit(_csr_sort_indices, hi - lo, m.indptr[lo:hi + 1], m.indices, m.data)
-             for lo, hi in ((0, cut), (cut, m.shape[0])) if hi > lo]
-    for part in parts:
-        part.result()
-    m.has_sorted_indices = True
 
 
 def demographics(entries: Entries, k: np.ndarray, gender: np.ndarray, year_of_birth: np.ndarray, year: np.ndarray,
@@ -189,32 +183,18 @@ def windows(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.ndar
     ids = concepts.astype(np.int64) * 1000
     low = int(day.min()) if len(day) else 0
     for start, analysis_id in starts:
-        if start <= low:  # every record (the widest window, usually): no copy
-            entries.add(k, code, ids + analysis_id)
-            continue
-        inside = np.flatnonzero(day >= start)
-        entries.add(k.take(inside), code.take(inside), ids + analysis_id)
+        # every record in the window (the widest, usually): no test per entry
+        entries.add(k, code, ids + analysis_id, day=None if start <= low else day, since=start)
 
 
 def counts(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.ndarray, day: np.ndarray,
            starts: Sequence[tuple[int, int]]) -> None:
     """Number of records of each concept (``concepts[code]``) per row in each ``(start_day, analysis_id)``
     window, FeatureExtraction's ``COUNT(*)`` of the records overlapping it; the records all reach the window end."""
-    if not len(k):
-        return
     ids = concepts.astype(np.int64) * 1000
-    low = int(day.min())
+    low = int(day.min()) if len(day) else 0
     for start, analysis_id in starts:
-        inside = None if start <= low else np.flatnonzero(day >= start)
-        kk, cc = (k, code) if inside is None else (k.take(inside), code.take(inside))
-        if not len(kk):
-            continue
-        key = kk.astype(np.int64)
-        key *= len(concepts)
-        key += cc
-        pair, n = np.unique(key, return_counts=True)
-        entries.add((pair // len(concepts)).astype(np.int32), (pair % len(concepts)).astype(np.int32),
-                    ids + analysis_id, n.astype(np.float64))
+        entries.add(k, code, ids + analysis_id, day=None if start <= low else day, since=start, merge=COUNT)
 
 
 def roll_up(code: np.ndarray, concepts: np.ndarray, ancestor: np.ndarray,
@@ -274,60 +254,21 @@ def last_values(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.
                 day: np.ndarray, measurement_id: np.ndarray, value: np.ndarray, start_day: int,
                 analysis_id: int) -> None:
     """The last non-missing value per row, concept (``concepts[code]``, as :func:`encode` gives) and unit in the
-    window (latest day, then highest id); ``covariate_id = concept_id * 1e6 + (unit mod 1000) * 1000 +
-    analysis_id`` as in FeatureExtraction."""
-    # arrays here are as long as the records: in-place arithmetic spares fresh memory (page faults dominate)
+    window from ``start_day`` (latest day, then highest id); ``covariate_id = concept_id * 1e6 + (unit mod 1000)
+    * 1000 + analysis_id`` as in FeatureExtraction."""
     if not len(day):
         return
-    keep = day >= start_day
-    keep &= ~np.isnan(value)
-    if not keep.all():
-        rows = np.flatnonzero(keep)
-        if not len(rows):
-            return
-        k, code, unit = k.take(rows), code.take(rows), unit.take(rows)
-        day, measurement_id, value = day.take(rows), measurement_id.take(rows), value.take(rows)
-    del keep
-    # (concept, unit) pairs numbered from the concept codes: a narrow range, so counted rather than hashed
     unit_code, units = encode(unit % 1000)
-    pair = code.astype(np.int64)
-    pair *= len(units)
-    pair += unit_code
+    if len(concepts) * len(units) >= 2**31:
+        raise ValueError("too many measurement concepts and units to number their pairs")
+    day_min = int(day.min())
+    # a pair's code is concept code * units + unit code: every pair has an id, only the ones with an entry
+    # become columns
+    code, rank, ok = kernels.pair_codes(code, unit_code, len(units), day, day_min, measurement_id)
     del unit_code
-    code, pairs = encode(pair)
-    del pair
-    ids = concepts[pairs // len(units)].astype(np.int64) * 1_000_000 + units[pairs % len(units)] * 1000 + analysis_id
-    dmin = int(day.min())
-    span = int(day.max()) - dmin + 1
-    if (int(k.max()) + 1) * len(ids) * span >= 2**62:  # keys too wide for one int64: sort by each
-        group = k.astype(np.int64) * len(ids) + code
-        order = np.lexsort((measurement_id, day, group))
-        g = group.take(order)
-        last = order.take(np.flatnonzero(np.append(g[1:] != g[:-1], True)))
-        entries.add(k.take(last), code.take(last), ids, value.take(last))
-        return
-    # one int64 key per record: (row, pair, day), built in place
-    key = k.astype(np.int64)
-    key *= len(ids)
-    key += code
-    key *= span
-    key += day
-    key -= dmin
-    order = np.argsort(key, kind="stable")  # records come roughly by person: timsort's best case
-    key = key.take(order)
-    group = key // span
-    ends = np.flatnonzero(np.append(group[1:] != group[:-1], True))
-    del group
-    last = order.take(ends)
-    # where a group's last day holds several values (rare), the highest measurement_id wins
-    same = key[1:] == key[:-1]
-    if same.any():
-        tied = ends[ends > 0]
-        tied = tied[same.take(tied - 1)]
-        starts = np.searchsorted(key, key.take(tied), side="left")
-        n = tied - starts + 1
-        offset = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        candidates = order.take(np.repeat(starts, n) + offset)
-        by_id = candidates.take(np.lexsort((measurement_id.take(candidates), np.repeat(np.arange(len(n)), n))))
-        last[np.searchsorted(ends, tied)] = by_id.take(np.cumsum(n) - 1)
-    entries.add(k.take(last), code.take(last), ids, value.take(last))
+    if not ok:  # ids too wide to pack with the day: rank by a sort instead
+        rank = np.empty(len(day), dtype=np.int64)
+        rank[np.lexsort((measurement_id, day))] = np.arange(len(day))
+    ids = (np.repeat(concepts.astype(np.int64) * 1_000_000, len(units)) + np.tile(units.astype(np.int64) * 1000,
+           len(concepts)) + analysis_id)
+    entries.add(k, code, ids, value, day=day, since=start_day, rank=rank, merge=LAST)

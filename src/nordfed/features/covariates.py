@@ -188,7 +188,7 @@ def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSe
     """Covariates of every population row (``row_id, subject_id, cohort_start_date``) as a sparse matrix."""
     s = settings or CovariateSettings()
     rows, k = population_rows(population)
-    entries = Entries()
+    entries = Entries(len(rows))
     if len(rows):
         pop = records.Population(population, k)
         records.register(cdm, pop)
@@ -199,5 +199,5 @@ def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSe
     with ThreadPoolExecutor(1, thread_name_prefix="nordfed-covariate-ref") as names:
         # the concept name query runs while the matrix is built
         ref = names.submit(covariate_ref, cdm, assemble.covariate_ids(entries))
-        matrix, ids = assemble.to_csr(entries, len(rows))
+        matrix, ids = assemble.to_csr(entries)
         return CovariateData(rows, ids, matrix, ref.result())

@@ -4,8 +4,9 @@ Two ways to get a domain's records, with identical results (both are tested):
 
 - **join** (any engine): the engine joins the population and filters the windows (:meth:`Domain.records_sql`).
 - **scan** (DuckDB, each person at most once in the population): the engine only scans the table's columns
-  with constant date bounds, streamed as Arrow batches; the join to the population is a numpy lookup by
-  ``person_id``. A hash join over every record costs several times the scan itself; the lookup does not.
+  with constant date bounds, streamed as Arrow batches; the join to the population is a lookup by
+  ``person_id`` in a compiled loop (:func:`nordfed.features.kernels.join`). A hash join over every record
+  costs several times the scan itself; the lookup does not.
   Demographics scan ``person`` the same way, and Charlson's index comes from the condition scan (reaching back
   to the first record) rather than from a join of its own.
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nordfed.features import analyses as A
-from nordfed.features import assemble
+from nordfed.features import assemble, kernels
 from nordfed.features.analyses import Domain
 from nordfed.features.assemble import Entries
 from nordfed.omop.store import CDM
@@ -39,6 +40,7 @@ _FLOATS = frozenset({"value", "covariate_value"})
 _EPOCH = np.datetime64("1970-01-01", "D")
 #: index day of a person outside the population: no record's window test can pass
 _ABSENT = -(1 << 30)
+_NO_DAYS = np.zeros(0, np.int32)
 
 
 class Population:
@@ -62,13 +64,14 @@ class Population:
         self.person_max = int(self.subject_id.max()) if len(self.k) else -1
         span = self.person_max - self.person_min + 1
         self._index: pd.Index | None = None
+        self.offset = 0
         if dense if dense is not None else span < 4 * len(self.k) + (1 << 20):
             # compact ids: arrays indexed by person_id beat hashing; from id 0 when that at most doubles them,
             # so a scanned person_id column is its own index (no subtraction over every record)
-            self._offset = 0 if 0 <= self.person_min <= span else self.person_min
-            at = self.subject_id - self._offset
+            self.offset = 0 if 0 <= self.person_min <= span else self.person_min
+            at = self.subject_id - self.offset
             self.unique_persons = int(np.bincount(at).max(initial=0)) <= 1
-            self.k_of = np.full(self.person_max - self._offset + 1, -1, dtype=np.int32)
+            self.k_of = np.full(self.person_max - self.offset + 1, -1, dtype=np.int32)
             self.day_of = np.full(len(self.k_of), _ABSENT, dtype=np.int32)
             self.k_of[at] = self.k
             self.day_of[at] = self.index_day
@@ -79,10 +82,15 @@ class Population:
             self.k_of = np.append(self.k, np.int32(-1))
             self.day_of = np.append(self.index_day, np.int32(_ABSENT))
 
+    @property
+    def dense(self) -> bool:
+        """Whether ``person_id - offset`` is the slot (else :meth:`slot` looks it up)."""
+        return self._index is None
+
     def slot(self, person_id: np.ndarray) -> np.ndarray:
         """Each person's position in ``k_of`` and ``day_of`` (``person_id`` within ``person_min .. person_max``)."""
         if self._index is None:
-            return person_id - self._offset if self._offset else person_id
+            return person_id - self.offset if self.offset else person_id
         return self._index.get_indexer(person_id)
 
     def date(self, day: int) -> str:
@@ -158,29 +166,27 @@ def _scan(cdm: CDM, pop: Population, domain: Domain, start_day: int | None, end_
     ((capacity,),) = cdm.raw_connection.execute(f"SELECT count(*) FROM {domain.table}").fetchall()
     out: dict[str, np.ndarray] = {}
     at = 0
+    offset, dense = pop.offset, pop.dense
     for cols in _batches(cdm, sql):
-        slot = pop.slot(cols.pop("person_id"))
-        index = pop.day_of.take(slot)
+        person = cols.pop("person_id")
         first = cols.pop("first_date")
-        last = cols.pop("last_date", None)
-        # days from index; persons outside the population have an index day no window reaches
-        day = (first if last is None else last) - index
-        keep = (day if last is None else first - index) <= end_day
-        if start_day is not None:
-            keep &= day >= start_day
-        # gathering by position is several times faster than boolean masking, column after column
-        rows = np.flatnonzero(keep)
-        end = at + len(rows)
+        last = cols.pop("last_date", _NO_DAYS)
+        concept = cols.pop("concept_id")
         if not out:
-            out = {name: np.empty(max(capacity, end), dtype=a.dtype)
-                   for name, a in (("k", pop.k_of), ("day", day), *cols.items())}
-        elif end > len(out["k"]):  # the table grew since it was counted
-            out = {name: np.concatenate([a[:at], np.empty(max(end, 2 * at), dtype=a.dtype)]) for name, a in out.items()}
-        np.take(pop.k_of, slot.take(rows), out=out["k"][at:end])
-        np.take(day, rows, out=out["day"][at:end])
+            out = {name: np.empty(max(capacity, len(person)), dtype=dtype)
+                   for name, dtype in (("k", np.int32), ("day", np.int32), ("concept_id", concept.dtype),
+                                       *((n, a.dtype) for n, a in cols.items()))}
+        elif at + len(person) > len(out["k"]):  # the table grew since it was counted
+            out = {name: np.concatenate([a[:at], np.empty(at + len(person), dtype=a.dtype)])
+                   for name, a in out.items()}
+        rows = np.empty(len(person), dtype=np.int64)
+        n = kernels.join(person if dense else pop.slot(person), first, last, concept, pop.k_of, pop.day_of,
+                         offset if dense else 0, -(1 << 30) if start_day is None else start_day, end_day,
+                         start_day is not None, out["k"], out["day"], out["concept_id"], rows, at)
+        rows = rows[:n]
         for name, values in cols.items():
-            np.take(values, rows, out=out[name][at:end])
-        at = end
+            np.take(values, rows, out=out[name][at:at + n])
+        at += n
     if not out:
         names = ["k", "day", "concept_id", *(alias for alias, _ in domain.extra)]
         return {n: np.zeros(0, dtype=np.float64 if n in _FLOATS else np.int64) for n in names}
@@ -238,8 +244,8 @@ Step = tuple[Callable[[], dict[str, np.ndarray]], Callable[[dict[str, np.ndarray
 
 def _run(steps: list[Step], threaded: bool) -> None:
     """Each step's engine part, then its numpy part. Threaded, the engine parts run in order in one worker
-    thread (one connection user at a time), a step ahead of the numpy parts here: DuckDB and numpy release
-    the GIL, so the scan of the next table overlaps turning the last one's records into entries."""
+    thread (one connection user at a time), a step ahead of the numpy parts here: DuckDB, numpy and the kernels
+    release the GIL, so the scan of the next table overlaps turning the last one's records into entries."""
     if not threaded:
         for query, use in steps:
             use(query())
