@@ -26,28 +26,24 @@ def join(person: np.ndarray, first: np.ndarray, last: np.ndarray, concept: np.nd
     """Records of population persons (``k_of[person - offset] >= 0``) whose window test passes: ``first`` day
     (from index) ``<= end`` and, with ``has_start``, ``last`` day ``>= start`` (``last`` empty: ``first``).
     Writes their row, day (of ``last``) and concept from ``at`` and their positions into ``rows``; returns how
-    many."""
+    many. Every record is written and the position advances only for a kept one: no branch to mispredict
+    (about half the records are kept), so the outputs need room for one record more than are kept."""
     m = 0
     n_slots = len(k_of)
     same = len(last) == 0
     for i in range(len(person)):
         slot = person[i] - offset
-        if slot < 0 or slot >= n_slots:
-            continue
+        inside = (slot >= 0) & (slot < n_slots)
+        slot = slot if inside else 0
         k = k_of[slot]
-        if k < 0:
-            continue
         index = day_of[slot]
-        if first[i] - index > end:
-            continue
         day = (first[i] if same else last[i]) - index
-        if has_start and day < start:
-            continue
+        keep = inside & (k >= 0) & (first[i] - index <= end) & ((day >= start) | (not has_start))
         out_k[at + m] = k
         out_day[at + m] = day
         out_concept[at + m] = concept[i]
         rows[m] = i
-        m += 1
+        m += keep
     return m
 
 
