@@ -56,9 +56,9 @@ def _study(fed: Any) -> None:
     tables = characterize(fed, top_n=5)
     console.print(_table(tables.per_site["persons"], "persons per site"))
     console.print(_table(tables.pooled["persons"], "persons, pooled"))
-    age = tables.pooled["age_sex"].pivot_table(index=["age_low", "age_group"], columns="sex", values="persons",
-                                                aggfunc="sum").reset_index().drop(columns="age_low")
-    console.print(_table(age, "pooled persons by age group and sex (sums of released counts)"))
+    age = tables.pooled["age_sex"].pivot(index=["age_low", "age_group"], columns="sex", values="persons")
+    age = age.reset_index().drop(columns="age_low").rename_axis(columns=None)
+    console.print(_table(age, "pooled persons by age at first observation and sex (–: under 10 at every site)"))
     for d in ("condition", "drug"):
         if d in tables.pooled:
             console.print(_table(tables.pooled[d], f"top {d} concepts, pooled", limit=5))
@@ -66,7 +66,7 @@ def _study(fed: Any) -> None:
 
 def demo(
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave hub and nodes up; stop with Ctrl-C."),
-    persons: int = typer.Option(300, "--persons", min=20, max=1_000_000, help="Synthetic persons per site."),
+    persons: int = typer.Option(2000, "--persons", min=20, max=1_000_000, help="Synthetic persons per site."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep everything here (default: a temp folder)."),
 ) -> None:
     """Synthesise DK/NO/SE sites, start a hub and three nodes, run a federated characterization through them."""

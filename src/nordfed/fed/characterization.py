@@ -9,6 +9,7 @@ Client side: :func:`characterize` and :func:`data_quality` return per-site and p
 are sums of the released counts only.** A suppressed cell adds nothing and is never reconstructed (not from
 totals, not from percentages); the pooled row says in ``sites_suppressed`` how many sites withheld it, so a
 pooled count with ``sites_suppressed > 0`` is a lower bound (by at most ``(min_cell_count-1)`` per such site).
+When every reporting site withheld a cell, its pooled count is missing (``<NA>``), not 0: nothing was released.
 """
 
 from __future__ import annotations
@@ -117,10 +118,11 @@ def _pool(long: pd.DataFrame, keys: list[str], counts: list[str]) -> pd.DataFram
     for c in counts:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     out = df.groupby(keys, sort=False, dropna=False).agg(
-        **{c: (c, lambda s: int(s.sum(min_count=0))) for c in counts},
+        **{c: (c, lambda s: s.sum(min_count=1)) for c in counts},
         sites_reporting=("site", "nunique"), sites_suppressed=("_supp", "sum"),
     ).reset_index()
-    return out
+    # a cell every site withheld has no released count to sum: missing, never 0
+    return out.astype({c: "Int64" for c in counts})
 
 
 def characterize(federation: Federation, top_n: int = 10, domains: Sequence[str] = DEFAULT_DOMAINS,
