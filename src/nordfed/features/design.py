@@ -26,6 +26,7 @@ from nordfed.fed.protocol import dataset
 from nordfed.omop.store import CDM
 
 _CACHE: OrderedDict[tuple[int, str, str], tuple[pd.DataFrame, pd.DataFrame, CovariateData]] = OrderedDict()
+_FRAMES: OrderedDict[tuple[int, str, str], pd.DataFrame] = OrderedDict()
 _CACHE_SIZE = 4
 
 
@@ -59,10 +60,14 @@ class StudyData:
     covariates: CovariateData
 
 
+def _key(cdm: CDM, params: dict[str, Any], fields: tuple[str, ...]) -> tuple[int, str, str]:
+    keyed = {k: params.get(k) for k in fields}
+    return id(cdm), cdm.url, json.dumps(keyed, sort_keys=True, default=str)
+
+
 def study_data(cdm: CDM, params: dict[str, Any]) -> StudyData:
     """Instantiate cohorts, build the study population and extract its covariates (cached per CDM and params)."""
-    keyed = {k: params.get(k) for k in ("target", "outcome", "population", "covariates")}
-    key = (id(cdm), cdm.url, json.dumps(keyed, sort_keys=True, default=str))
+    key = _key(cdm, params, ("target", "outcome", "population", "covariates"))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return StudyData(*_CACHE[key])
@@ -106,5 +111,14 @@ def design_frame(study: StudyData, covariate_ids: list[int] | None = None,
 @dataset("plp")
 def plp_dataset(cdm: CDM, params: dict[str, Any]) -> pd.DataFrame:
     """The patient-level prediction table for a site (see the module docstring for ``params``)."""
-    study = study_data(cdm, params)
-    return design_frame(study, params.get("covariate_ids"), params.get("max_values"))
+    # a fit asks for the same table every round: built once (partials only read it, as they do the tables a
+    # simulation hands to sites)
+    key = _key(cdm, params, ("target", "outcome", "population", "covariates", "covariate_ids", "max_values"))
+    if key in _FRAMES:
+        _FRAMES.move_to_end(key)
+        return _FRAMES[key]
+    frame = design_frame(study_data(cdm, params), params.get("covariate_ids"), params.get("max_values"))
+    _FRAMES[key] = frame
+    while len(_FRAMES) > _CACHE_SIZE:
+        _FRAMES.popitem(last=False)
+    return frame

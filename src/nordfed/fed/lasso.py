@@ -25,6 +25,7 @@ from nordfed.fed.lasso_solver import (
     pooled_moments,
     solve_quadratic,
     to_original_scale,
+    unpack_symmetric,
 )
 from nordfed.fed.protocol import Federation
 
@@ -114,7 +115,7 @@ class _Problem:
         return np.where(np.isfinite(self.pf), self.pf, 0.0)
 
     def receive(self, res: Mapping[str, Any]) -> None:
-        loss, g, h = res["loss"] / self.n, res["grad"] / self.n, res["hess"] / self.n
+        loss, g, h = res["loss"] / self.n, res["grad"] / self.n, unpack_symmetric(res["hess"]) / self.n
         if self.g is None:
             self.loss, self.g, self.h = loss, g, h
             self._advance()

@@ -6,6 +6,9 @@ complete cases, deterministic folds), so the rows behind each aggregate are iden
 
 from __future__ import annotations
 
+import json
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +18,11 @@ import pandas as pd
 from nordfed.fed.lasso_solver import design, logistic_sums
 from nordfed.fed.protocol import SiteData, algorithm
 from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok
+
+#: the parameters that shape a site table (with the data table itself) and the tables kept
+_TABLE_PARAMS = ("covariates", "outcome", "where", "derived", "offset", "n_folds", "seed", "keep")
+_TABLES: OrderedDict[tuple[int, str], tuple[weakref.ref, dict[str, Any]]] = OrderedDict()
+_TABLES_KEPT = 8
 
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal}
 
@@ -48,27 +56,43 @@ def site_table(data: SiteData, params: Mapping[str, Any]) -> dict[str, Any]:
     ``derived`` {name: model} (adds a model's logit as a column), ``offset`` (a column name),
     ``n_folds`` and ``seed`` (fold = seeded permutation of the complete rows modulo ``n_folds``), ``keep``
     (extra columns returned as-is for the same rows).
+
+    A fit asks for the same table every round: it is kept for the same data table and parameters (callers only
+    read it).
     """
     frame = data.frame(params.get("dataset"))
+    key = (id(frame), json.dumps({k: params.get(k) for k in _TABLE_PARAMS}, sort_keys=True, default=str))
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0]() is frame:
+        _TABLES.move_to_end(key)
+        return hit[1]
+    table = _site_table(data.site, frame, params)
+    _TABLES[key] = (weakref.ref(frame), table)
+    while len(_TABLES) > _TABLES_KEPT:
+        _TABLES.popitem(last=False)
+    return table
+
+
+def _site_table(site: str, frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
     for name, model in (params.get("derived") or {}).items():
-        frame = frame.assign(**{name: linear_predictor(frame, model, data.site)})
+        frame = frame.assign(**{name: linear_predictor(frame, model, site)})
     if params.get("where"):
-        frame = frame[_where_mask(frame, params["where"], data.site)]
+        frame = frame[_where_mask(frame, params["where"], site)]
     covariates = list(params["covariates"])
     outcome = params["outcome"]
     offset_col = params.get("offset")
     cols = [*covariates, outcome, *([offset_col] if offset_col else [])]
     missing = [c for c in cols if c not in frame.columns]
     if missing:
-        raise ValueError(f"site {data.site}: column(s) {', '.join(missing)} not in the data")
+        raise ValueError(f"site {site}: column(s) {', '.join(missing)} not in the data")
     keep = [c for c in params.get("keep") or [] if c not in cols]
     if any(c not in frame.columns for c in keep):
-        raise ValueError(f"site {data.site}: column(s) {', '.join(c for c in keep if c not in frame.columns)} "
+        raise ValueError(f"site {site}: column(s) {', '.join(c for c in keep if c not in frame.columns)} "
                          "not in the data")
     sub = frame[cols]
     for c, dtype in zip(cols, sub.dtypes, strict=True):
         if not pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            raise ValueError(f"site {data.site}: column {c!r} is not numeric (dtype {dtype})")
+            raise ValueError(f"site {site}: column {c!r} is not numeric (dtype {dtype})")
     arr = sub.to_numpy(dtype=float)
     complete = ~np.isnan(arr).any(axis=1)  # complete cases, the same rows in every round
     if not complete.all():
@@ -78,7 +102,7 @@ def site_table(data: SiteData, params: Mapping[str, Any]) -> dict[str, Any]:
     bad = (y != 0) & (y != 1)
     if bad.any():
         row = frame.index[np.flatnonzero(complete)[np.flatnonzero(bad)[0]]]
-        raise ValueError(f"site {data.site}: row {row}, outcome {outcome!r} = {y[bad][0]:g} is not 0 or 1")
+        raise ValueError(f"site {site}: row {row}, outcome {outcome!r} = {y[bad][0]:g} is not 0 or 1")
     k = int(params.get("n_folds") or 0)
     folds = None
     if k > 1:
@@ -123,9 +147,10 @@ def moments(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     return {"parts": parts}
 
 
-@algorithm("nordfed.lasso.newton", "1")
+@algorithm("nordfed.lasso.newton", "2")
 def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
-    """Summed logloss, gradient and Hessian at each requested point ``{fold, beta, center, scale}``."""
+    """Summed logloss, gradient and Hessian (its upper triangle, :func:`~nordfed.fed.lasso_solver.pack_symmetric`)
+    at each requested point ``{fold, beta, center, scale}``."""
     t = site_table(data, params)
     out = []
     for pt in params["points"]:
@@ -134,7 +159,8 @@ def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         _protect(y, len(pt["beta"]), data, "training rows")
         z = design(t["x"][rows], np.asarray(pt["center"]), np.asarray(pt["scale"]))
         off = None if t["offset"] is None else t["offset"][rows]
-        out.append(logistic_sums(z, y, np.asarray(pt["beta"]), off, hessian=bool(pt.get("hessian", True))))
+        out.append(logistic_sums(z, y, np.asarray(pt["beta"]), off, hessian=bool(pt.get("hessian", True)),
+                                 packed=True))
     return {"results": out}
 
 

@@ -10,6 +10,7 @@ original scale with :func:`to_original_scale`.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from scipy.linalg import blas
 from scipy.special import expit
@@ -25,9 +26,11 @@ def design(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def logistic_sums(
-    z: np.ndarray, y: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None, hessian: bool = True
+    z: np.ndarray, y: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None, hessian: bool = True,
+    packed: bool = False,
 ) -> dict[str, np.ndarray | float]:
-    """Summed logloss, its gradient and Hessian at ``beta`` (sums, not means: sites add them up)."""
+    """Summed logloss, its gradient and Hessian at ``beta`` (sums, not means: sites add them up); ``packed``:
+    the Hessian as its upper triangle (:func:`pack_symmetric`), half the bytes on the wire."""
     eta = z @ beta
     if offset is not None:
         eta = eta + offset
@@ -40,10 +43,32 @@ def logistic_sums(
         if z.shape[1] > 32:  # symmetric rank-k update: half the flops of a general product
             zw = z * np.sqrt(w)[:, None]
             upper = blas.dsyrk(1.0, zw, trans=1)
-            out["hess"] = np.triu(upper) + np.triu(upper, 1).T
+            out["hess"] = upper[np.triu_indices(len(upper))] if packed else np.triu(upper) + np.triu(upper, 1).T
         else:
-            out["hess"] = (z * w[:, None]).T @ z
+            h = (z * w[:, None]).T @ z
+            out["hess"] = pack_symmetric(h) if packed else h
     return out
+
+
+def pack_symmetric(h: np.ndarray) -> np.ndarray:
+    """The upper triangle of a symmetric matrix, row by row (``p (p + 1) / 2`` values)."""
+    return h[np.triu_indices(len(h))]
+
+
+def unpack_symmetric(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_symmetric`.
+
+    >>> unpack_symmetric(pack_symmetric(np.array([[2.0, 1.0], [1.0, 3.0]]))).tolist()
+    [[2.0, 1.0], [1.0, 3.0]]
+    """
+    p = int((np.sqrt(8 * len(packed) + 1) - 1) // 2)
+    if p * (p + 1) // 2 != len(packed):
+        raise ValueError(f"{len(packed)} values are not the upper triangle of a square matrix")
+    h = np.empty((p, p))
+    rows, cols = np.triu_indices(p)
+    h[rows, cols] = packed
+    h[cols, rows] = packed
+    return h
 
 
 def penalty(beta: np.ndarray, lam: float, alpha: float, pf: np.ndarray) -> float:
@@ -63,52 +88,64 @@ def solve_quadratic(
 ) -> np.ndarray:
     """Minimise ``g'(b - b0) + 1/2 (b - b0)' H (b - b0) + penalty(b)`` by cyclic coordinate descent.
 
-    Uses the covariance form (one p-vector kept up to date), so a sweep costs O(p * active).
+    Uses the covariance form (one p-vector kept up to date), so a sweep costs O(p * active); the sweeps are
+    compiled (numba).
     Coefficients with an infinite penalty factor stay at zero (constant columns).
     """
     b = beta0.copy()
     free = np.isfinite(pf) & (np.diag(h) > 0)
     pf0 = np.where(free, pf, 0.0)
     b[~free] = 0.0
+    h = np.ascontiguousarray(h, dtype=np.float64)
     # r = gradient of the quadratic part at b: g + H (b - b0); rows of the symmetric H are contiguous
     r = g + h @ (b - beta0)
-    hrows = [h[j] for j in range(len(b))]
-    diag = np.diag(h).tolist()
-    l1 = (lam * alpha * pf0).tolist()
-    l2 = (lam * (1.0 - alpha) * pf0).tolist()
-    bl = b.tolist()
-    idx = np.flatnonzero(free).tolist()
+    diag = np.diag(h).copy()
+    l1 = lam * alpha * pf0
+    l2 = lam * (1.0 - alpha) * pf0
+    idx = np.flatnonzero(free)
     active = idx
     full = True
     loose = 1e-6  # coordinate descent finds the active set; a linear solve on it then gives the exact minimum
     for _ in range(max_sweeps):
-        max_change = 0.0
-        for j in active:
-            old = bl[j]
-            u = diag[j] * old - r[j]
-            a = abs(u) - l1[j]
-            new = (a if u > 0 else -a) / (diag[j] + l2[j]) if a > 0 else 0.0
-            if new != old:
-                delta = new - old
-                r += hrows[j] * delta
-                bl[j] = new
-                change = abs(delta) * diag[j] ** 0.5
-                if change > max_change:
-                    max_change = change
+        max_change = _sweep(active, b, r, h, diag, l1, l2)
         if max_change < max(tol, loose):
             if full:
                 if max_change < tol:
                     break
-                exact = _polish(g, h, beta0, np.asarray(bl), free, np.asarray(l1), np.asarray(l2))
+                exact = _polish(g, h, beta0, b, free, l1, l2)
                 if exact is not None:
                     return exact
                 loose = 0.0  # active set not settled yet: plain coordinate descent to the end
                 continue
             active, full = idx, True  # a full sweep confirms the active set
         elif full:
-            active = [j for j in idx if bl[j] != 0.0 or l1[j] == 0.0] or idx
+            active = idx[(b[idx] != 0.0) | (l1[idx] == 0.0)]
+            if not len(active):
+                active = idx
             full = active is idx
-    return np.asarray(bl)
+    return b
+
+
+@nb.njit(nogil=True, cache=True)
+def _sweep(active: np.ndarray, b: np.ndarray, r: np.ndarray, h: np.ndarray, diag: np.ndarray, l1: np.ndarray,
+           l2: np.ndarray) -> float:
+    """One cyclic pass over ``active``, updating ``b`` and ``r`` in place; the largest scaled step."""
+    max_change = 0.0
+    for j in active:
+        old = b[j]
+        u = diag[j] * old - r[j]
+        a = abs(u) - l1[j]
+        new = ((a if u > 0 else -a) / (diag[j] + l2[j])) if a > 0 else 0.0
+        if new != old:
+            delta = new - old
+            row = h[j]
+            for t in range(len(r)):
+                r[t] += row[t] * delta
+            b[j] = new
+            change = abs(delta) * np.sqrt(diag[j])
+            if change > max_change:
+                max_change = change
+    return max_change
 
 
 def _polish(g: np.ndarray, h: np.ndarray, beta0: np.ndarray, b: np.ndarray, free: np.ndarray, l1: np.ndarray,
