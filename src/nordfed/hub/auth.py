@@ -136,13 +136,17 @@ class TokenCache:
                 self._items.clear()
             self._items[digest] = (principal, expires_at, time.monotonic() + self.ttl)
 
-    def forget(self, digests: Collection[str] = (), principals: Collection[PrincipalKey] = ()) -> None:
-        """Drop these tokens and every token of these principals (call it after the change committed)."""
+    def forget(self, digests: Collection[str] = (), principals: Collection[PrincipalKey] = ()) -> set[PrincipalKey]:
+        """Drop these tokens and every token of these principals (call it after the change committed); returns
+        the principals affected (those given, and those of dropped digests that were cached)."""
         keys = set(principals)
         now = time.monotonic()
+        affected = set(keys)
         with self._lock:
             for digest in digests:
-                self._items.pop(digest, None)
+                item = self._items.pop(digest, None)
+                if item is not None:
+                    affected.add((item[0].kind, item[0].id))
             if keys:
                 stale = [d for d, (p, _, _) in self._items.items() if (p.kind, p.id) in keys]
                 for digest in stale:
@@ -151,6 +155,7 @@ class TokenCache:
                 self._held = {k: t for k, t in self._held.items() if t > now}
             for key in (*digests, *keys):
                 self._held[key] = now + self.hold
+        return affected
 
     def clear(self) -> None:
         with self._lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nordfed.hub.auth import Principal, TokenCache, lookup_token, token_digest
+from nordfed.hub.auth import Principal, PrincipalKey, TokenCache, lookup_token, token_digest
 from nordfed.hub.claims import Claimer
 from nordfed.hub.db import HubDB
 from nordfed.hub.dispatch import Dispatcher
@@ -47,6 +47,12 @@ class HubState:
     def __post_init__(self) -> None:
         self.claimer = Claimer(self.db, self.dispatcher)
         self.updater = RunUpdater(self.db, self.dispatcher)
+
+    def forget_tokens(self, digests: Collection[str] = (), principals: Collection[PrincipalKey] = ()) -> None:
+        """After a revocation committed: drop the tokens from the cache and wake the affected nodes' parked long
+        polls, which re-check their token and answer 401 at once."""
+        affected = self.tokens.forget(digests=digests, principals=principals)
+        self.dispatcher.notify("node", [i for kind, i in affected if kind == "node"])
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

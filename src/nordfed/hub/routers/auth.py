@@ -74,7 +74,7 @@ def revoke_token(hub: HubState, digest: str) -> int:
     """Delete one token (by digest) and drop it from the cache, so the very next request with it is refused."""
     with hub.tx() as s:
         revoked = s.execute(delete(Token).where(Token.token_hash == digest)).rowcount or 0
-    hub.tokens.forget(digests=[digest])
+    hub.forget_tokens(digests=[digest])
     return revoked
 
 

@@ -135,7 +135,7 @@ def patch_collaboration(
         s.flush()
         out = _out(collab)
     hub.forget_collaboration(collaboration_id)
-    hub.tokens.forget(principals=[("node", n) for n in disabled])
+    hub.forget_tokens(principals=[("node", n) for n in disabled])
     hub.dispatcher.notify("task", task_ids)
     return out
 
@@ -156,5 +156,5 @@ def delete_collaboration(collaboration_id: PathId, hub: Hub, caller: CurrentUser
         s.execute(delete(Study).where(Study.collaboration_id == collaboration_id))
         s.delete(collab)
     hub.forget_collaboration(collaboration_id)
-    hub.tokens.forget(principals=[("node", n) for n in node_ids])
+    hub.forget_tokens(principals=[("node", n) for n in node_ids])
     return out

@@ -73,7 +73,7 @@ def disable_nodes(s: Session, nodes: Collection[Node]) -> list[int]:
 
 
 def _after_disable(hub: HubState, node_ids: Collection[int], task_ids: list[int]) -> None:
-    hub.tokens.forget(principals=[("node", n) for n in node_ids])
+    hub.forget_tokens(principals=[("node", n) for n in node_ids])
     hub.dispatcher.notify("task", task_ids)
 
 
@@ -234,7 +234,7 @@ def delete_node(node_id: PathId, hub: Hub, caller: CurrentUser) -> NodeOut:
         out = node_out(hub, node)
         revoke_tokens(s, node_id=node_id)
         s.delete(node)
-    hub.tokens.forget(principals=[("node", node_id)])
+    hub.forget_tokens(principals=[("node", node_id)])
     return out
 
 
@@ -258,7 +258,7 @@ async def rotate_api_key(node_id: PathId, hub: Hub, caller: CurrentUser) -> Node
             )
 
     out = await run_in_threadpool(store)
-    hub.tokens.forget(principals=[("node", node_id)])
+    hub.forget_tokens(principals=[("node", node_id)])
     return out
 
 
@@ -268,5 +268,5 @@ def revoke_node_tokens(node_id: PathId, hub: Hub, caller: CurrentUser) -> Revoke
     with hub.tx() as s:
         _managed_node(s, node_id, caller, "revoke the tokens of its nodes")
         revoked = revoke_tokens(s, node_id=node_id)
-    hub.tokens.forget(principals=[("node", node_id)])
+    hub.forget_tokens(principals=[("node", node_id)])
     return RevokedOut(revoked=revoked)

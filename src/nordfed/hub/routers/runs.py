@@ -28,9 +28,8 @@ from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 MAX_WAIT = 600.0  # seconds a claim may wait
-# A parked poll re-checks its token this often (a token-cache hit: no database work), so a token revoked while it
-# waits gets 401 within this many seconds. Revoking does not wake parked polls (that would take a hook in every
-# caller of TokenCache.forget); a run arriving does, and the token is checked before the claim.
+# A revocation wakes the node's parked polls (HubState.forget_tokens), which re-check their token and answer 401.
+# They also re-check this often (a token-cache hit: no database work), for a token revoked without being cached.
 RECHECK = 5.0
 
 

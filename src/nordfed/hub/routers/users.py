@@ -161,12 +161,12 @@ async def patch_user(user_id: PathId, body: UserPatch, hub: Hub, caller: Current
 
     out, changed = await run_in_threadpool(store)
     if changed:
-        hub.tokens.forget(principals=[("user", user_id)])
+        hub.forget_tokens(principals=[("user", user_id)])
     return out
 
 
 def _forget_user(hub: HubState, user_id: int) -> None:
-    hub.tokens.forget(principals=[("user", user_id)])
+    hub.forget_tokens(principals=[("user", user_id)])
 
 
 @router.delete("/{user_id}", response_model=UserOut)
