@@ -2,16 +2,14 @@
 
 Each kernel is one pass over the records where numpy needs several (a temporary array per step, and memory
 traffic, not arithmetic, is the cost at tens of millions of records). All release the GIL, so the callers split
-work between threads by matrix row. Compiled on first use and cached next to this file (or in numba's
-user-wide cache when that is read-only).
+work between threads by matrix row. Compiled on first use (:func:`nordfed.jit.compiled`).
 """
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
-_JIT = {"nogil": True, "cache": True}
+from nordfed.jit import compiled
 
 #: how repeats of one (row, covariate) merge: ANY (binary: 1), COUNT (how many), LAST (the value of the
 #: highest rank), VALUE (unique: a repeat is an error)
@@ -19,7 +17,7 @@ ANY, COUNT, LAST, VALUE = 0, 1, 2, 3
 
 
 
-@nb.njit(**_JIT)
+@compiled
 def join(person: np.ndarray, first: np.ndarray, last: np.ndarray, concept: np.ndarray, k_of: np.ndarray,
          day_of: np.ndarray, offset: int, start: int, end: int, has_start: bool, out_k: np.ndarray,
          out_day: np.ndarray, out_concept: np.ndarray, rows: np.ndarray, at: int) -> int:
@@ -47,7 +45,7 @@ def join(person: np.ndarray, first: np.ndarray, last: np.ndarray, concept: np.nd
     return m
 
 
-@nb.njit(**_JIT)
+@compiled
 def dense_codes(x: np.ndarray, lo: int, span: int) -> tuple[np.ndarray, np.ndarray]:
     """``(code, values)`` for ``x`` within ``lo .. lo + span - 1``: ``values`` ascending, ``values[code] == x``."""
     rank = np.zeros(span, dtype=np.int32)
@@ -70,7 +68,7 @@ def dense_codes(x: np.ndarray, lo: int, span: int) -> tuple[np.ndarray, np.ndarr
     return code, values
 
 
-@nb.njit(**_JIT)
+@compiled
 def pair_codes(code: np.ndarray, unit_code: np.ndarray, n_units: int, day: np.ndarray, day_min: int,
                record_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(pair, rank, ok)``: ``code * n_units + unit_code`` and ``(day - day_min) << 43 | record_id``, which
@@ -87,7 +85,7 @@ def pair_codes(code: np.ndarray, unit_code: np.ndarray, n_units: int, day: np.nd
     return pair, rank, ok
 
 
-@nb.njit(**_JIT)
+@compiled
 def count_rows(k: np.ndarray, code: np.ndarray, day: np.ndarray, since: int, value: np.ndarray, counts: np.ndarray,
                per_code: np.ndarray) -> int:
     """``counts[k] += 1`` and ``per_code[code] += 1`` for each entry kept: ``day >= since`` (``day`` empty: all)
@@ -105,7 +103,7 @@ def count_rows(k: np.ndarray, code: np.ndarray, day: np.ndarray, since: int, val
     return kept
 
 
-@nb.njit(**_JIT)
+@compiled
 def scatter(k: np.ndarray, code: np.ndarray, col_of: np.ndarray, day: np.ndarray, since: int, value: np.ndarray,
             rank: np.ndarray, lo: int, hi: int, fill: np.ndarray, indices: np.ndarray, data: np.ndarray,
             ranks: np.ndarray) -> None:
@@ -136,12 +134,12 @@ for _i in range(64):
     _BIT_INDEX[(((1 << _i) * int(_DE_BRUIJN)) & (2**64 - 1)) >> 58] = _i
 
 
-@nb.njit(**_JIT)
+@compiled
 def _lowest_bit(x: np.uint64) -> int:
     return _BIT_INDEX[((x & (~x + np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
 
 
-@nb.njit(**_JIT)
+@compiled
 def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, ranks: np.ndarray, mode: np.ndarray,
                lo: int, hi: int, row_len: np.ndarray) -> tuple[int, int]:
     """Sort each row of ``lo .. hi - 1`` by column and merge repeats by the column's ``mode``, writing the rows
@@ -197,7 +195,7 @@ def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, ranks:
     return w, -1
 
 
-@nb.njit(**_JIT)
+@compiled
 def move_down(indices: np.ndarray, data: np.ndarray, src: int, dst: int, n: int) -> None:
     """Move ``n`` entries from ``src`` to ``dst <= src`` (overlap allowed)."""
     for i in range(n):

@@ -10,10 +10,11 @@ original scale with :func:`to_original_scale`.
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 from scipy.linalg import blas
 from scipy.special import expit
+
+from nordfed.jit import compiled
 
 
 def design(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -126,7 +127,7 @@ def solve_quadratic(
     return b
 
 
-@nb.njit(nogil=True, cache=True)
+@compiled
 def _sweep(active: np.ndarray, b: np.ndarray, r: np.ndarray, h: np.ndarray, diag: np.ndarray, l1: np.ndarray,
            l2: np.ndarray) -> float:
     """One cyclic pass over ``active``, updating ``b`` and ``r`` in place; the largest scaled step."""
