@@ -299,6 +299,24 @@ def _at_risk_table(axr: Any, items: list[dict[str, Any]], times: Sequence[float]
 
 
 # ------------------------------------------------------------------------------------------ coefficients
+def _spaced_ticks(ticks: list[float], lo: float, hi: float) -> list[float]:
+    """Ratio ticks thinned outward from 1 so that neighbours are at least a tenth of the log axis apart (their
+    labels would overlap otherwise).
+
+    >>> _spaced_ticks([0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0], 0.4, 9.0)
+    [0.67, 1.0, 1.5, 3.0, 5.0]
+    """
+    gap = np.log(hi / lo) / 10
+    kept: list[float] = []
+    for side in (sorted(t for t in ticks if t >= 1.0), sorted((t for t in ticks if t < 1.0), reverse=True)):
+        last = 1.0 if 1.0 in ticks or not side else side[0]
+        for t in side:
+            if t == last or abs(np.log(t / last)) >= gap:
+                kept.append(t)
+                last = t
+    return sorted(set(kept))
+
+
 def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[float, float]] | None = None,
                      truth: Mapping[str, float] | None = None, odds_ratios: bool = False,
                      title: str = "Model coefficients", max_terms: int = 30, intercept: str | None = "(Intercept)",
@@ -340,7 +358,7 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
         if odds_ratios:
             ax.set_xscale("log")
             lo_x, hi_x = ax.get_xlim()
-            ticks = [t for t in _RATIO_TICKS if lo_x <= t <= hi_x]
+            ticks = _spaced_ticks([t for t in _RATIO_TICKS if lo_x <= t <= hi_x], lo_x, hi_x)
             if len(ticks) >= 3:  # narrow range: readable ratios instead of bare decades
                 ax.xaxis.set_major_locator(FixedLocator(ticks))
             else:
