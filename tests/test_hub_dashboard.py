@@ -165,6 +165,7 @@ def test_node_page_shows_the_hub_copy_of_its_ledger(net):
     assert page.status_code == 200 and "dash_ledger" in page.text
     cards = re.findall(r'<div class="label">([^<]+)</div><div class="value">([^<]+)</div>', page.text)
     assert ("Entries", "3") in cards and ("Head seq", "3") in cards and head in page.text
+    assert "epoch 1" in page.text  # the current epoch of the copy (an admin's restart opens the next)
     # a researcher outside the collaboration sees neither the node nor its ledger
     assert login(net, "researcher_c").get(f"/dashboard/nodes/{node.id}").status_code == 403
 

@@ -1,11 +1,12 @@
 """Hub schema migrations on SQLite and PostgreSQL (own schema via ``?schema=``).
 
 The first test is the one that keeps migrations honest: running every revision from an empty database gives exactly
-the schema of models.py (Alembic's autogenerate finds no difference), so it fails the moment models.py changes
-without a revision. The rest: a fresh database is created at head, one from before migrations is adopted (or refused
-when it is not the baseline), a database newer than the code is refused untouched, and a real second revision
-(written to a copy of the migrations folder, altering a referenced table with SQLite's table copy) upgrades a
-populated database without losing a row.
+the schema of models.py (Alembic's autogenerate finds no difference, and the primary keys, which autogenerate does
+not compare, are the same), so it fails the moment models.py changes without a revision. The rest: a fresh database
+is created at head, one from before migrations is adopted (or refused when it is not the baseline), a database newer
+than the code is refused untouched, and a test-only revision after the shipped ones (written to a copy of the
+migrations folder, altering a referenced table with SQLite's table copy) upgrades a populated database without
+losing a row.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def columns(engine: Engine) -> dict[str, set[str]]:
     return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
 
 
+def primary_keys(engine: Engine) -> dict[str, list[str]]:
+    inspector = inspect(engine)
+    return {t: inspector.get_pk_constraint(t)["constrained_columns"] for t in inspector.get_table_names()}
+
+
+HEAD = migrations._script(migrations.HERE).get_current_head()  # the shipped head revision
+
+
 def from_before_migrations(url: str) -> Engine:
     """A database as nordfed made it before migrations: the baseline's tables, no alembic_version."""
     engine = blank(url)
@@ -93,12 +102,12 @@ def test_every_revision_from_empty_gives_the_models_schema(url):
     run_revisions(engine)
     assert model_diff(engine) == [], "models.py and the revisions differ: add one (see nordfed.hub.migrations)"
     # and the fresh-database path (create_all + stamp) is the same schema at the same revision
-    migrated = columns(engine)
+    migrated, keys = columns(engine), primary_keys(engine)
     for table in [*Base.metadata.sorted_tables[::-1], "alembic_version"]:
         with engine.begin() as con:
             con.execute(text(f"DROP TABLE {getattr(table, 'name', table)}"))
     hub = open_hub_db(url)
-    assert model_diff(hub.engine) == [] and columns(hub.engine) == migrated
+    assert model_diff(hub.engine) == [] and columns(hub.engine) == migrated and primary_keys(hub.engine) == keys
     assert revisions(hub.engine) == migrations.status(hub.engine).heads
 
 
@@ -137,13 +146,14 @@ def test_an_unversioned_database_that_is_not_the_baseline_is_refused_untouched(u
     assert columns(engine) == before  # nothing created, nothing stamped
 
 
-REVISION_0002 = '''"""Test only: a column on hub_node, through SQLite's table copy."""
+NEXT = f"{int(HEAD) + 1:04d}"
+TEST_REVISION = f'''"""Test only: a column on hub_node, through SQLite's table copy."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{NEXT}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -164,7 +174,7 @@ def downgrade() -> None:
 
 
 def _populate(url: str) -> dict[str, int]:
-    """A hub at the baseline with a node that tokens, runs and ledger entries refer to."""
+    """A hub at the shipped head with a node that tokens, runs and ledger entries refer to."""
     hub = open_hub_db(url)
     with hub.sessions.begin() as s:
         org = Organization(name="A", country="NO")
@@ -181,7 +191,7 @@ def _populate(url: str) -> dict[str, int]:
         s.add_all([
             Token(token_hash="t" * 64, node_id=node.id, expires_at=utcnow() + timedelta(hours=1)),
             Run(task_id=task.id, node_id=node.id, input="aW5wdXQ="),
-            LedgerEntry(node_id=node.id, seq=1, kind="start", entry_hash="e" * 64, entry="{}"),
+            LedgerEntry(node_id=node.id, epoch=1, seq=1, kind="start", entry_hash="e" * 64, entry="{}"),
         ])
     counts = _counts(hub.engine)
     hub.engine.dispose()
@@ -199,12 +209,12 @@ def test_a_new_revision_upgrades_a_populated_database_which_older_code_then_refu
     assert counts == {"hub_node": 1, "hub_token": 1, "hub_run": 1, "hub_ledger_entry": 1}
     newer = tmp_path / "migrations"
     shutil.copytree(migrations.HERE, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_node_note.py").write_text(REVISION_0002)
+    (newer / "versions" / f"{NEXT}_node_note.py").write_text(TEST_REVISION)
 
     engine = open_hub_db(url, create=False).engine
     assert migrations.status(engine, newer).state == "behind"
     done = migrations.upgrade(engine, newer)
-    assert (done.action, done.before.revisions, done.after) == ("upgraded", ("0001",), ("0002",))
+    assert (done.action, done.before.revisions, done.after) == ("upgraded", (HEAD,), (NEXT,))
     assert "note" in columns(engine)["hub_node"]
     assert _counts(engine) == counts  # the table copy cascaded no delete into tokens or ledger entries
     if engine.dialect.name == "sqlite":
@@ -212,11 +222,11 @@ def test_a_new_revision_upgrades_a_populated_database_which_older_code_then_refu
             assert con.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     assert migrations.upgrade(engine, newer).action == "current"
 
-    # this nordfed does not know 0002: the database is newer than the code, refused and left as it is
+    # this nordfed does not know the test revision: the database is newer than the code, refused and left as it is
     assert hub_db_status(url).state == "newer"
-    with pytest.raises(HubDBError, match=r"revision 0002, unknown to this nordfed .*upgrade nordfed"):
+    with pytest.raises(HubDBError, match=rf"revision {NEXT}, unknown to this nordfed .*upgrade nordfed"):
         open_hub_db(url)
-    assert revisions(engine) == ("0002",) and "note" in columns(engine)["hub_node"]
+    assert revisions(engine) == (NEXT,) and "note" in columns(engine)["hub_node"]
     engine.dispose()
 
 
@@ -234,11 +244,11 @@ def test_cli_db_current_and_upgrade(tmp_path):
     assert missing.exit_code == 1 and "no hub database" in missing.output
     assert not (tmp_path / "hub.sqlite").exists()
     created = runner.invoke(app, ["hub", "db", "upgrade", "--db", db])
-    assert created.exit_code == 0 and "created the hub tables at revision 0001" in created.output
+    assert created.exit_code == 0 and f"created the hub tables at revision {HEAD}" in created.output
     current = runner.invoke(app, ["hub", "db", "current", "--db", db])
-    assert current.exit_code == 0 and "0001 (head: up to date)" in current.output
+    assert current.exit_code == 0 and f"{HEAD} (head: up to date)" in current.output
     again = runner.invoke(app, ["hub", "db", "upgrade", "--db", db])
-    assert again.exit_code == 0 and "already at revision 0001" in again.output
+    assert again.exit_code == 0 and f"already at revision {HEAD}" in again.output
 
     engine = open_hub_db(db, create=False).engine
     with engine.begin() as con:

@@ -1,5 +1,6 @@
 """`nordfed ledger …`: verify, show, export, merge and checkpoint a node's or the hub's ledger file; pull the hub
-copy of a node's ledger and compare it with the node's own (`verify NODE_LEDGER --against PULLED.jsonl`).
+copy of a node's ledger and compare it with the node's own (`verify NODE_LEDGER --against PULLED.jsonl`); close an
+epoch of that copy after the node was reinstalled (`restart`).
 
 Exit codes: 0 intact / done, 1 the chain is broken or two copies fork, 2 the input cannot be used.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -306,34 +309,50 @@ def checkpoint_cmd(
     print(json.dumps(cp.to_dict(), sort_keys=True))
 
 
-@ledger_app.command("pull")
-def pull_cmd(
-    node: str = typer.Option(..., "--node", "-n", help="Node name or id."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
-    collaboration: int | None = typer.Option(None, "--collaboration", help="Collaboration of the node, when "
-                                             "nodes of several collaborations share its name."),
-) -> None:
-    """Fetch the hub copy of a node's ledger as JSON lines (as `export` writes), verified under the node's registered
-    signing key; compare it with the node's own: `nordfed ledger verify NODE_LEDGER --against FILE`."""
+NODE_HELP = "Node name or id."
+COLLAB_HELP = "Collaboration of the node, when nodes of several collaborations share its name."
+
+
+@contextmanager
+def _hub_client() -> Iterator[Any]:
+    """The logged-in client of `nordfed login`; hub refusals and unreachable hubs end the command (exit 2)."""
     import httpx
 
     from nordfed.client.api import Client, HubError
-    from nordfed.ledger import verify_rows
 
     try:
         client = Client.from_state()
     except FileNotFoundError as exc:
         _fail(str(exc))
     try:
-        info = _find_node(client, node, collaboration)
-        entries = client.node_ledger(int(info["id"]))
+        yield client
     except HubError as exc:
         _fail(str(exc))
     except httpx.TransportError as exc:
         _fail(f"cannot reach the hub at {client.hub_url}: {exc}")
     finally:
         client.close()
-    rep = verify_rows([_row_of(d) for d in entries], [info["signing_key"]] if info.get("signing_key") else None)
+
+
+@ledger_app.command("pull")
+def pull_cmd(
+    node: str = typer.Option(..., "--node", "-n", help=NODE_HELP),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+    collaboration: int | None = typer.Option(None, "--collaboration", help=COLLAB_HELP),
+    epoch: int | None = typer.Option(None, "--epoch", min=1, help="Epoch of the hub copy (default: the current "
+                                     "one; earlier ones were closed by `nordfed ledger restart`)."),
+) -> None:
+    """Fetch one epoch of the hub copy of a node's ledger as JSON lines (as `export` writes), each entry verified
+    under the signing keys the node has registered; compare it with the node's own: `nordfed ledger verify
+    NODE_LEDGER --against FILE`."""
+    from nordfed.ledger import verify_rows
+
+    with _hub_client() as client:
+        info = _find_node(client, node, collaboration)
+        copy = client.node_ledger_copy(int(info["id"]), epoch)
+    entries = copy["entries"]
+    keys = [k["signing_key"] for k in copy["signing_keys"]]
+    rep = verify_rows([_row_of(d) for d in entries], keys or None)
     lines = "".join(json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n" for d in entries)
     if out is None:
         sys.stdout.write(lines)
@@ -342,12 +361,33 @@ def pull_cmd(
         tmp.write_text(lines, encoding="utf-8")
         tmp.replace(out)
     where = f" to {out}" if out is not None else ""
-    msg = f"{len(entries)} entries of node {info['name']} (id {info['id']}){where}: hub copy {rep.summary()}"
+    msg = (f"{len(entries)} entries of node {info['name']} (id {info['id']}), epoch {copy['epoch']} of "
+           f"{copy['epochs']}{where}: hub copy {rep.summary()}")
     if rep.ok:
         err.print(msg)
     else:
         err.print(f"[red]{msg}[/red]")
     raise typer.Exit(0 if rep.ok else 1)
+
+
+@ledger_app.command("restart")
+def restart_cmd(
+    node: str = typer.Option(..., "--node", "-n", help=NODE_HELP),
+    collaboration: int | None = typer.Option(None, "--collaboration", help=COLLAB_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Close the current epoch of a node's hub ledger copy (root or an admin of the node's organization), after the
+    node was reinstalled with a fresh ledger: the hub refuses its new chain as a fork until then. The closed epoch
+    stays readable (`pull --epoch N`); the node pushes its new chain into the next one at its next try."""
+    with _hub_client() as client:
+        info = _find_node(client, node, collaboration)
+        if not yes:
+            typer.confirm(f"Close the current epoch of the hub ledger copy of node {info['name']} (id {info['id']})? "
+                          "It stays readable but the node's next chain starts a new epoch", abort=True)
+        done = client.restart_node_ledger(int(info["id"]))
+    console.print(f"closed epoch {done['epoch']} of node {info['name']} (id {info['id']}) at entry {done['head_seq']} "
+                  f"({done['head_hash'][:12]}…); the node pushes its new chain into epoch {done['epoch'] + 1} at its "
+                  "next try (within 5 minutes, or when it restarts)")
 
 
 def _find_node(client: Any, node: str, collaboration: int | None) -> dict[str, Any]:

@@ -358,15 +358,31 @@ class Client:
         """Change ``name`` or ``country``."""
         return self.request("PATCH", f"/api/organizations/{organization_id}", json=changes)
 
-    def node_ledger(self, node_id: int, after: int = 0, page: int = 1000) -> list[dict[str, Any]]:
-        """The hub copy of a node's ledger after entry ``after`` (all of it, fetched ``page`` entries at a time)."""
-        out: list[dict[str, Any]] = []
-        while True:
-            batch = self.request("GET", f"/api/nodes/{node_id}/ledger", params={"after": after, "limit": page})
-            out.extend(batch)
-            if len(batch) < page:
-                return out
-            after = int(batch[-1]["seq"])
+    def node_ledger_copy(self, node_id: int, epoch: int | None = None, after: int = 0,
+                         page: int = 1000) -> dict[str, Any]:
+        """The hub copy of a node's ledger in one epoch (default: the current one) after entry ``after``, fetched
+        ``page`` entries at a time: ``{node_id, epoch, epochs, signing_keys, restarts, entries}``."""
+        params: dict[str, Any] = {"after": after, "limit": page}
+        if epoch is not None:
+            params["epoch"] = epoch
+        copy = self.request("GET", f"/api/nodes/{node_id}/ledger", params=params)
+        batch = copy["entries"]
+        params["epoch"] = copy["epoch"]  # later pages from the same epoch, even if it is closed meanwhile
+        while len(batch) == page:
+            params["after"] = int(batch[-1]["seq"])
+            batch = self.request("GET", f"/api/nodes/{node_id}/ledger", params=params)["entries"]
+            copy["entries"].extend(batch)
+        return copy
+
+    def node_ledger(self, node_id: int, after: int = 0, page: int = 1000,
+                    epoch: int | None = None) -> list[dict[str, Any]]:
+        """The entries of :meth:`node_ledger_copy`."""
+        return self.node_ledger_copy(node_id, epoch, after, page)["entries"]
+
+    def restart_node_ledger(self, node_id: int) -> dict[str, Any]:
+        """Close the current epoch of the node's hub ledger copy (root or an admin of its organization), so a node
+        reinstalled with a fresh ledger can push it; returns the restart record."""
+        return self.request("POST", f"/api/nodes/{node_id}/ledger/restart")
 
     def close(self) -> None:
         self.http.close()

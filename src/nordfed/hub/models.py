@@ -166,17 +166,45 @@ class Run(Base):
     task: Mapped[Task] = relationship(back_populates="runs")
 
 
+class NodeSigningKey(Base):
+    """Every signing key a node has registered (``PUT /nodes/me/keys``), kept after the node moves on to another, so
+    ledger entries signed before a key change still verify. Keys are never removed; a re-registered key keeps the
+    time it was first registered."""
+
+    __tablename__ = "hub_node_signing_key"
+    node_id: Mapped[int] = mapped_column(ForeignKey("hub_node.id", ondelete="CASCADE"), primary_key=True)
+    signing_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class LedgerEntry(Base):
     """The hub copy of a node's ledger: entries as the node signed them (canonical JSON), append-only.
 
-    Verified on receipt (routers/ledger.py); the hub never updates or deletes a row. Deleting a node (allowed only
-    before its first run) takes its copy with it.
+    A copy has epochs, numbered from 1: each holds one chain starting at seq 1. An administrator's restart
+    (:class:`LedgerRestart`) closes the current epoch, so a node reinstalled with a fresh ledger can push its new
+    chain into the next one. Verified on receipt (routers/ledger.py); the hub never updates or deletes a row.
+    Deleting a node (allowed only before its first run) takes its copy with it.
     """
 
     __tablename__ = "hub_ledger_entry"
     node_id: Mapped[int] = mapped_column(ForeignKey("hub_node.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
     entry: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LedgerRestart(Base):
+    """An epoch of a node's hub copy closed by an administrator: who, when, and the head it closed at. A node's
+    current epoch is one more than the number of its restarts."""
+
+    __tablename__ = "hub_ledger_restart"
+    node_id: Mapped[int] = mapped_column(ForeignKey("hub_node.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)  # the epoch closed
+    head_seq: Mapped[int] = mapped_column(Integer)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    restarted_by: Mapped[int | None] = mapped_column(ForeignKey("hub_user.id", ondelete="SET NULL"))
+    restarted_by_name: Mapped[str] = mapped_column(String(200))  # kept when the user is deleted
+    restarted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

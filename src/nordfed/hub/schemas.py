@@ -245,6 +245,34 @@ class RevokedOut(BaseModel):
     revoked: int  # tokens revoked
 
 
+class SigningKeyOut(BaseModel):
+    signing_key: str
+    registered_at: datetime  # first registration
+
+
+class LedgerRestartOut(BaseModel):
+    """A closed epoch of a node's hub ledger copy: who closed it, when, and its last entry."""
+
+    node_id: int
+    epoch: int  # the epoch closed; the node pushes into epoch + 1 afterwards
+    head_seq: int
+    head_hash: str
+    restarted_by: int | None  # null once that user is deleted; the name stays
+    restarted_by_name: str
+    restarted_at: datetime
+
+
+class LedgerCopyOut(BaseModel):
+    """GET /nodes/{id}/ledger (documentation: the hub writes this JSON itself, entries as stored)."""
+
+    node_id: int
+    epoch: int  # the epoch these entries belong to
+    epochs: int  # how many there are (the current one is the last)
+    signing_keys: list[SigningKeyOut]  # every key the node has registered: verify the entries with these
+    restarts: list[LedgerRestartOut]
+    entries: list[dict]
+
+
 class StudyOut(BaseModel):
     id: int
     collaboration_id: int

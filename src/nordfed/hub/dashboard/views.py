@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import HTTPException
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from nordfed.hub.auth import Principal
 from nordfed.hub.deps import CollabInfo, HubState, forbidden, not_found
 from nordfed.hub.models import Collaboration, LedgerEntry, Node, Organization, Run, Study, Task, as_utc
 from nordfed.hub.permissions import can_see_collaboration, require_collaboration_member
+from nordfed.hub.routers.ledger import current_epoch
 from nordfed.hub.routers.nodes import node_out
 from nordfed.hub.routers.tasks import load_task, run_views, task_out
 from nordfed.hub.schemas import MAX_ID
@@ -110,20 +110,18 @@ def task(hub: HubState, caller: Principal, task_id: int) -> dict[str, Any]:
                 "run_counts": Counter(r.status for r in out.runs)}
 
 
-def _ledger_summary(hub: HubState, node_id: int) -> dict[str, Any] | None:
-    """The hub copy of the node's ledger: entries, head seq and hash; None on a database made before the table."""
-    try:
-        with hub.read() as con:
-            count, head, last = con.execute(
-                select(func.count(), func.max(LedgerEntry.seq), func.max(LedgerEntry.received_at))
-                .where(LedgerEntry.node_id == node_id)).one()
-            head_hash = None
-            if head is not None:
-                head_hash = con.scalar(select(LedgerEntry.entry_hash)
-                                       .where(LedgerEntry.node_id == node_id, LedgerEntry.seq == head))
-    except (OperationalError, ProgrammingError):
-        return None
-    return {"entries": count, "head": head or 0, "hash": head_hash, "received": as_utc(last)}
+def _ledger_summary(hub: HubState, node_id: int) -> dict[str, Any]:
+    """The hub copy of the node's ledger in its current epoch: entries, head seq and hash, and the epoch."""
+    with hub.read() as con:
+        epoch = current_epoch(con, node_id)
+        count, head, last = con.execute(
+            select(func.count(), func.max(LedgerEntry.seq), func.max(LedgerEntry.received_at))
+            .where(LedgerEntry.node_id == node_id, LedgerEntry.epoch == epoch)).one()
+        head_hash = None
+        if head is not None:
+            head_hash = con.scalar(select(LedgerEntry.entry_hash).where(
+                LedgerEntry.node_id == node_id, LedgerEntry.epoch == epoch, LedgerEntry.seq == head))
+    return {"entries": count, "head": head or 0, "hash": head_hash, "received": as_utc(last), "epoch": epoch}
 
 
 def node(hub: HubState, caller: Principal, node_id: int) -> dict[str, Any]:

@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session
 from nordfed.hub.auth import hash_secret, new_api_key, revoke_tokens
 from nordfed.hub.deps import CurrentNode, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, forbidden, not_found
 from nordfed.hub.lifecycle import append_log, lock_task, recover_node, refresh_task
-from nordfed.hub.models import Collaboration, Node, Organization, Run, as_utc, collaboration_organization, utcnow
+from nordfed.hub.models import (
+    Collaboration,
+    Node,
+    NodeSigningKey,
+    Organization,
+    Run,
+    as_utc,
+    collaboration_organization,
+    utcnow,
+)
 from nordfed.hub.permissions import can_see_collaboration, require_org_admin
 from nordfed.hub.schemas import (
     MAX_ID,
@@ -163,11 +172,15 @@ def my_node(hub: Hub, node: CurrentNode) -> NodeOut:
 
 @router.put("/me/keys", response_model=NodeOut)
 def put_node_keys(body: KeysUpdate, hub: Hub, node: CurrentNode) -> NodeOut:
+    """Publish the node's public keys (it does at every login). A signing key it never registered before joins its
+    history (``hub_node_signing_key``), so ledger entries it signed earlier keep verifying after a key change."""
     with hub.tx() as s:
-        row = s.get(Node, node.id)
+        row = s.get(Node, node.id, with_for_update=True)  # serialises two logins of one node registering a key
         if row is None:
             raise not_found("node", node.id)
         row.encryption_key, row.signing_key = body.encryption_key, body.signing_key
+        if s.get(NodeSigningKey, (node.id, body.signing_key)) is None:
+            s.add(NodeSigningKey(node_id=node.id, signing_key=body.signing_key))
         return node_out(hub, row)
 
 
