@@ -5,6 +5,7 @@ detect tampering; a node refuses to extend a tampered chain."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
 import sqlite3
@@ -12,16 +13,19 @@ import time
 
 import pytest
 import yaml
+from nacl.signing import SigningKey
 from typer.testing import CliRunner
 
 from nordfed.cli import app
+from nordfed.cli.ledger import _row_of
 from nordfed.client import HubFederation
 from nordfed.fed.protocol import AlgorithmError, get_algorithm
 from nordfed.ledger import Ledger, LedgerError
+from nordfed.ledger.verify import verify_rows
 from nordfed.node.localnet import LocalNetwork, tiny_cdm
 from nordfed.node.runtime import NodeRuntime
 from nordfed.policy.node import load_node_config
-from nordfed.privacy.crypto import SIGN_PUBLIC
+from nordfed.privacy.crypto import ENC_PRIVATE, SIGN_PRIVATE, SIGN_PUBLIC, Identity
 
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}
@@ -121,20 +125,68 @@ def test_policy_change_is_recorded_at_restart(net):
     net.wait_nodes_online()
 
 
+def test_a_replaced_key_pair_needs_its_predecessor_named_and_the_hub_copy_verifies_under_both(net):
+    h = net.nodes["DK"]
+    cfg = load_node_config(h.config_path)
+    old_key = (cfg.key_dir / SIGN_PUBLIC).read_text().strip()
+    net.kill_node("DK", sig=15)
+    # the signing key is replaced on purpose (the encryption key stays: researchers' clients pin it); the ledger
+    # file stays
+    kept = Identity.load(cfg.key_dir)
+    for private in (ENC_PRIVATE, SIGN_PRIVATE):
+        (cfg.key_dir / private).unlink()
+    Identity(kept.encryption_key, SigningKey.generate()).save(cfg.key_dir)
+    with pytest.raises(LedgerError, match="previous_signing_keys"):
+        NodeRuntime(cfg)  # entries by a key the node does not know: refused until the operator names it
+    raw = yaml.safe_load(h.config_path.read_text())
+    raw["previous_signing_keys"] = [old_key]
+    h.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    n0 = len(_entries(net))
+    net.start_node("DK")
+    new_key = (cfg.key_dir / SIGN_PUBLIC).read_text().strip()
+    deadline = time.monotonic() + 20
+    while net.client.request("GET", f"/api/nodes/{h.id}")["signing_key"] != new_key:  # published at its login
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # researchers pin node keys on first use; one who trusts the rotation drops the old pin, as the refusal says
+    pins_path = net.client.home / "known_nodes.json"
+    pins = json.loads(pins_path.read_text())
+    pins[net.client.hub_url].pop(str(h.id))
+    pins_path.write_text(json.dumps(pins))
+    net.client._nodes_cache.clear()  # this long-lived client listed the nodes before the rotation
+    fed = HubFederation(net.client, net.collaboration_id, timeout=60)
+    assert fed.run("nordfed.count", {})["DK"]["persons"] == 40
+    es = _wait_for(net, n0 + 3)  # policy_loaded, task_received, run_completed: signed by the new key
+    assert {e.signer for e in es[:n0]} == {old_key} and {e.signer for e in es[n0:]} == {new_key}
+    r = runner.invoke(app, ["node", "ledger", "verify", "--config", str(h.config_path)], env=ENV)
+    assert r.exit_code == 0 and f"intact: {len(es)} entries" in r.output, r.output
+    # the hub took the entries under the newly registered key and verifies its copy under the node's key history
+    deadline = time.monotonic() + 20
+    while len((copy := net.client.node_ledger_copy(h.id))["entries"]) < len(es):
+        assert time.monotonic() < deadline, len(copy["entries"])
+        time.sleep(0.1)
+    keys = [k["signing_key"] for k in copy["signing_keys"]]
+    assert set(keys) == {old_key, new_key}
+    assert verify_rows([_row_of(d) for d in copy["entries"]], keys).ok
+    assert not verify_rows([_row_of(d) for d in copy["entries"]], [new_key]).ok
+
+
 def test_tampering_is_detected_and_the_node_will_not_extend_it(net, tmp_path):
     h = net.nodes["DK"]
     cfg = load_node_config(h.config_path)
     net.kill_node("DK", sig=15)
     shutil.copytree(cfg.state_path, tmp_path / "before")
-    key = (cfg.key_dir / SIGN_PUBLIC).read_text().strip()
-    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), "--key", key], env=ENV)
+    # the node's writers: its key, and the one it had before the rotation above
+    keys = [arg for k in [(cfg.key_dir / SIGN_PUBLIC).read_text().strip(), *cfg.previous_signing_keys]
+            for arg in ("--key", k)]
+    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), *keys], env=ENV)
     assert r.exit_code == 0, r.output
 
     # an insider rewrites a refusal into something innocuous (the append-only triggers are no obstacle to them)
     with sqlite3.connect(cfg.ledger_path) as con:
         con.execute("DROP TRIGGER entries_no_update")
         con.execute("UPDATE entries SET payload = replace(payload, 'allowlist', 'whatever') WHERE seq = 5")
-    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), "--key", key], env=ENV)
+    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), *keys], env=ENV)
     assert r.exit_code == 1 and "BROKEN at entry 5" in r.output and "hash_mismatch" in r.output, r.output
     r = runner.invoke(app, ["node", "ledger", "verify", "--config", str(h.config_path)], env=ENV)
     assert r.exit_code == 1 and "BROKEN at entry 5" in r.output, r.output
@@ -151,6 +203,6 @@ def test_tampering_is_detected_and_the_node_will_not_extend_it(net, tmp_path):
     with sqlite3.connect(cfg.ledger_path) as con:
         con.execute("DROP TRIGGER entries_no_delete")
         con.execute("DELETE FROM entries WHERE seq = ?", (head.seq,))
-    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), "--key", key, "--checkpoint", str(head)],
+    r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), *keys, "--checkpoint", str(head)],
                       env=ENV)
     assert r.exit_code == 1 and "truncated" in r.output, r.output

@@ -53,8 +53,8 @@ node_app.add_typer(node_ledger_app, name="ledger")
 CONFIG_HELP = "node.yaml of the node whose ledger to read (the node may be running)."
 
 
-def _node_ledger(config: Path) -> tuple[Path, str]:
-    """The ledger path and the node's signing public key (the only writer its ledger may have)."""
+def _node_ledger(config: Path) -> tuple[Path, list[str]]:
+    """The ledger path and the node's signing public keys (its writers): its own and its earlier ones."""
     from nordfed.policy.node import PolicyError, load_node_config
     from nordfed.privacy.crypto import SIGN_PUBLIC
 
@@ -67,7 +67,7 @@ def _node_ledger(config: Path) -> tuple[Path, str]:
         _fail(f"{pub}: the node's signing public key is missing; has the node ever started?")
     if not cfg.ledger_path.is_file():
         _fail(f"{cfg.ledger_path}: no ledger yet; the node writes it on its first start")
-    return cfg.ledger_path, pub.read_text().strip()
+    return cfg.ledger_path, [pub.read_text().strip(), *cfg.previous_signing_keys]
 
 
 @node_ledger_app.command("verify")
@@ -80,8 +80,8 @@ def node_ledger_verify(
     """Verify the node's ledger under the node's own key: `nordfed ledger verify` with path and key from node.yaml."""
     from nordfed.cli.ledger import verify_cmd
 
-    path, key = _node_ledger(config)
-    verify_cmd(path=path, key=[key], checkpoint=checkpoint or [], as_json=as_json)
+    path, keys = _node_ledger(config)
+    verify_cmd(path=path, key=keys, checkpoint=checkpoint or [], as_json=as_json)
 
 
 @node_ledger_app.command("show")

@@ -85,14 +85,20 @@ class NodeLedger:
         self.state = config.state_path
         self.ledger = Ledger.open(self.path, identity)
         self.public_key = identity.signing_public
+        #: the keys the chain may be signed with: the node's own, and its earlier ones named in node.yaml
+        self.keys = [identity.signing_public, *config.previous_signing_keys]
         self._reader: sqlite3.Connection | None = None
 
     def check_intact(self) -> None:
-        """Refuse to extend a chain that no longer verifies under the node's key (someone edited it)."""
-        rep = self.ledger.verify([self.public_key])
+        """Refuse to extend a chain that no longer verifies under the node's keys (someone edited it)."""
+        rep = self.ledger.verify(self.keys)
         if not rep.ok:
+            hint = ""
+            if rep.first is not None and rep.first.reason == "unknown_signer":
+                hint = ("; if this node's key pair was replaced on purpose, list the earlier signing.pub under "
+                        "previous_signing_keys in node.yaml")
             raise LedgerError(f"{self.path}: {rep.summary()}; inspect it with `nordfed ledger show {self.path}`, "
-                              "keep it as evidence and move it aside to start a new chain")
+                              f"keep it as evidence and move it aside to start a new chain{hint}")
 
     def append(self, kind: str, payload: Mapping[str, Any]) -> Entry:
         return self.ledger.append(kind, self.actor, payload)

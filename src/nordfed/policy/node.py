@@ -14,6 +14,8 @@ tables:                             # optional plain tables besides (or instead 
 key_dir: /etc/nordfed/keys          # the node's key pairs; signing.pub is the key its ledger verifies under
 state_dir: /var/lib/nordfed         # default: key_dir. Holds node.ledger, the node's audit ledger
                                     # (verify: `nordfed node ledger verify --config node.yaml`)
+previous_signing_keys: []           # after replacing the key pair on purpose: the earlier signing.pub, so the
+                                    # ledger's older entries still verify (the node refuses to start otherwise)
 policy:
   collaborations: [1]
   organizations: [1, 2]
@@ -39,7 +41,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nordfed.privacy.disclosure import DisclosurePolicy
 
@@ -153,12 +164,29 @@ class NodeConfig(BaseModel):
     key_dir: Path
     #: where the node keeps its local state: node.ledger (its audit ledger) and seen task nonces; default: key_dir
     state_dir: Path | None = None
+    #: earlier signing public keys of this node, after its key pair was replaced on purpose: the older entries of
+    #: its ledger verify under them (the hub keeps its own history of the node's keys)
+    previous_signing_keys: list[str] = Field(default_factory=list)
     #: CA bundle to verify the hub's certificate with (default: the system's); TLS is never unverified
     tls_ca_file: Path | None = None
     poll_timeout_s: float = Field(default=30.0, gt=0, le=120)
     policy: NodePolicy = Field(default_factory=NodePolicy)
     #: (path, sha256 of its bytes) of the file this config was read from; set by load_node_config
     _source: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @field_validator("previous_signing_keys")
+    @classmethod
+    def _verify_keys(cls, keys: list[str]) -> list[str]:
+        from nacl.encoding import Base64Encoder
+        from nacl.exceptions import CryptoError
+        from nacl.signing import VerifyKey
+
+        for i, key in enumerate(keys):
+            try:
+                VerifyKey(key.encode("ascii"), encoder=Base64Encoder)
+            except (CryptoError, ValueError, TypeError, UnicodeEncodeError):
+                raise ValueError(f"entry {i}: not a base64 Ed25519 public key (as in signing.pub)") from None
+        return keys
 
     @model_validator(mode="after")
     def _has_data(self) -> NodeConfig:
