@@ -14,7 +14,7 @@ from nordfed.fed.protocol import get_algorithm
 runner = CliRunner()
 
 COMMANDS = [["node"], ["node", "start"], ["node", "keys"], ["node", "ledger"], ["node", "ledger", "verify"],
-            ["node", "ledger", "show"], ["login"], ["task"], ["task", "create"],
+            ["node", "ledger", "show"], ["node", "trust"], ["login"], ["task"], ["task", "create"],
             ["task", "status"], ["task", "result"], ["task", "cancel"], ["algorithms"], ["demo"]]
 
 

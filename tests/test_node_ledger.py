@@ -5,7 +5,6 @@ detect tampering; a node refuses to extend a tampered chain."""
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import shutil
 import sqlite3
@@ -25,7 +24,7 @@ from nordfed.ledger.verify import verify_rows
 from nordfed.node.localnet import LocalNetwork, tiny_cdm
 from nordfed.node.runtime import NodeRuntime
 from nordfed.policy.node import load_node_config
-from nordfed.privacy.crypto import ENC_PRIVATE, SIGN_PRIVATE, SIGN_PUBLIC, Identity
+from nordfed.privacy.crypto import ENC_PRIVATE, SIGN_PRIVATE, SIGN_PUBLIC, Identity, VerificationError
 
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}
@@ -148,12 +147,13 @@ def test_a_replaced_key_pair_needs_its_predecessor_named_and_the_hub_copy_verifi
     while net.client.request("GET", f"/api/nodes/{h.id}")["signing_key"] != new_key:  # published at its login
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    # researchers pin node keys on first use; one who trusts the rotation drops the old pin, as the refusal says
-    pins_path = net.client.home / "known_nodes.json"
-    pins = json.loads(pins_path.read_text())
-    pins[net.client.hub_url].pop(str(h.id))
-    pins_path.write_text(json.dumps(pins))
-    net.client._nodes_cache.clear()  # this long-lived client listed the nodes before the rotation
+    # researchers pin node keys on first use: the changed key is refused until they pin the one the site gives them
+    with pytest.raises(VerificationError, match="nordfed node trust"):
+        net.client.nodes(net.collaboration_id)
+    with pytest.raises(VerificationError, match="nothing was pinned"):
+        net.client.trust_node(net.collaboration_id, "DK", old_key)  # not what the hub publishes now
+    assert net.client.trust_node(net.collaboration_id, "DK", new_key)["id"] == h.id
+    assert len(net.client.nodes(net.collaboration_id)) == 1
     fed = HubFederation(net.client, net.collaboration_id, timeout=60)
     assert fed.run("nordfed.count", {})["DK"]["persons"] == 40
     es = _wait_for(net, n0 + 3)  # policy_loaded, task_received, run_completed: signed by the new key

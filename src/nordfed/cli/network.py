@@ -112,6 +112,27 @@ def node_keys(
     console.print(f"encryption_key: {ident.encryption_public}\nsigning_key: {ident.signing_public}")
 
 
+@node_app.command("trust")
+def node_trust(
+    node: str = typer.Argument(..., help="Node name or id."),
+    collaboration: int = typer.Option(..., "--collaboration", "-c", help="Collaboration id."),
+    signing_key: str = typer.Option(..., "--signing-key", help="The node's new signing.pub, from the site."),
+    encryption_key: str | None = typer.Option(None, "--encryption-key",
+                                              help="Its new encryption key too, if that changed."),
+) -> None:
+    """Pin a node's new keys after its operator replaced them: only if the hub publishes exactly the keys the site
+    gave you (trust on first use refuses changed keys until then)."""
+    from nordfed.client.api import HubError
+    from nordfed.privacy.crypto import VerificationError
+
+    c = _client()
+    try:
+        n = c.trust_node(collaboration, node, signing_key.strip(), encryption_key.strip() if encryption_key else None)
+    except (HubError, VerificationError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"pinned the new keys of node {n['name']} (id {n['id']}) in {c.home / 'known_nodes.json'}")
+
+
 def login(
     hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
     username: str = typer.Option(..., "--username", "-u"),

@@ -171,12 +171,40 @@ class Client:
                 changed = True
             elif {k: pinned.get(k) for k in keys} != keys:
                 raise VerificationError(f"node {n['name']} (id {n['id']}): keys differ from those pinned on first "
-                                        f"use in {path}; remove the entry only if the node really rotated its keys")
+                                        f"use in {path}; if the site confirms it replaced its keys, pin the new "
+                                        "ones with `nordfed node trust`")
         if changed:
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.write_text(json.dumps(pins, indent=2))
         self._nodes_cache[collaboration_id] = (time.monotonic(), nodes)
         return nodes
+
+    def trust_node(self, collaboration_id: int, node: str | int, signing_key: str,
+                   encryption_key: str | None = None) -> dict[str, Any]:
+        """Re-pin a node whose keys changed (its operator replaced them) to the keys the hub now publishes, but only
+        if they are the ones given here, learnt from the site out of band: the hub alone could be lying. The
+        encryption key must be given too when it changed. Returns the node as listed."""
+        self._nodes_cache.pop(collaboration_id, None)
+        listing = self.request("GET", f"/api/collaborations/{collaboration_id}/nodes")
+        found = [n for n in listing if str(n["id"]) == str(node) or n["name"] == str(node)]
+        if len(found) != 1:
+            raise ValueError(f"no single node {node!r} in collaboration {collaboration_id}")
+        n = found[0]
+        if n.get("signing_key") != signing_key:
+            raise VerificationError(f"node {n['name']}: the hub publishes signing key {n.get('signing_key')}, not "
+                                    "the one given; nothing was pinned")
+        path = self._pins_path()
+        pins: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        hub_pins = pins.setdefault(self.hub_url, {})
+        old = hub_pins.get(str(n["id"]), {})
+        if old.get("encryption_key") not in (None, n["encryption_key"]) and encryption_key != n["encryption_key"]:
+            raise VerificationError(f"node {n['name']}: its encryption key changed too; give the new one (from the "
+                                    "site) to pin it; nothing was pinned")
+        hub_pins[str(n["id"])] = {"name": n["name"], "signing_key": n["signing_key"],
+                                  "encryption_key": n["encryption_key"]}
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(json.dumps(pins, indent=2))
+        return n
 
     # ------------------------------------------------------------------ tasks
     def create_task(self, collaboration_id: int, algorithm: str, params: Mapping[str, Any],
