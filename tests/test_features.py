@@ -274,6 +274,12 @@ def test_sparse_matrix_from_entries_matches_scipy_sums():
     assert got.has_sorted_indices and got.nnz == want.nnz
     assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
     assert np.array_equal(got.data, want.data)
+    for bad in ({"code": np.array([0, 5], np.int32)}, {"k": np.array([0, n_rows], np.int32)},
+                {"value": np.array([1.0])}):
+        args = {"k": np.array([0, 1], np.int32), "code": np.array([0, 0], np.int32), "value": np.array([1.0, 2.0]),
+                **bad}
+        with pytest.raises(ValueError, match=r"outside|one element per entry"):
+            e.add(args["k"], args["code"], np.array([3706]), args["value"])
     with pytest.raises(ValueError, match="repeat a row"):
         e.add(np.array([0, 0], np.int32), np.array([0, 0], np.int32), np.array([3706]), np.array([1.0, 2.0]))
         assemble.to_csr(e)

@@ -66,8 +66,13 @@ class Entries:
                   _NO_DAY if day is None else np.asarray(day).astype(np.int32, copy=False), int(since), merge)
         if not len(b.k):
             return
+        # the compiled loops do not check bounds: a bad index here would write outside the arrays
         if b.k.min() < 0 or b.k.max() >= self.n_rows:
             raise ValueError(f"entry rows outside 0 .. {self.n_rows - 1}")
+        if b.code.min() < 0 or b.code.max() >= len(b.ids):
+            raise ValueError(f"entry codes outside 0 .. {len(b.ids) - 1}")
+        if len(b.day) not in (0, len(b.k)) or len(b.value) not in (0, len(b.k)) or len(b.rank) not in (0, len(b.k)):
+            raise ValueError("day, value and rank must have one element per entry")
         b.per_code = np.zeros(len(b.ids), dtype=np.int64)
         b.kept = kernels.count_rows(b.k, b.code, b.day, b.since, b.value, self.row_counts, b.per_code)
         if b.kept:
