@@ -21,6 +21,7 @@ from nordfed.client import HubFederation
 from nordfed.fed.protocol import AlgorithmError, get_algorithm
 from nordfed.ledger import Ledger, LedgerError
 from nordfed.ledger.verify import verify_rows
+from nordfed.node.audit import PUSH_PROBE_S
 from nordfed.node.localnet import LocalNetwork, tiny_cdm
 from nordfed.node.runtime import NodeRuntime
 from nordfed.policy.node import load_node_config
@@ -206,3 +207,35 @@ def test_tampering_is_detected_and_the_node_will_not_extend_it(net, tmp_path):
     r = runner.invoke(app, ["ledger", "verify", str(cfg.ledger_path), *keys, "--checkpoint", str(head)],
                       env=ENV)
     assert r.exit_code == 1 and "truncated" in r.output, r.output
+
+
+def test_a_rebuilt_node_is_refused_as_a_fork_until_an_admin_restarts_its_hub_copy(net):
+    # runs last: the node is rebuilt with new keys and an empty ledger (the one above was tampered with anyway)
+    h = net.nodes["DK"]
+    cfg = load_node_config(h.config_path)
+    net.kill_node("DK", sig=15)
+    before = net.client.node_ledger_copy(h.id)
+    assert before["entries"]  # pushed while the tests above ran: the fresh chain will collide with it
+    for p in [*cfg.state_path.glob("node.ledger*"), *(cfg.key_dir / n for n in (ENC_PRIVATE, SIGN_PRIVATE))]:
+        p.unlink(missing_ok=True)
+    Identity.generate().save(cfg.key_dir)
+    raw = yaml.safe_load(h.config_path.read_text())
+    raw.pop("previous_signing_keys", None)
+    h.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log_start = h.log_path.stat().st_size
+    net.start_node("DK")
+    deadline = time.monotonic() + 30
+    while "refused this node's ledger entries" not in h.log_path.read_text(errors="replace")[log_start:]:
+        assert time.monotonic() < deadline, "the hub never refused the fresh chain"
+        time.sleep(0.2)
+    assert net.client.node_ledger_copy(h.id)["entries"] == before["entries"]  # the old copy is untouched
+    restarted_at = time.monotonic()
+    net.root().restart_node_ledger(h.id)
+    # the node notices the new epoch at its next probe (PUSH_PROBE_S), not after the 5-minute retry
+    new_key = (cfg.key_dir / SIGN_PUBLIC).read_text().strip()
+    while not (copy := net.client.node_ledger_copy(h.id))["entries"]:
+        assert time.monotonic() - restarted_at < PUSH_PROBE_S + cfg.poll_timeout_s + 10
+        time.sleep(0.2)
+    assert copy["epoch"] == before["epoch"] + 1 and {e["signer"] for e in copy["entries"]} == {new_key}
+    assert copy["entries"][0]["seq"] == 1 and copy["entries"][0]["kind"] == "policy_loaded"
+    assert net.client.node_ledger_copy(h.id, epoch=before["epoch"])["entries"] == before["entries"]

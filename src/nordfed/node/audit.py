@@ -46,6 +46,9 @@ PUSH_IDLE_S = 1.0  # no run for this long with entries unpushed: the node is idl
 # it (every 5 s, the round-trip benchmark's p99 grew by ~5 ms).
 PUSH_EVERY_S = 30.0
 PUSH_RETRY_S = 300.0  # after the hub refused entries (fork, bad entry), try again this much later
+# ... unless the hub's head of this node's copy changed meanwhile (an administrator restarted the copy's epoch):
+# asked this often while waiting, a cheap query
+PUSH_PROBE_S = 10.0
 
 
 def sha256_text(text: str) -> str:
@@ -193,11 +196,15 @@ class HubReplica:
         self.hub_head: int | None = None  # unknown until asked: at start-up and after a refusal
         self.pushed_at = 0.0
         self.retry_at = 0.0
+        self.probe_at = 0.0
+        self.refused_head: tuple[int, str | None] | None = None  # the hub's head when it refused
 
     def pending(self) -> bool:
-        """Entries the hub lacks, and the hub has not refused a push recently."""
-        if time.monotonic() < self.retry_at:
-            return False
+        """Entries the hub lacks, and the hub has not refused a push recently (or it is time to ask whether its
+        copy changed since)."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            return now >= self.probe_at
         return self.hub_head is None or self.ledger.head_seq() > self.hub_head
 
     def due(self, idle: bool) -> bool:
@@ -207,6 +214,12 @@ class HubReplica:
         """Send the entries the hub lacks (all, or at most ``batches`` messages); returns how many. A refusal is
         logged and retried later (ChannelRefused 401 is raised: the caller logs in again)."""
         sent = 0
+        now = time.monotonic()
+        if now < self.retry_at:
+            self.probe_at = now + PUSH_PROBE_S
+            if channel.ledger_head() == self.refused_head:
+                return 0
+            self.retry_at, self.hub_head = 0.0, None  # the copy changed (say, a new epoch): push again now
         try:
             for attempt in range(2):
                 fresh = self.hub_head is None
@@ -219,6 +232,8 @@ class HubReplica:
                         raise
                     if attempt or fresh:  # once more from the hub's real head (it may have lost entries)
                         self.retry_at = time.monotonic() + PUSH_RETRY_S
+                        self.probe_at = time.monotonic() + PUSH_PROBE_S
+                        self.refused_head = channel.ledger_head()
                         log.error("the hub refused this node's ledger entries: %s; next try in %g s (compare the "
                                   "copies with `nordfed ledger pull` and `nordfed ledger verify --against`)",
                                   exc, PUSH_RETRY_S)
