@@ -31,7 +31,7 @@ from nordfed.reports import (
     sites_side_by_side,
     validation_table,
 )
-from nordfed.reports.plots import calibration_points
+from nordfed.reports.plots import _RATIO_TICKS, _spaced_ticks, calibration_points
 from nordfed.reports.tables import format_cell
 
 COUNT = Column("n", "n", "count")
@@ -170,6 +170,15 @@ def test_plots_render_pngs_and_name_suppression():
         roc_plot([{"label": "a", "fpr": [0, 1], "tpr": [0, 0.5, 1]}])
     with pytest.raises(ValueError, match="all coefficients are zero"):
         coefficient_plot({"a": 0.0})
+
+
+def test_odds_ratio_ticks_keep_their_labels_apart():
+    # the CRC study's odds ratios span about 0.5 to 9: 0.67 and 0.8, and 1.25 and 1.5, touched on that axis
+    for lo, hi in ((0.45, 9.0), (0.2, 25.0), (0.75, 1.6)):
+        candidates = [t for t in _RATIO_TICKS if lo <= t <= hi]
+        ticks = _spaced_ticks(candidates, lo, hi)
+        assert 1.0 in ticks and len(ticks) >= 3 and set(ticks) <= set(candidates)
+        assert min(np.diff(np.log(ticks))) >= np.log(hi / lo) / 10, (lo, hi, ticks)
 
 
 # ------------------------------------------------------------------------------------------ HTML

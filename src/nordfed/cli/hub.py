@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 hub_app = typer.Typer(help="Run the nordfed hub (coordination server) and administer it.", no_args_is_help=True)
 err = Console(stderr=True)
+T = TypeVar("T")
 
 DbOption = Annotated[
     str, typer.Option("--db", help="Hub database URL: sqlite:///hub.sqlite or postgresql://host:5432/db[?schema=s]")
 ]
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
+
+
+def _on_database(db: str, verb: str, work: Callable[[], T], refused: int = 1) -> T:
+    """``work()`` on the hub database at ``db``; its errors as a one-line message, exit ``refused`` when nordfed
+    refuses the database (or the request), 1 when the database fails."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nordfed.hub.admin import AdminError
+    from nordfed.hub.db import HubDBError
+
+    try:
+        return work()
+    except (HubDBError, AdminError) as exc:
+        _fail(str(exc), refused)
+    except SQLAlchemyError as exc:
+        _fail(f"cannot {verb} hub database {db}: {exc.__class__.__name__}: {exc}")
 
 
 @hub_app.command()
@@ -35,11 +53,7 @@ def start(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the hub API (one uvicorn worker; long polls are coordinated in-process)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from nordfed.hub.admin import AdminError
     from nordfed.hub.app import create_app
-    from nordfed.hub.db import HubDBError
     from nordfed.hub.server import GracefulServer, uvicorn_config
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -47,12 +61,7 @@ def start(
     for path in (ssl_certfile, ssl_keyfile):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file", 2)
-    try:
-        app = create_app(db, root_password=root_password)
-    except (HubDBError, AdminError) as exc:
-        _fail(str(exc), 2)
-    except SQLAlchemyError as exc:
-        _fail(f"cannot open hub database {db}: {exc.__class__.__name__}: {exc}")
+    app = _on_database(db, "open", lambda: create_app(db, root_password=root_password), refused=2)
     tls = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
     scheme = "https" if tls else "http"
     err.print(f"nordfed hub on {scheme}://{host}:{port}/api (docs at /docs), database {db}")
@@ -68,17 +77,10 @@ def create_root_command(
     ] = ...,
 ) -> None:
     """Create a root user (the first administrator) directly in the hub database."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from nordfed.hub.admin import create_root
+    from nordfed.hub.db import open_hub_db
 
-    from nordfed.hub.admin import AdminError, create_root
-    from nordfed.hub.db import HubDBError, open_hub_db
-
-    try:
-        user_id = create_root(open_hub_db(db), username, password)
-    except (HubDBError, AdminError) as exc:
-        _fail(str(exc))
-    except SQLAlchemyError as exc:
-        _fail(f"cannot open hub database {db}: {exc.__class__.__name__}: {exc}")
+    user_id = _on_database(db, "open", lambda: create_root(open_hub_db(db), username, password))
     typer.echo(f"root user {username!r} created (id {user_id})")
 
 
@@ -92,16 +94,9 @@ hub_app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = "sqlite:///hub.sqlite") -> None:
     """Create the hub tables, or upgrade them to this nordfed's schema revision (back up the database first)."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from nordfed.hub.db import upgrade_hub_db
 
-    from nordfed.hub.db import HubDBError, upgrade_hub_db
-
-    try:
-        done = upgrade_hub_db(db)
-    except HubDBError as exc:
-        _fail(str(exc))
-    except SQLAlchemyError as exc:
-        _fail(f"cannot upgrade hub database {db}: {exc.__class__.__name__}: {exc}")
+    done = _on_database(db, "upgrade", lambda: upgrade_hub_db(db))
     before, after = ", ".join(done.before.revisions) or "none", ", ".join(done.after)
     typer.echo(
         {
@@ -116,16 +111,9 @@ def db_upgrade(db: DbOption = "sqlite:///hub.sqlite") -> None:
 @db_app.command("current")
 def db_current(db: DbOption = "sqlite:///hub.sqlite") -> None:
     """Show the database's schema revision against this nordfed's head (exit 1 unless up to date); changes nothing."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from nordfed.hub.db import hub_db_status
 
-    from nordfed.hub.db import HubDBError, hub_db_status
-
-    try:
-        status = hub_db_status(db)
-    except HubDBError as exc:
-        _fail(str(exc))
-    except SQLAlchemyError as exc:
-        _fail(f"cannot read hub database {db}: {exc.__class__.__name__}: {exc}")
+    status = _on_database(db, "read", lambda: hub_db_status(db))
     typer.echo(status.describe())
     if status.state != "current":
         raise typer.Exit(1)

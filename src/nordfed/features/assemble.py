@@ -38,7 +38,6 @@ class Block:
     day: np.ndarray  # int32; empty: no filter
     since: int
     merge: int
-    kept: int = 0  # entries that pass the filter (and have a value)
     per_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept entries per code
 
 
@@ -74,8 +73,7 @@ class Entries:
         if len(b.day) not in (0, len(b.k)) or len(b.value) not in (0, len(b.k)) or len(b.rank) not in (0, len(b.k)):
             raise ValueError("day, value and rank must have one element per entry")
         b.per_code = np.zeros(len(b.ids), dtype=np.int64)
-        b.kept = kernels.count_rows(b.k, b.code, b.day, b.since, b.value, self.row_counts, b.per_code)
-        if b.kept:
+        if kernels.count_rows(b.k, b.code, b.day, b.since, b.value, self.row_counts, b.per_code):
             self.blocks.append(b)
 
     def add_ids(self, k: np.ndarray, covariate_id: np.ndarray, value: np.ndarray | None = None) -> None:

@@ -99,6 +99,12 @@ def _managed_node(s: Session, node_id: int, caller, action: str) -> Node:
     return node
 
 
+def _created(node: Node, api_key: str) -> NodeCreated:
+    """The node with its new api key (shown this once)."""
+    return NodeCreated(id=node.id, name=node.name, organization_id=node.organization_id,
+                       collaboration_id=node.collaboration_id, api_key=api_key)
+
+
 @router.post("", response_model=NodeCreated, status_code=201)
 async def create_node(body: NodeCreate, hub: Hub, caller: CurrentUser) -> NodeCreated:
     require_org_admin(caller, body.organization_id, "register its nodes")
@@ -126,13 +132,7 @@ async def create_node(body: NodeCreate, hub: Hub, caller: CurrentUser) -> NodeCr
             )
             s.add(node)
             s.flush()
-            return NodeCreated(
-                id=node.id,
-                name=node.name,
-                organization_id=node.organization_id,
-                collaboration_id=node.collaboration_id,
-                api_key=api_key,
-            )
+            return _created(node, api_key)
 
     return await run_in_threadpool(store)
 
@@ -262,13 +262,7 @@ async def rotate_api_key(node_id: PathId, hub: Hub, caller: CurrentUser) -> Node
             node = _managed_node(s, node_id, caller, "rotate the api keys of its nodes")
             node.key_id, node.api_key_hash = key_id, key_hash
             revoke_tokens(s, node_id=node_id)
-            return NodeCreated(
-                id=node.id,
-                name=node.name,
-                organization_id=node.organization_id,
-                collaboration_id=node.collaboration_id,
-                api_key=api_key,
-            )
+            return _created(node, api_key)
 
     out = await run_in_threadpool(store)
     hub.forget_tokens(principals=[("node", node_id)])
