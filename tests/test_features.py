@@ -237,6 +237,12 @@ def test_roll_up_and_last_values_pure():
                              np.array([1.0, 2.0, 3.0, np.nan, 4.0, 6.0, 5.0]), oldest + 1, 706)
         m, ids = assemble.to_csr(e)
         assert ids.tolist() == [5_713_706] and m.toarray()[:, 0].tolist() == [2.0, 0.0, 5.0]
+    # units equal mod 1000 share FeatureExtraction's covariate id: the last value of either is kept
+    e = assemble.Entries(1)
+    assemble.last_values(e, np.zeros(3, np.int32), *assemble.encode(np.full(3, 5)), np.array([8713, 9713, 8713]),
+                         np.array([-3, -1, -2]), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]), -10, 706)
+    m, ids = assemble.to_csr(e)
+    assert ids.tolist() == [5_713_706] and m.toarray().tolist() == [[2.0]]
 
 
 def test_sparse_matrix_from_entries_matches_scipy_sums():
@@ -275,7 +281,7 @@ def test_sparse_matrix_from_entries_matches_scipy_sums():
     assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
     assert np.array_equal(got.data, want.data)
     for bad in ({"code": np.array([0, 5], np.int32)}, {"k": np.array([0, n_rows], np.int32)},
-                {"value": np.array([1.0])}):
+                {"value": np.array([1.0])}, {"code": np.array([0], np.int32)}):
         args = {"k": np.array([0, 1], np.int32), "code": np.array([0, 0], np.int32), "value": np.array([1.0, 2.0]),
                 **bad}
         with pytest.raises(ValueError, match=r"outside|one element per entry"):

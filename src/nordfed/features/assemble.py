@@ -25,6 +25,8 @@ from nordfed.features.kernels import ANY, COUNT, LAST, VALUE
 
 #: entries from which building the matrix uses two threads
 _PARALLEL = 1 << 20
+#: matrix rows per chunk (a power of two): a chunk's entries are sorted and merged inside one core's cache
+CHUNK_SHIFT = 11
 _NO_DAY, _NO_VALUE, _NO_RANK = np.zeros(0, np.int32), np.zeros(0, np.float64), np.zeros(0, np.int64)
 
 
@@ -39,16 +41,17 @@ class Block:
     since: int
     merge: int
     per_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept entries per code
+    per_chunk: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept entries per row chunk
 
 
 class Entries:
-    """Covariate entries for an ``n_rows``-row matrix; each block is counted per row as it is added (while
-    later tables are still being scanned)."""
+    """Covariate entries for an ``n_rows``-row matrix; each block is counted per chunk of rows and per code as
+    it is added (while later tables are still being scanned)."""
 
     def __init__(self, n_rows: int):
         self.n_rows = n_rows
         self.blocks: list[Block] = []
-        self.row_counts = np.zeros(n_rows, dtype=np.int64)
+        self.n_chunks = ((n_rows - 1) >> CHUNK_SHIFT) + 1 if n_rows else 0
 
     def add(self, k: np.ndarray, code: np.ndarray, ids: np.ndarray, value: np.ndarray | None = None, *,
             day: np.ndarray | None = None, since: int = 0, rank: np.ndarray | None = None,
@@ -65,15 +68,17 @@ class Entries:
                   _NO_DAY if day is None else np.asarray(day).astype(np.int32, copy=False), int(since), merge)
         if not len(b.k):
             return
-        # the compiled loops do not check bounds: a bad index here would write outside the arrays
-        if b.k.min() < 0 or b.k.max() >= self.n_rows:
-            raise ValueError(f"entry rows outside 0 .. {self.n_rows - 1}")
-        if b.code.min() < 0 or b.code.max() >= len(b.ids):
-            raise ValueError(f"entry codes outside 0 .. {len(b.ids) - 1}")
-        if len(b.day) not in (0, len(b.k)) or len(b.value) not in (0, len(b.k)) or len(b.rank) not in (0, len(b.k)):
-            raise ValueError("day, value and rank must have one element per entry")
+        if len(b.code) != len(b.k) or any(len(a) not in (0, len(b.k)) for a in (b.day, b.value, b.rank)):
+            raise ValueError("code, day, value and rank must have one element per entry")
         b.per_code = np.zeros(len(b.ids), dtype=np.int64)
-        if kernels.count_rows(b.k, b.code, b.day, b.since, b.value, self.row_counts, b.per_code):
+        b.per_chunk = np.zeros(self.n_chunks, dtype=np.int64)
+        kept = kernels.count_chunks(b.k, b.code, b.day, b.since, b.value, self.n_rows, CHUNK_SHIFT, b.per_chunk,
+                                    b.per_code)
+        if kept == -1:
+            raise ValueError(f"entry rows outside 0 .. {self.n_rows - 1}")
+        if kept == -2:
+            raise ValueError(f"entry codes outside 0 .. {len(b.ids) - 1}")
+        if kept:
             self.blocks.append(b)
 
     def add_ids(self, k: np.ndarray, covariate_id: np.ndarray, value: np.ndarray | None = None) -> None:
@@ -104,8 +109,12 @@ def to_csr(entries: Entries) -> tuple[sp.csr_matrix, np.ndarray]:
     """``(matrix, covariate_ids)``: columns are :func:`covariate_ids`; repeats of a row and covariate merged by
     the covariate's rule.
 
-    A counting sort by row (the rows' sizes are known from :meth:`Entries.add`), then each row sorted by column
-    and merged in place. Large inputs use two threads, each writing only its own half of the rows.
+    Two passes, each over the entries once (:mod:`nordfed.features.kernels`): :func:`~kernels.partition` writes
+    every entry into its chunk of rows (a chunk's size is known from :meth:`Entries.add`); :func:`~kernels.
+    merge_chunks` sorts and merges each chunk inside the cache and writes its CSR rows. Writing each entry
+    straight to its row instead (a counting sort over all rows) touches a new cache line per entry across the
+    whole matrix: at a million rows that took 0.25 s of CPU where the partition takes 0.08 s. Large inputs use
+    two threads: blocks split between them for the partition, chunks for the merge.
 
     Measured slower at a million rows on two cores, and so not done: building the matrix analysis step by step
     while later tables are scanned (DuckDB's scan already keeps both cores busy, and the parts must then be
@@ -124,34 +133,55 @@ def to_csr(entries: Entries) -> tuple[sp.csr_matrix, np.ndarray]:
         if ((mode[cols] != -1) & (mode[cols] != b.merge)).any():
             raise ValueError("a covariate has entries with two different merge rules (e.g. binary and continuous)")
         mode[cols] = b.merge
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(entries.row_counts, out=indptr[1:])
-    nnz = int(indptr[-1])
-    fill = indptr[:-1].copy()
+    # chunk after chunk; inside a chunk, block after block
+    per = np.stack([b.per_chunk for b in blocks], axis=1)
+    starts = np.zeros(per.size + 1, dtype=np.int64)
+    np.cumsum(per.ravel(), out=starts[1:])
+    nnz = int(starts[-1])
+    chunk_start = starts[::len(blocks)].copy()
+    starts = starts[:-1].reshape(per.shape)
+    row = np.empty(nnz, dtype=np.uint16)
     indices, data = np.empty(nnz, dtype=np.int32), np.empty(nnz, dtype=np.float64)
     ranks = np.empty(nnz, dtype=np.int64) if any(b.merge == LAST for b in blocks) else _NO_RANK
     row_len = np.empty(n_rows, dtype=np.int64)
 
-    def rows(lo: int, hi: int) -> tuple[int, int]:
-        for b, col in zip(blocks, col_of, strict=True):
-            kernels.scatter(b.k, b.code, col, b.day, b.since, b.value, b.rank, lo, hi, fill, indices, data, ranks)
-        return kernels.merge_rows(indptr, indices, data, ranks, mode, lo, hi, row_len)
+    def partition(which: list[int]) -> None:
+        for i in which:
+            b = blocks[i]
+            kernels.partition(b.k, b.code, col_of[i], b.day, b.since, b.value, b.rank, CHUNK_SHIFT,
+                              starts[:, i].copy(), row, indices, data, ranks)
+
+    def merge(c_lo: int, c_hi: int) -> tuple[int, int]:
+        return kernels.merge_chunks(chunk_start, c_lo, c_hi, CHUNK_SHIFT, n_rows, row, indices, data, ranks, mode,
+                                    row_len)
 
     if nnz < _PARALLEL:
-        end, bad = rows(0, n_rows)
+        partition(list(range(len(blocks))))
+        end, bad = merge(0, entries.n_chunks)
     else:
-        mid = int(np.searchsorted(indptr, nnz // 2))
+        # blocks to two threads by size, largest first, each to the lighter side
+        sides: tuple[list[int], list[int]] = ([], [])
+        load = [0, 0]
+        for i in sorted(range(len(blocks)), key=lambda i: -len(blocks[i].k)):
+            side = int(load[1] < load[0])
+            sides[side].append(i)
+            load[side] += len(blocks[i].k)
+        mid = int(np.searchsorted(chunk_start, nnz // 2))
         with ThreadPoolExecutor(1, thread_name_prefix="nordfed-csr") as pool:
-            upper = pool.submit(rows, mid, n_rows)
-            end, bad = rows(0, mid)
+            other = pool.submit(partition, sides[1])
+            partition(sides[0])
+            other.result()
+            upper = pool.submit(merge, mid, entries.n_chunks)
+            end, bad = merge(0, mid)
             end2, bad2 = upper.result()
         bad = bad if bad >= 0 else bad2
         # the upper half was merged from its own start: close the gap the merged repeats left
-        kernels.move_down(indices, data, int(indptr[mid]), end, end2 - int(indptr[mid]))
-        end += end2 - int(indptr[mid])
+        kernels.move_down(indices, data, int(chunk_start[mid]), end, end2 - int(chunk_start[mid]))
+        end += end2 - int(chunk_start[mid])
     if bad >= 0:
         raise ValueError(f"continuous entries repeat a row and covariate (matrix row {bad})")
-    ranks = _NO_RANK  # released before the matrix is made
+    row = ranks = _NO_RANK  # released before the matrix is made
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(row_len, out=indptr[1:])
     out = sp.csr_matrix((data[:end], indices[:end], indptr.astype(np.int32) if end < 2**31 else indptr),
                         shape=(n_rows, len(cov_ids)))
@@ -261,7 +291,10 @@ def last_values(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.
     * 1000 + analysis_id`` as in FeatureExtraction."""
     if not len(day):
         return
-    unit_code, units = encode(unit % 1000)
+    # units mod 1000 may collide: two codes then share a covariate id, and building the matrix merges them
+    # as repeats (cheaper than the modulo over every record)
+    unit_code, units = encode(unit)
+    units = units % 1000
     if len(concepts) * len(units) >= 2**31:
         raise ValueError("too many measurement concepts and units to number their pairs")
     day_min = int(day.min())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nordfed.jit import compiled
+from nordfed.jit import compiled, trailing_zeros
 
 #: how repeats of one (row, covariate) merge: ANY (binary: 1), COUNT (how many), LAST (the value of the
 #: highest rank), VALUE (unique: a repeat is an error)
@@ -86,40 +86,50 @@ def pair_codes(code: np.ndarray, unit_code: np.ndarray, n_units: int, day: np.nd
 
 
 @compiled
-def count_rows(k: np.ndarray, code: np.ndarray, day: np.ndarray, since: int, value: np.ndarray, counts: np.ndarray,
-               per_code: np.ndarray) -> int:
-    """``counts[k] += 1`` and ``per_code[code] += 1`` for each entry kept: ``day >= since`` (``day`` empty: all)
-    and a value that is not NaN (``value`` empty: binary). Returns how many were kept."""
+def count_chunks(k: np.ndarray, code: np.ndarray, day: np.ndarray, since: int, value: np.ndarray, n_rows: int,
+                 shift: int, per_chunk: np.ndarray, per_code: np.ndarray) -> int:
+    """``per_chunk[k >> shift] += 1`` and ``per_code[code] += 1`` for each entry kept: ``day >= since`` (``day``
+    empty: all) and a value that is not NaN (``value`` empty: binary). Returns how many were kept, or -1 for a
+    ``k`` outside ``0 .. n_rows - 1`` and -2 for a ``code`` outside ``per_code`` (the counts are then partial)."""
     kept = 0
     has_day, has_value = len(day) > 0, len(value) > 0
+    n_codes = len(per_code)
     for i in range(len(k)):
-        if has_day and day[i] < since:
-            continue
-        if has_value and np.isnan(value[i]):
-            continue
-        counts[k[i]] += 1
-        per_code[code[i]] += 1
-        kept += 1
+        # the compiled loops do not check bounds: a bad index would write outside the arrays
+        if k[i] < 0 or k[i] >= n_rows:
+            return -1
+        if code[i] < 0 or code[i] >= n_codes:
+            return -2
+        # branchless: whether a record is in a short window is a coin toss to the branch predictor
+        keep = 1
+        if has_day:
+            keep &= day[i] >= since
+        if has_value:
+            keep &= not np.isnan(value[i])
+        per_chunk[k[i] >> shift] += keep
+        per_code[code[i]] += keep
+        kept += keep
     return kept
 
 
 @compiled
-def scatter(k: np.ndarray, code: np.ndarray, col_of: np.ndarray, day: np.ndarray, since: int, value: np.ndarray,
-            rank: np.ndarray, lo: int, hi: int, fill: np.ndarray, indices: np.ndarray, data: np.ndarray,
-            ranks: np.ndarray) -> None:
-    """Write the kept entries of rows ``lo .. hi - 1`` at their row's next free position (``fill``): column,
-    value (if any) and rank (if any). Threads given disjoint row ranges never write the same place."""
+def partition(k: np.ndarray, code: np.ndarray, col_of: np.ndarray, day: np.ndarray, since: int, value: np.ndarray,
+              rank: np.ndarray, shift: int, pos: np.ndarray, row: np.ndarray, indices: np.ndarray, data: np.ndarray,
+              ranks: np.ndarray) -> None:
+    """Write each kept entry (as :func:`count_chunks` keeps them) at its chunk's next position (``pos[k >> shift]``):
+    its row within the chunk, column, value (if any) and rank (if any). Blocks given disjoint positions may be
+    written by different threads."""
     has_day, has_value, has_rank = len(day) > 0, len(value) > 0, len(rank) > 0
+    mask = (1 << shift) - 1
     for i in range(len(k)):
-        r = k[i]
-        if r < lo or r >= hi:
-            continue
         if has_day and day[i] < since:
             continue
         if has_value and np.isnan(value[i]):
             continue
-        p = fill[r]
-        fill[r] = p + 1
+        r = k[i]
+        p = pos[r >> shift]
+        pos[r >> shift] = p + 1
+        row[p] = r & mask
         indices[p] = col_of[code[i]]
         if has_value:
             data[p] = value[i]
@@ -127,71 +137,98 @@ def scatter(k: np.ndarray, code: np.ndarray, col_of: np.ndarray, day: np.ndarray
             ranks[p] = rank[i]
 
 
-#: de Bruijn multiplier and table: the index of a word's lowest set bit in two operations, without a branch
-_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
-_BIT_INDEX = np.zeros(64, dtype=np.int64)
-for _i in range(64):
-    _BIT_INDEX[(((1 << _i) * int(_DE_BRUIJN)) & (2**64 - 1)) >> 58] = _i
-
-
 @compiled
-def _lowest_bit(x: np.uint64) -> int:
-    return _BIT_INDEX[((x & (~x + np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
+def merge_chunks(chunk_start: np.ndarray, c_lo: int, c_hi: int, shift: int, n_rows: int, row: np.ndarray,
+                 indices: np.ndarray, data: np.ndarray, ranks: np.ndarray, mode: np.ndarray,
+                 row_len: np.ndarray) -> tuple[int, int]:
+    """Turn chunks ``c_lo .. c_hi - 1`` (as :func:`partition` left them) into CSR rows written one after another
+    from ``chunk_start[c_lo]``: each row's columns sorted, repeats merged by the column's ``mode``, and its length
+    in ``row_len``. Returns ``(end, bad_row)``: where the last row ends, and a row where a VALUE covariate
+    repeats (-1: none).
 
-
-@compiled
-def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, ranks: np.ndarray, mode: np.ndarray,
-               lo: int, hi: int, row_len: np.ndarray) -> tuple[int, int]:
-    """Sort each row of ``lo .. hi - 1`` by column and merge repeats by the column's ``mode``, writing the rows
-    one after another from ``indptr[lo]``. Returns ``(end, bad_row)``: where the last row ends, and a row
-    where a VALUE covariate repeats (-1: none).
-
-    A row's columns are set as bits in a bitmap of all columns (with a bitmap of its non-zero words) and read
-    back in order: sorted and without repeats in time linear in the row, with no comparison sort. A valued
-    column's merged value is kept per column until it is written."""
+    A chunk is copied into buffers small enough to stay in the core's cache and sorted there by row (a counting
+    sort); a row's columns are then set as bits in a bitmap of all columns (with a bitmap of its non-zero words)
+    and read back in order: sorted and without repeats in time linear in the row, with no comparison sort. A
+    valued column's merged value is kept per column until it is written. The output never overtakes the chunk
+    being read (merging only shrinks rows), so it is written in place."""
+    size = 1 << shift
+    big = 0
+    for c in range(c_lo, c_hi):
+        big = max(big, chunk_start[c + 1] - chunk_start[c])
+    lcol = np.empty(big, dtype=np.int32)
+    ldata = np.empty(big, dtype=np.float64)
+    lrank = np.empty(big if len(ranks) else 0, dtype=np.int64)
+    fill = np.zeros(size + 1, dtype=np.int64)
     n_words = (len(mode) + 63) // 64
     bits = np.zeros(n_words, dtype=np.uint64)
     words = np.zeros((n_words + 63) // 64, dtype=np.uint64)
     value = np.zeros(len(mode), dtype=np.float64)
+    for col in range(len(mode)):
+        if mode[col] == ANY:
+            value[col] = 1.0  # never changes: every column's output is value[col]
     best = np.zeros(len(mode), dtype=np.int64)  # LAST: the rank of the value kept
     one = np.uint64(1)
-    w = indptr[lo]
-    for r in range(lo, hi):
-        for i in range(indptr[r], indptr[r + 1]):
-            c = indices[i]
-            word = c >> 6
-            bit = one << np.uint64(c & 63)
-            new = (bits[word] & bit) == 0
-            if new:
+    w = chunk_start[c_lo]
+    for c in range(c_lo, c_hi):
+        a, b = chunk_start[c], chunk_start[c + 1]
+        r0 = c << shift
+        nr = min(size, n_rows - r0)
+        fill[:nr + 1] = 0
+        for p in range(a, b):
+            fill[row[p] + 1] += 1
+        for j in range(nr):
+            fill[j + 1] += fill[j]
+        for p in range(a, b):
+            j = row[p]
+            q = fill[j]
+            fill[j] = q + 1
+            col = indices[p]
+            lcol[q] = col
+            m = mode[col]
+            if m >= LAST:
+                ldata[q] = data[p]
+            if m == LAST:
+                lrank[q] = ranks[p]
+        # fill[j] is now where row j ends
+        q0 = 0
+        for j in range(nr):
+            for q in range(q0, fill[j]):
+                col = lcol[q]
+                word = col >> 6
+                bit = one << np.uint64(col & 63)
+                new = (bits[word] & bit) == 0
                 bits[word] |= bit
                 words[word >> 6] |= one << np.uint64(word & 63)
-            m = mode[c]
-            if m == COUNT:
-                value[c] = 1.0 if new else value[c] + 1.0
-            elif m == LAST:
-                if new or ranks[i] > best[c]:
-                    value[c] = data[i]
-                    best[c] = ranks[i]
-            elif m == VALUE:
-                if not new:
-                    return w, r
-                value[c] = data[i]
-        start = w
-        for high in range(len(words)):
-            y = words[high]
-            words[high] = 0
-            while y:
-                word = (high << 6) + _lowest_bit(y)
-                y &= y - one
-                x = bits[word]
-                bits[word] = 0
-                while x:
-                    c = (word << 6) + _lowest_bit(x)
-                    x &= x - one
-                    indices[w] = c
-                    data[w] = 1.0 if mode[c] == ANY else value[c]
-                    w += 1
-        row_len[r] = w - start
+                m = mode[col]
+                if m == ANY:
+                    continue
+                if m == COUNT:
+                    value[col] = 1.0 if new else value[col] + 1.0
+                elif m == LAST:
+                    if new or lrank[q] > best[col]:
+                        value[col] = ldata[q]
+                        best[col] = lrank[q]
+                elif not new:  # VALUE
+                    return w, r0 + j
+                else:
+                    value[col] = ldata[q]
+            q0 = fill[j]
+            start = w
+            for high in range(len(words)):
+                y = words[high]
+                words[high] = 0
+                while y:
+                    word = (high << 6) + trailing_zeros(y)
+                    y &= y - one
+                    x = bits[word]
+                    bits[word] = 0
+                    while x:
+                        col = (word << 6) + trailing_zeros(x)
+                        x &= x - one
+                        indices[w] = col
+                        data[w] = value[col]
+                        w += 1
+            row_len[r0 + j] = w - start
     return w, -1
 
 
