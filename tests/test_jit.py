@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba.core.caching as caching
 import numpy as np
 
-from nordfed.jit import compiled, trailing_zeros
+from nordfed.jit import compiled
 
 
 def _total(x: np.ndarray) -> float:
@@ -26,15 +26,3 @@ def test_no_writable_cache_location_still_compiles(monkeypatch):
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
     f = compiled(_total)
     assert f(np.arange(4.0)) == 6.0
-
-
-def _lowest(x: np.ndarray) -> np.ndarray:
-    out = np.empty(len(x), dtype=np.int64)
-    for i in range(len(x)):
-        out[i] = trailing_zeros(x[i])
-    return out
-
-
-def test_trailing_zeros_is_the_lowest_set_bit():
-    x = np.array([1, 40, 2**63, 2**63 + 2**5, 3 << 20], dtype=np.uint64)
-    assert compiled(_lowest)(x).tolist() == [0, 3, 63, 5, 20]

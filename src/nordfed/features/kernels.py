@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nordfed.jit import compiled, trailing_zeros
+from nordfed.jit import compiled
 
 #: how repeats of one (row, covariate) merge: ANY (binary: 1), COUNT (how many), LAST (the value of the
 #: highest rank), VALUE (unique: a repeat is an error)
@@ -146,88 +146,80 @@ def merge_chunks(chunk_start: np.ndarray, c_lo: int, c_hi: int, shift: int, n_ro
     in ``row_len``. Returns ``(end, bad_row)``: where the last row ends, and a row where a VALUE covariate
     repeats (-1: none).
 
-    A chunk is copied into buffers small enough to stay in the core's cache and sorted there by row (a counting
-    sort); a row's columns are then set as bits in a bitmap of all columns (with a bitmap of its non-zero words)
-    and read back in order: sorted and without repeats in time linear in the row, with no comparison sort. A
-    valued column's merged value is kept per column until it is written. The output never overtakes the chunk
-    being read (merging only shrinks rows), so it is written in place."""
+    A chunk is copied into buffers small enough to stay in the core's cache and put in (row, column) order by two
+    counting sorts there, by column and then (stably) by row, so repeats are neighbours. Every loop runs a
+    known number of times: a bitmap of each row's columns, read back bit by bit, measured 1.4x slower for the
+    branches it mispredicts. The output never overtakes the chunk being read (merging only shrinks rows), so it
+    is written in place."""
     size = 1 << shift
+    n_cols = len(mode)
     big = 0
     for c in range(c_lo, c_hi):
         big = max(big, chunk_start[c + 1] - chunk_start[c])
     lcol = np.empty(big, dtype=np.int32)
+    lrow = np.empty(big, dtype=np.int32)
     ldata = np.empty(big, dtype=np.float64)
     lrank = np.empty(big if len(ranks) else 0, dtype=np.int64)
-    fill = np.zeros(size + 1, dtype=np.int64)
-    n_words = (len(mode) + 63) // 64
-    bits = np.zeros(n_words, dtype=np.uint64)
-    words = np.zeros((n_words + 63) // 64, dtype=np.uint64)
-    value = np.zeros(len(mode), dtype=np.float64)
-    for col in range(len(mode)):
-        if mode[col] == ANY:
-            value[col] = 1.0  # never changes: every column's output is value[col]
-    best = np.zeros(len(mode), dtype=np.int64)  # LAST: the rank of the value kept
-    one = np.uint64(1)
+    by_col = np.empty(big, dtype=np.int32)
+    order = np.empty(big, dtype=np.int32)
+    at_col = np.zeros(n_cols + 1, dtype=np.int32)
+    at_row = np.zeros(size + 1, dtype=np.int32)
     w = chunk_start[c_lo]
     for c in range(c_lo, c_hi):
-        a, b = chunk_start[c], chunk_start[c + 1]
+        a, n = chunk_start[c], chunk_start[c + 1] - chunk_start[c]
         r0 = c << shift
         nr = min(size, n_rows - r0)
-        fill[:nr + 1] = 0
-        for p in range(a, b):
-            fill[row[p] + 1] += 1
-        for j in range(nr):
-            fill[j + 1] += fill[j]
-        for p in range(a, b):
-            j = row[p]
-            q = fill[j]
-            fill[j] = q + 1
-            col = indices[p]
-            lcol[q] = col
+        at_col[:] = 0
+        at_row[:nr + 1] = 0
+        for i in range(n):
+            col = indices[a + i]
+            r = row[a + i]
+            lcol[i] = col
+            lrow[i] = r
+            at_col[col + 1] += 1
+            at_row[r + 1] += 1
             m = mode[col]
             if m >= LAST:
-                ldata[q] = data[p]
+                ldata[i] = data[a + i]
             if m == LAST:
-                lrank[q] = ranks[p]
-        # fill[j] is now where row j ends
-        q0 = 0
+                lrank[i] = ranks[a + i]
+        for j in range(n_cols):
+            at_col[j + 1] += at_col[j]
         for j in range(nr):
-            for q in range(q0, fill[j]):
-                col = lcol[q]
-                word = col >> 6
-                bit = one << np.uint64(col & 63)
-                new = (bits[word] & bit) == 0
-                bits[word] |= bit
-                words[word >> 6] |= one << np.uint64(word & 63)
-                m = mode[col]
-                if m == ANY:
-                    continue
-                if m == COUNT:
-                    value[col] = 1.0 if new else value[col] + 1.0
-                elif m == LAST:
-                    if new or lrank[q] > best[col]:
-                        value[col] = ldata[q]
-                        best[col] = lrank[q]
-                elif not new:  # VALUE
-                    return w, r0 + j
-                else:
-                    value[col] = ldata[q]
-            q0 = fill[j]
+            at_row[j + 1] += at_row[j]
+        for i in range(n):
+            q = at_col[lcol[i]]
+            at_col[lcol[i]] = q + 1
+            by_col[q] = i
+        for q in range(n):
+            i = by_col[q]
+            s = at_row[lrow[i]]
+            at_row[lrow[i]] = s + 1
+            order[s] = i
+        # at_row[j] is now where row j ends in ``order``
+        for j in range(nr):
             start = w
-            for high in range(len(words)):
-                y = words[high]
-                words[high] = 0
-                while y:
-                    word = (high << 6) + trailing_zeros(y)
-                    y &= y - one
-                    x = bits[word]
-                    bits[word] = 0
-                    while x:
-                        col = (word << 6) + trailing_zeros(x)
-                        x &= x - one
-                        indices[w] = col
-                        data[w] = value[col]
-                        w += 1
+            prev = -1
+            best = np.int64(0)  # LAST: the rank of the value kept
+            for s in range(at_row[j - 1] if j else 0, at_row[j]):
+                i = order[s]
+                col = lcol[i]
+                m = mode[col]
+                if col != prev:
+                    prev = col
+                    indices[w] = col
+                    data[w] = 1.0 if m <= COUNT else ldata[i]
+                    if m == LAST:
+                        best = lrank[i]
+                    w += 1
+                elif m == COUNT:
+                    data[w - 1] += 1.0
+                elif m == LAST:
+                    if lrank[i] > best:
+                        data[w - 1] = ldata[i]
+                        best = lrank[i]
+                elif m == VALUE:
+                    return w, r0 + j
             row_len[r0 + j] = w - start
     return w, -1
 
