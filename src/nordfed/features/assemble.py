@@ -5,8 +5,8 @@ covariate ids) and, for continuous covariates, ``value``. Ids are encoded once p
 numbering only touches the distinct ids, never the records. A block may keep only the entries with
 ``day >= since``, so every window of a domain shares the same record arrays (no copy per window). Entries of one
 row and covariate may repeat (a concept recorded twice); building the matrix merges them by the covariate's rule
-(:data:`ANY`, :data:`COUNT`, :data:`LAST`, :data:`VALUE`), so no sort or hash aggregation over the records is
-needed. The loops over the records are compiled (:mod:`nordfed.features.kernels`).
+(:data:`ANY`, :data:`COUNT`, :data:`LAST`, :data:`VALUE`) after counting sorts, so no comparison sort or hash
+aggregation over the records is needed. The loops over the records are compiled (:mod:`nordfed.features.kernels`).
 """
 
 from __future__ import annotations

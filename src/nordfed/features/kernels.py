@@ -2,7 +2,8 @@
 
 Each kernel is one pass over the records where numpy needs several (a temporary array per step, and memory
 traffic, not arithmetic, is the cost at tens of millions of records). All release the GIL, so the callers split
-work between threads by matrix row. Compiled on first use (:func:`nordfed.jit.compiled`).
+work between threads (by blocks of entries, or by chunks of matrix rows). Compiled on first use
+(:func:`nordfed.jit.compiled`).
 """
 
 from __future__ import annotations
