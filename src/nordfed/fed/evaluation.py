@@ -162,8 +162,10 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
         tables = []
         for g in groups.values():  # align each site's labels to the pooled label set
             own = dict(zip(g[name]["labels"], g[name]["table"], strict=True))
-            empty = {"n": 0, "events": 0, "expected": 0.0}
-            tables.append([own.get(lab, empty) for lab in labels])
+            # a site that withheld rare levels may hold a few rows of a label it did not send: suppressed, not 0
+            absent = {"n": None, "events": None, "expected": None} if g[name].get("withheld") else \
+                {"n": 0, "events": 0, "expected": 0.0}
+            tables.append([own.get(lab, absent) for lab in labels])
         demo[name] = [{"group": lab, **row} for lab, row in zip(labels, pooled_table(tables), strict=True)]
     return Evaluation(n=n, n_events=n_pos, auroc=auc, auroc_se=se, auroc_ci=(lo, hi), auprc=auprc, brier=brier,
                       calibration_intercept=float(cal_int), calibration_slope=float(b[0]), ici=ici,

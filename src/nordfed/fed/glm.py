@@ -19,7 +19,13 @@ from scipy import special
 from nordfed.fed.inference import wald_table
 from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
 from nordfed.fed.survival_data import numeric_columns
-from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok
+from nordfed.privacy.disclosure import (
+    check_binary_columns,
+    check_counts,
+    require_min_rows,
+    require_params_ok,
+    require_spread_weights,
+)
 
 FAMILIES = ("binomial", "gaussian", "poisson")
 
@@ -49,11 +55,16 @@ def unit_deviance(family: str, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return (y - mu) ** 2
 
 
-def irls_sums(family: str, y: np.ndarray, X: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> dict[str, Any]:
-    """One site's IRLS sums at β (canonical link, so the working weight is the variance)."""
+def irls_weights(family: str, X: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Linear predictor, mean and working weight (the variance, canonical link) of every row at β."""
     eta = X @ beta + offset
     mu = inverse_link(family, eta)
-    w = variance(family, mu)
+    return eta, mu, variance(family, mu)
+
+
+def irls_sums(family: str, y: np.ndarray, X: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> dict[str, Any]:
+    """One site's IRLS sums at β (canonical link, so the working weight is the variance)."""
+    eta, mu, w = irls_weights(family, X, offset, beta)
     # working response minus offset: z = η - offset + (y - μ)/w
     z = eta - offset + (y - mu) / w
     Xw = X * w[:, None]
@@ -76,6 +87,8 @@ def _design(data: SiteData, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     X = np.column_stack([np.ones(len(num)), num[list(params["covariates"])].to_numpy()])
     offset = num[params["offset"]].to_numpy() if params.get("offset") else np.zeros(len(num))
     family = params["family"]
+    if family not in FAMILIES:  # an unknown family would fit as gaussian and skip the binomial checks
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
     policy = data.policy
     require_min_rows(len(y), policy)
     require_params_ok(X.shape[1], len(y), policy)
@@ -85,6 +98,9 @@ def _design(data: SiteData, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
         check_counts(np.array([(y == 1).sum(), (y == 0).sum()]), policy, f"outcome levels of {params['outcome']}")
     elif family == "poisson" and (y < 0).any():
         raise ValueError(f"site {data.site}: poisson outcome {params['outcome']!r} must be non-negative")
+    if family != "binomial":
+        # a two-valued outcome counts its rows through Σy in any family (DataSHIELD checks y for every family)
+        check_binary_columns(y, [params["outcome"]], policy)
     return y, X, offset
 
 
@@ -94,7 +110,9 @@ def glm_irls(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     y, X, offset = _design(data, params)
     if params.get("beta") is None:
         return {"n": len(y), "ysum": float(y.sum()), "offset_sum": float(offset.sum())}
-    out = irls_sums(params["family"], y, X, offset, np.asarray(params["beta"], float))
+    beta = np.asarray(params["beta"], float)
+    require_spread_weights(irls_weights(params["family"], X, offset, beta)[2], "X'WX")
+    out = irls_sums(params["family"], y, X, offset, beta)
     out["n"] = len(y)
     return out
 

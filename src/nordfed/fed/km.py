@@ -128,7 +128,10 @@ def km_counts(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for g in np.unique(labels):
         m = labels == g
-        what = f"group {g}" if sd.group is not None else "rows"
+        # a refusal names the group only when at least min_cell_count rows share its label (a label held by
+        # fewer rows is one of their values, e.g. a birth date)
+        named = int(m.sum()) >= data.policy.min_cell_count
+        what = "rows" if sd.group is None else f"group {g}" if named else "rows of a group"
         require_survival_totals(type(sd)(time[m], sd.event[m], sd.X[m]), data.policy, what)
         table = count_table(time[m], sd.event[m])
         check_count_table(table, int(m.sum()), data.policy, what)

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from nordfed.fed.lasso_solver import design, logistic_sums
+from nordfed.fed.lasso_solver import design, logistic_sums, logits
 from nordfed.fed.protocol import SiteData, algorithm
-from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok
+from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok, require_spread_weights
 
 #: the parameters that shape a site table (with the data table itself) and the tables kept
 _TABLE_PARAMS = ("covariates", "outcome", "where", "derived", "offset", "n_folds", "seed", "keep")
@@ -33,6 +34,10 @@ def linear_predictor(frame: pd.DataFrame, model: Mapping[str, Any], site: str = 
     missing = [c for c in cols if c not in frame.columns]
     if missing:
         raise ValueError(f"site {site}: the model needs column(s) {', '.join(missing)} missing from the data")
+    for c in cols:
+        # numpy's own conversion error would quote the offending value to the researcher
+        if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]):
+            raise ValueError(f"site {site}: model column {c!r} is not numeric (dtype {frame[c].dtype})")
     x = frame[cols].to_numpy(dtype=float)
     return float(model["intercept"]) + x @ np.asarray(model["coef"], dtype=float)
 
@@ -131,6 +136,13 @@ def _protect(y: np.ndarray, n_params: int, data: SiteData, what: str) -> None:
     check_counts([events, len(y) - events], data.policy, f"outcome class count(s) in {what}")
 
 
+def _protect_fold(table: Mapping[str, Any], fold: int, data: SiteData) -> None:
+    """A fold's held-out rows: sums over all rows minus the fold's training sums are sums over them, so they need
+    the minimum cell count as ``moments`` requires (with n_folds = n they were a single row)."""
+    if fold >= 0 and table["folds"] is not None:
+        require_min_rows(int(np.sum(table["folds"] == fold)), data.policy, "rows in a fold")
+
+
 @algorithm("nordfed.lasso.moments", "1")
 def moments(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Per fold (or for all rows): n, events, covariate means and centred sums of squares."""
@@ -154,13 +166,20 @@ def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     t = site_table(data, params)
     out = []
     for pt in params["points"]:
-        rows = _rows(t, int(pt.get("fold", -1)), train=True)
+        fold = int(pt.get("fold", -1))
+        rows = _rows(t, fold, train=True)
         y = t["y"][rows]
         _protect(y, len(pt["beta"]), data, "training rows")
+        _protect_fold(t, fold, data)
         z = design(t["x"][rows], np.asarray(pt["center"]), np.asarray(pt["scale"]))
         off = None if t["offset"] is None else t["offset"][rows]
-        out.append(logistic_sums(z, y, np.asarray(pt["beta"]), off, hessian=bool(pt.get("hessian", True)),
-                                 packed=True))
+        beta = np.asarray(pt["beta"], dtype=float)
+        hessian = bool(pt.get("hessian", True))
+        eta = logits(z, beta, off)
+        if hessian:
+            p = expit(eta)
+            require_spread_weights(p * (1.0 - p), "the Hessian")
+        out.append(logistic_sums(z, y, beta, off, hessian=hessian, packed=True, eta=eta))
     return {"results": out}
 
 

@@ -26,15 +26,20 @@ def design(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return z
 
 
+def logits(z: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+    """The linear predictor ``z @ beta (+ offset)``."""
+    return z @ beta if offset is None else z @ beta + offset
+
+
 def logistic_sums(
     z: np.ndarray, y: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None, hessian: bool = True,
-    packed: bool = False,
+    packed: bool = False, eta: np.ndarray | None = None,
 ) -> dict[str, np.ndarray | float]:
     """Summed logloss, its gradient and Hessian at ``beta`` (sums, not means: sites add them up); ``packed``:
-    the Hessian as its upper triangle (:func:`pack_symmetric`), half the bytes on the wire."""
-    eta = z @ beta
-    if offset is not None:
-        eta = eta + offset
+    the Hessian as its upper triangle (:func:`pack_symmetric`), half the bytes on the wire; ``eta``: the
+    :func:`logits`, when the caller has them already."""
+    if eta is None:
+        eta = logits(z, beta, offset)
     # log(1 + e^eta) - y*eta, stable for large |eta|
     loss = float(np.sum(np.logaddexp(0.0, eta) - y * eta))
     p = expit(eta)

@@ -16,6 +16,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit
 from scipy.stats import rankdata
 
@@ -174,7 +175,8 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Per risk group (cut-offs on predicted probability) n, events and expected events; small cells withheld.
 
     Optional ``recalibration`` (a, b) adds the sum of |p - expit(a + b*logit)| (for ICI / E-avg).
-    Optional ``by`` {name: column} adds the same table by the column's values (e.g. sex, age group).
+    Optional ``by`` {name: column} adds the same table by the column's values (e.g. sex, age group); a value held
+    by fewer rows than the minimum cell count is not released as a label (``withheld`` says some were).
     """
     t = site_table(data, {"dataset": params.get("dataset"), "covariates": [], "outcome": params["outcome"],
                           "derived": {_LP: params["model"]}, "offset": _LP, "where": params.get("where"),
@@ -190,7 +192,13 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         out["n"] = len(y)
     for name, col in (params.get("by") or {}).items():
         codes, labels = _group_codes(t["keep"][col], name, params)
-        out[name] = {"labels": labels, "table": _table(codes, y, p, len(labels), data.policy)}
+        withheld = False
+        if name != "age_group":  # age_group labels are the researcher's cuts, never data values
+            codes, kept = _released_levels(codes, labels, data.policy)
+            withheld, labels = len(kept) < len(labels), kept
+        m = codes >= 0
+        out[name] = {"labels": labels, "table": _table(codes[m], y[m], p[m], len(labels), data.policy),
+                     "withheld": withheld}
     return out
 
 
@@ -199,10 +207,26 @@ def _group_codes(values: np.ndarray, name: str, params: dict[str, Any]) -> tuple
         cuts = [float(c) for c in params.get("age_cuts", [50, 60, 70, 80])]
         labels = [f"<{cuts[0]:g}", *(f"{a:g}-{b - 1:g}" for a, b in itertools.pairwise(cuts)),
                   f"{cuts[-1]:g}+"]
-        return np.searchsorted(cuts, values.astype(float), side="right"), labels
+        ages = pd.to_numeric(pd.Series(values), errors="coerce")
+        if (ages.isna() & pd.Series(values).notna()).any():  # numpy's own error would quote a value
+            raise ValueError("the age column for age_group is not numeric")
+        return np.searchsorted(cuts, ages.to_numpy(dtype=float), side="right"), labels
     labels = sorted({str(v) for v in values})
     lookup = {v: i for i, v in enumerate(labels)}
     return np.array([lookup[str(v)] for v in values], dtype=int), labels
+
+
+def _released_levels(codes: np.ndarray, labels: list[str], pol: DisclosurePolicy) -> tuple[np.ndarray, list[str]]:
+    """Drop the levels held by 1..min_cell_count-1 rows: their label is then a value of fewer rows than the
+    minimum (a birth date, a name), not a category. Their rows leave the ``by`` table, which says so with
+    ``withheld``; levels with enough rows keep their label even when a count in their cell is suppressed."""
+    n = np.bincount(codes, minlength=len(labels))
+    keep = (n == 0) | (n >= pol.min_cell_count)
+    if keep.all():
+        return codes, labels
+    new = np.cumsum(keep) - 1
+    rows = keep[codes]
+    return np.where(rows, new[codes], -1), [lab for lab, k in zip(labels, keep, strict=True) if k]
 
 
 def _table(g: np.ndarray, y: np.ndarray, p: np.ndarray, k: int, pol: DisclosurePolicy) -> list[dict[str, Any]]:

@@ -61,7 +61,8 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], site: str) -> p
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() & frame[col].notna()
         if bad.any():
-            raise ValueError(f"site {site}: column {col!r} has a non-numeric value {frame[col][bad].iloc[0]!r}")
+            # name the column only: the message reaches the researcher, a value would be one row's data
+            raise ValueError(f"site {site}: column {col!r} has non-numeric values")
         out[col] = values.astype(float)
     return out.dropna()
 

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+#: largest share of a weighted sum's total weight one row may carry (see require_spread_weights)
+MAX_WEIGHT_SHARE = 0.5
+
 
 class DisclosureError(Exception):
     """A partial result would reveal too little aggregated data; the message is shown to the researcher."""
@@ -68,4 +71,44 @@ def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what:
     if small.any():
         raise DisclosureError(
             f"refused: {int(small.sum())} {what} below this node's minimum cell count ({policy.min_cell_count})"
+        )
+
+
+def check_binary_columns(columns: np.ndarray, names: list[str], policy: DisclosurePolicy) -> None:
+    """DataSHIELD's glm rule: a column with exactly two distinct values (a 0/1 outcome or covariate) must have
+    zero or at least ``min_cell_count`` rows at each value, since its sums and cross-products count them.
+
+    ``columns`` is (rows × len(names)), complete cases only.
+    """
+    arr = np.asarray(columns, dtype=float).reshape(len(columns), -1)
+    for j, name in enumerate(names):
+        values, counts = np.unique(arr[:, j], return_counts=True)
+        if len(values) == 2 and counts.min() < policy.min_cell_count:
+            raise DisclosureError(
+                f"refused: the two-valued column {name!r} has a value held by fewer rows than this node's "
+                f"minimum cell count ({policy.min_cell_count})"
+            )
+
+
+def require_spread_weights(weights: np.ndarray, what: str) -> None:
+    """Refuse a weighted sum (X'WX, a Hessian) that one row dominates.
+
+    The weights (p(1-p), μ, ...) depend on researcher-chosen coefficients: steep ones make every weight but one
+    vanish, and the weighted sum is then that row's outer product. The (1, k) dominance rule of statistical
+    disclosure control: no row may carry more than ``MAX_WEIGHT_SHARE`` of the total weight. (Kish's effective
+    number of rows would be stricter, but near-separable LASSO folds legitimately go down to ~7 rows, so it
+    cannot require the minimum cell count.) All-zero weights release nothing and pass.
+    """
+    w = np.abs(np.asarray(weights, dtype=float))
+    if not np.isfinite(w).all():
+        # one overflowing weight makes each entry ±inf or NaN by the sign of that row's value
+        raise DisclosureError(f"refused: {what} is not finite at these coefficients")
+    top = float(w.max(initial=0.0))
+    if top == 0.0:
+        return
+    # divide by the largest weight first so that tiny weights cannot underflow the total to zero
+    share = 1.0 / float((w / top).sum())
+    if share > MAX_WEIGHT_SHARE:
+        raise DisclosureError(
+            f"refused: one row would carry most of {what} at these coefficients (the weights concentrate on it)"
         )
