@@ -125,6 +125,30 @@ def test_policy_change_is_recorded_at_restart(net):
     net.wait_nodes_online()
 
 
+def test_a_site_can_keep_error_details_to_itself(net):
+    # run logs reach the hub in plain text, and a library's message may quote a row's value
+    h = net.nodes["DK"]
+    raw = yaml.safe_load(h.config_path.read_text())
+    net.kill_node("DK", sig=15)
+    h.config_path.write_text(yaml.safe_dump({**raw, "policy": {**raw["policy"], "share_error_details": False}},
+                                            sort_keys=False))
+    try:
+        net.start_node("DK")
+        net.wait_nodes_online()
+        fed = HubFederation(net.client, net.collaboration_id, timeout=60)
+        marker = f"MARKER-{secrets.token_hex(6)}"
+        with pytest.raises(AlgorithmError) as exc:
+            fed.run("nordfed.ping", {"sleep": 99, "echo": marker})
+        [res] = _raw_results(net, fed.last_task_id)
+        assert "ValueError" in exc.value.message and "details withheld" in exc.value.message
+        assert "sleep must be" not in exc.value.message and "sleep must be" not in res["log"]
+    finally:
+        net.kill_node("DK", sig=15)
+        h.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        net.start_node("DK")
+        net.wait_nodes_online()
+
+
 def test_a_replaced_key_pair_needs_its_predecessor_named_and_the_hub_copy_verifies_under_both(net):
     h = net.nodes["DK"]
     cfg = load_node_config(h.config_path)

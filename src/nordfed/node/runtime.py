@@ -311,10 +311,14 @@ class NodeRuntime:
             log.info("run %s (%s) completed in %s", run_id, ref, took)
         else:
             log.warning("run %s (%s) %s: %s", run_id, ref, out.status, out.message)
+            message = out.message
+            if out.status == "failed" and not self.config.policy.share_error_details:
+                message = f"{out.reason or 'the algorithm failed'}; details withheld by this site " \
+                          "(share_error_details: false; the node's log has them)"
             record = self.ledger.run_refused if out.status == "refused" else self.ledger.run_failed
-            record(run, out.reason or out.status, out.message)
+            record(run, out.reason or out.status, message)
             self._ledger_state = "done"
-            lines.append(f"{me} {out.status}: {out.message}")
+            lines.append(f"{me} {out.status}: {message}")
             self.patch(run_id, status=out.status, progress=1.0, log="\n".join(lines))
         self._ledger_state = "done"
         return out.status

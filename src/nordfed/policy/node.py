@@ -24,6 +24,8 @@ policy:
   min_cell_count: 10
   exact_event_times: false          # true releases exact per-time survival aggregates (KM, unstratified Cox)
   event_time_noise: 0               # sd of noise this site adds to every released KM time (0 = none)
+  share_error_details: true         # false: a failed run tells the researcher (and the hub) only the error's
+                                    # type; the message, which may quote a value, stays in the node's log
   time_limit_s: 300
   memory_limit_mb: 4096
 ```
@@ -97,6 +99,9 @@ class NodePolicy(BaseModel):
     exact_event_times: bool = Field(default=False, strict=True)
     #: standard deviation of the noise the site adds to released Kaplan-Meier times (0 = none)
     event_time_noise: float = Field(default=0.0, ge=0)
+    #: send a failed algorithm's own message to the researcher, as Vantage6's share_algorithm_logs does; run
+    #: logs reach the hub in plain text and a library's message may quote a row's value
+    share_error_details: bool = Field(default=True, strict=True)
     time_limit_s: float = Field(default=300.0, gt=0)
     memory_limit_mb: int = Field(default=4096, ge=256)
     max_task_age_s: float = Field(default=7 * 86400, gt=0)
