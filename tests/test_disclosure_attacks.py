@@ -4,13 +4,19 @@ row-specific. Requests go through InProcessFederation, which applies the network
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from nordfed.fed import wire
 from nordfed.fed.evaluation import evaluate
 from nordfed.fed.lasso_solver import unpack_symmetric
 from nordfed.fed.protocol import AlgorithmError, InProcessFederation
+from nordfed.node.worker import WarmWorker, WorkerSpec
+from nordfed.privacy.crypto import SITE_SECRET, site_secret
+from nordfed.privacy.disclosure import DisclosurePolicy
 
 
 def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -132,3 +138,71 @@ def test_glm_family_checks_cannot_be_bypassed() -> None:
         fed.run("nordfed.glm.irls", {"outcome": "rare", "covariates": ["age"], "family": "gaussian"})
     with pytest.raises(ValueError, match="family must be one of"):
         fed.run("nordfed.glm.irls", {"outcome": "rare", "covariates": ["age"], "family": "nonsense"})
+
+
+SECRET = bytes(range(32))
+
+
+def _moments(frame: pd.DataFrame, policy: DisclosurePolicy, seed: int) -> np.ndarray:
+    """Per fold: n, events and the covariate means, one row each."""
+    fed = InProcessFederation.from_frames({"A": frame}, policy)
+    parts = fed.run("nordfed.lasso.moments", {"covariates": ["age", "lab"], "outcome": "y", "n_folds": 5,
+                                              "seed": seed})["A"]["parts"]
+    return _rows_of(parts)
+
+
+def _rows_of(parts: list[dict]) -> np.ndarray:
+    return np.array([[p["n"], p["events"], *p["mean"]] for p in parts])
+
+
+def test_a_nodes_folds_cannot_be_replayed_by_the_researcher(frame: pd.DataFrame) -> None:
+    # folds were a public permutation of the seed: 120 requests with different seeds gave per-fold means over
+    # known row sets, enough linear equations for every row. At a node the seed is keyed by its secret.
+    public = _moments(frame, DisclosurePolicy(), 3)
+    fold = np.random.default_rng(3).permutation(len(frame)) % 5  # the researcher's replay
+    replay = np.array([[frame["age"][fold == f].mean(), frame["lab"][fold == f].mean()] for f in range(5)])
+    assert np.allclose(public[:, 2:], replay)
+    keyed = _moments(frame, DisclosurePolicy(secret=SECRET), 3)
+    assert np.array_equal(keyed, _moments(frame, DisclosurePolicy(secret=SECRET), 3))  # a fit's rounds agree
+    assert not np.isclose(keyed[:, 3], replay[:, 1]).any()  # lab: distinct values, no chance ties
+    assert not np.array_equal(keyed, _moments(frame, DisclosurePolicy(secret=bytes(32)), 3))  # another node
+
+
+def test_repeating_a_request_does_not_average_the_time_noise_away(frame: pd.DataFrame) -> None:
+    # fresh noise per request let 200 repeats give one patient's time to within 0.3; the node's noise is now
+    # a function of its secret and the time, the same in every answer
+    params = {"duration": "time", "event": "event"}
+    keyed = InProcessFederation.from_frames({"A": frame}, DisclosurePolicy(event_time_noise=5.0, secret=SECRET))
+    first, again = (keyed.run("nordfed.km.counts", params)["A"]["groups"]["all"] for _ in range(2))
+    assert np.array_equal(first["times"], again["times"]) and not np.allclose(first["times"][:20],
+                                                                              np.unique(frame["time"])[:20])
+    fresh = InProcessFederation.from_frames({"A": frame}, DisclosurePolicy(event_time_noise=5.0))
+    assert not np.array_equal(*(fresh.run("nordfed.km.counts", params)["A"]["groups"]["all"]["times"]
+                                for _ in range(2)))
+
+
+def test_site_secret_is_private_and_kept(tmp_path) -> None:
+    secret = site_secret(tmp_path / "keys")
+    assert len(secret) == 32 and site_secret(tmp_path / "keys") == secret
+    path = tmp_path / "keys" / SITE_SECRET
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        site_secret(tmp_path / "keys")
+
+
+def test_the_worker_gets_the_secret_by_pipe_not_on_its_command_line(frame: pd.DataFrame, tmp_path) -> None:
+    frame[["age", "lab", "y"]].to_csv(tmp_path / "rows.csv", index=False)
+    spec = WorkerSpec("A", None, 10, 2048, tables={"default": str(tmp_path / "rows.csv")}, secret=SECRET.hex())
+    worker = WarmWorker(spec)
+    try:
+        worker.wait_ready()
+        cmdline = Path(f"/proc/{worker.pid}/cmdline").read_bytes()
+        assert SECRET.hex().encode() not in cmdline
+        out = worker.run("nordfed.lasso.moments", wire.encode({"covariates": ["age", "lab"], "outcome": "y",
+                                                                "n_folds": 5, "seed": 3}), 60)
+        assert out.status == "completed", out.message
+        assert np.array_equal(_rows_of(wire.decode(out.result)["parts"]),
+                              _moments(frame[["age", "lab", "y"]], DisclosurePolicy(secret=SECRET), 3))
+    finally:
+        worker.stop()

@@ -18,11 +18,17 @@ from scipy.special import expit
 
 from nordfed.fed.lasso_solver import design, logistic_sums, logits
 from nordfed.fed.protocol import SiteData, algorithm
-from nordfed.privacy.disclosure import check_counts, require_min_rows, require_params_ok, require_spread_weights
+from nordfed.privacy.disclosure import (
+    check_counts,
+    require_min_rows,
+    require_params_ok,
+    require_spread_weights,
+    site_rng,
+)
 
 #: the parameters that shape a site table (with the data table itself) and the tables kept
 _TABLE_PARAMS = ("covariates", "outcome", "where", "derived", "offset", "n_folds", "seed", "keep")
-_TABLES: OrderedDict[tuple[int, str], tuple[weakref.ref, dict[str, Any]]] = OrderedDict()
+_TABLES: OrderedDict[tuple[int, bytes, str], tuple[weakref.ref, dict[str, Any]]] = OrderedDict()
 _TABLES_KEPT = 8
 
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal}
@@ -59,26 +65,30 @@ def site_table(data: SiteData, params: Mapping[str, Any]) -> dict[str, Any]:
 
     params: ``dataset``, ``covariates``, ``outcome``, optional ``where`` {column, op, value},
     ``derived`` {name: model} (adds a model's logit as a column), ``offset`` (a column name),
-    ``n_folds`` and ``seed`` (fold = seeded permutation of the complete rows modulo ``n_folds``), ``keep``
+    ``n_folds`` and ``seed`` (fold = seeded permutation of the complete rows modulo ``n_folds``; at a node
+    the seed is keyed by the node's secret, :func:`~nordfed.privacy.disclosure.site_rng`), ``keep``
     (extra columns returned as-is for the same rows).
 
     A fit asks for the same table every round: it is kept for the same data table and parameters (callers only
     read it).
     """
     frame = data.frame(params.get("dataset"))
-    key = (id(frame), json.dumps({k: params.get(k) for k in _TABLE_PARAMS}, sort_keys=True, default=str))
+    # the folds depend on the site's secret too
+    key = (id(frame), data.policy.secret,
+           json.dumps({k: params.get(k) for k in _TABLE_PARAMS}, sort_keys=True, default=str))
     hit = _TABLES.get(key)
     if hit is not None and hit[0]() is frame:
         _TABLES.move_to_end(key)
         return hit[1]
-    table = _site_table(data.site, frame, params)
+    table = _site_table(data, frame, params)
     _TABLES[key] = (weakref.ref(frame), table)
     while len(_TABLES) > _TABLES_KEPT:
         _TABLES.popitem(last=False)
     return table
 
 
-def _site_table(site: str, frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
+def _site_table(data: SiteData, frame: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
+    site = data.site
     for name, model in (params.get("derived") or {}).items():
         frame = frame.assign(**{name: linear_predictor(frame, model, site)})
     if params.get("where"):
@@ -107,11 +117,12 @@ def _site_table(site: str, frame: pd.DataFrame, params: Mapping[str, Any]) -> di
     bad = (y != 0) & (y != 1)
     if bad.any():
         row = frame.index[np.flatnonzero(complete)[np.flatnonzero(bad)[0]]]
-        raise ValueError(f"site {site}: row {row}, outcome {outcome!r} = {y[bad][0]:g} is not 0 or 1")
+        # the row and the column, not the value: this message reaches the researcher
+        raise ValueError(f"site {site}: row {row}, outcome {outcome!r} is not 0 or 1")
     k = int(params.get("n_folds") or 0)
     folds = None
     if k > 1:
-        folds = np.random.default_rng(int(params.get("seed", 0))).permutation(len(y)) % k
+        folds = site_rng(data.policy, "cv-folds", int(params.get("seed", 0))).permutation(len(y)) % k
     all_keep = keep + [c for c in params.get("keep") or [] if c in cols]
     extra = frame[all_keep][complete] if all_keep else None
     return {

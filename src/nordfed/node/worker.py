@@ -8,7 +8,6 @@ The node's plain tables (``tables:`` in node.yaml) are read on first use and kep
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -38,13 +37,18 @@ class WorkerSpec:
     #: table name → absolute path of a CSV/Parquet file (NodeConfig.tables)
     tables: dict[str, str] = field(default_factory=dict)
     event_time_noise: float = 0.0
+    #: the node's site secret (hex; see DisclosurePolicy.secret), passed to the worker over the local pipe
+    secret: str = field(default="", repr=False)
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> WorkerSpec:
         """The spec of a node's worker from its :class:`~nordfed.policy.node.NodeConfig`."""
+        from nordfed.privacy.crypto import site_secret
+
         pol = config.policy
         return cls(config.name, config.cdm_url, pol.min_cell_count, pol.memory_limit_mb, pol.exact_event_times,
-                   {name: str(path) for name, path in config.tables.items()}, pol.event_time_noise)
+                   {name: str(path) for name, path in config.tables.items()}, pol.event_time_noise,
+                   site_secret(config.key_dir).hex())
 
 
 class LazyTables(Mapping[str, "pd.DataFrame"]):
@@ -111,7 +115,7 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
 
         cdm = open_cdm(spec.cdm_url)
     policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times,
-                              event_time_noise=spec.event_time_noise)
+                              event_time_noise=spec.event_time_noise, secret=bytes.fromhex(spec.secret))
     # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials
     data = SiteData(site=spec.site, cdm=cdm, frames=LazyTables(spec.tables), policy=policy)  # type: ignore[arg-type]
     conn.send(("ready", hashes))
@@ -156,14 +160,16 @@ class WarmWorker:
         # a plain subprocess (not multiprocessing spawn): independent of how the node's __main__ was started
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        spec = json.dumps(asdict(self.spec))
-        cmd = [sys.executable, "-m", "nordfed.node.worker", str(to_child_r), str(from_child_w), spec]
+        cmd = [sys.executable, "-m", "nordfed.node.worker", str(to_child_r), str(from_child_w)]
         proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)
         self._proc = proc
         self._out = Connection(to_child_w, readable=False)
         self._conn = Connection(from_child_r, writable=False)
+        # the spec goes down the pipe, not on the command line: it holds the site secret, and any local user
+        # can read a process's arguments
+        self._out.send(asdict(self.spec))
         self._ready = False
 
     def wait_ready(self) -> None:
@@ -251,11 +257,12 @@ class WarmWorker:
 
 
 def main(argv: list[str]) -> None:
-    """Entry point of the worker subprocess: ``python -m nordfed.node.worker IN_FD OUT_FD SPEC_JSON``."""
+    """Entry point of the worker subprocess: ``python -m nordfed.node.worker IN_FD OUT_FD``; the first message
+    on IN_FD is the :class:`WorkerSpec`."""
     _die_with_parent()
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
-    _worker_main(inbox, outbox, WorkerSpec(**json.loads(argv[2])))
+    _worker_main(inbox, outbox, WorkerSpec(**inbox.recv()))
 
 
 if __name__ == "__main__":

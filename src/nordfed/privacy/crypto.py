@@ -13,6 +13,7 @@ signed input. The hub only ever stores the base64 ciphertexts.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ ENC_PRIVATE = "encryption.key"
 ENC_PUBLIC = "encryption.pub"
 SIGN_PRIVATE = "signing.key"
 SIGN_PUBLIC = "signing.pub"
+#: a node's secret for its own randomness (cross-validation folds, time noise): never leaves the node
+SITE_SECRET = "site.secret"
 
 
 class VerificationError(Exception):
@@ -105,6 +108,21 @@ class Identity:
         ident = cls.generate()
         ident.save(key_dir)
         return ident
+
+
+def site_secret(key_dir: str | Path) -> bytes:
+    """The node's 32-byte secret from ``key_dir``, created (mode 0600) on first use."""
+    path = Path(key_dir) / SITE_SECRET
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            _write_private(path, b64(os.urandom(32)))
+    if path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} is readable by others; chmod 600 it")
+    secret = unb64(path.read_text().strip(), str(path))
+    if len(secret) < 32:
+        raise ValueError(f"{path} holds {len(secret)} bytes; a site secret has 32")
+    return secret
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -6,11 +6,14 @@ model with too many parameters for the rows (``nfilter.glm``), no subset smaller
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 #: largest share of a weighted sum's total weight one row may carry (see require_spread_weights)
 MAX_WEIGHT_SHARE = 0.5
@@ -33,6 +36,10 @@ class DisclosurePolicy:
     #: standard deviation (in the data's time unit) of Gaussian noise the site adds to every event and
     #: censoring time before releasing Kaplan-Meier counts (vantage6's practice); 0 = no noise
     event_time_noise: float = 0.0
+    #: the node's secret (:func:`nordfed.privacy.crypto.site_secret`) behind the randomness a researcher must not
+    #: be able to replay: which rows form a cross-validation fold, the noise on released times. Empty in
+    #: simulation (``InProcessFederation``), where folds follow the researcher's seed alone
+    secret: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.min_cell_count < 1:
@@ -112,3 +119,27 @@ def require_spread_weights(weights: np.ndarray, what: str) -> None:
         raise DisclosureError(
             f"refused: one row would carry most of {what} at these coefficients (the weights concentrate on it)"
         )
+
+
+def site_rng(policy: DisclosurePolicy, purpose: str, seed: int) -> np.random.Generator:
+    """A generator for ``purpose`` that follows ``seed`` but, at a node, also the node's secret: the same seed
+    gives the same draws at this site every time (a fit's rounds see the same folds), yet a researcher cannot
+    compute them (a public fold permutation let 120 requests with different seeds solve for every row)."""
+    if not policy.secret:
+        return np.random.default_rng(seed)
+    digest = hmac.new(policy.secret, f"{purpose}:{int(seed)}".encode(), hashlib.sha256).digest()
+    return np.random.default_rng(int.from_bytes(digest, "big"))
+
+
+def keyed_normals(policy: DisclosurePolicy, purpose: str, values: np.ndarray) -> np.ndarray:
+    """One standard normal draw per value, a function of the value and the node's secret only, so repeated
+    requests see the same noise and averaging them learns nothing; without a secret, fresh OS entropy."""
+    values = np.asarray(values, dtype=float)
+    if not policy.secret:
+        return np.random.default_rng().standard_normal(values.shape)
+    distinct, inverse = np.unique(values, return_inverse=True)
+    u = np.empty(len(distinct))
+    for i, v in enumerate(distinct.tolist()):
+        digest = hmac.new(policy.secret, f"{purpose}:{v!r}".encode(), hashlib.sha256).digest()
+        u[i] = (int.from_bytes(digest[:8], "big") + 0.5) / 2.0**64  # uniform in (0, 1)
+    return ndtri(u)[inverse].reshape(values.shape)
