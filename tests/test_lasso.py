@@ -156,7 +156,7 @@ def test_bad_input_and_disclosure_refusals() -> None:
     bad = df.copy()
     bad.loc[5, "y"] = 2
     fed = InProcessFederation.from_frames({"A": bad.iloc[:200], "B": bad.iloc[200:].reset_index(drop=True)})
-    with pytest.raises(ValueError, match=r"site A: row 5, outcome 'y' = 2 is not 0 or 1"):
+    with pytest.raises(ValueError, match=r"site A: row 5, outcome 'y' is not 0 or 1"):
         fit_lasso(fed, cols, "y", lam=0.01)
     with pytest.raises(ValueError, match=r"site S\d: column\(s\) nope not in the data"):
         fit_lasso(split(df, 2), [*cols, "nope"], "y", lam=0.01)

@@ -86,4 +86,4 @@ def test_bad_values_name_file_line_and_column(bc_csv: Path, tmp_path: Path) -> N
     df.to_csv(bad, index=False)
     code, out, err = _run("--csv", str(bad), "--site-column", "site", "--outcome", "y", "--covariates", "x0,x1",
                           "--l1", "0.01")
-    assert code == 2 and "outcome 'y' = 3 is not 0 or 1" in err and out == ""
+    assert code == 2 and f"{bad}: line 9, column 'y': 3 is not 0 or 1" in err and out == ""

@@ -38,9 +38,11 @@ def load_sites(
     min_cell_count: int = 10,
     *,
     keep: list[str] | None = None,
+    binary: list[str] | None = None,
     exact_event_times: bool = False,
 ) -> InProcessFederation:
-    """Read ``csv``, check the named columns are present and numeric, split rows by ``site_column``.
+    """Read ``csv``, check the named columns are present and numeric (``binary`` ones 0 or 1), split rows by
+    ``site_column``.
 
     Rows with a missing value in any of ``numeric`` or ``keep`` (extra, non-numeric columns such as a group)
     are dropped (complete-case analysis, as lifelines and statsmodels require). Every error names the file,
@@ -70,6 +72,11 @@ def load_sites(
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
             fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]!r} is not a number")
         df[col] = values.astype(float)
+    for col in binary or []:
+        bad = df[col].notna() & ~df[col].isin([0.0, 1.0])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]:g} is not 0 or 1")
     df = df.dropna(subset=[*numeric, *keep])
     frames = {str(site): part[[*numeric, *keep]].reset_index(drop=True)
               for site, part in df.groupby(site_column, sort=True)}

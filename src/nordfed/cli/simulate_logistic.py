@@ -45,7 +45,7 @@ def logistic(
         fail(f"--n-lambda must be at least 2, got {n_lambda}")
     if select not in ("min", "1se"):
         fail(f"--select must be 'min' or '1se', got {select!r}")
-    fed = load_sites(csv, site_column, [*covs, outcome], min_cell_count=min_cell_count)
+    fed = load_sites(csv, site_column, [*covs, outcome], min_cell_count=min_cell_count, binary=[outcome])
     try:
         fit = fit_lasso(fed, covs, outcome, lam=None if cv else l1, alpha=alpha, standardize=not no_standardize,
                         cv_folds=cv, select=select, n_lambda=n_lambda, seed=seed)
