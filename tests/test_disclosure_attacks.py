@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nordfed import synth
 from nordfed.fed import wire
 from nordfed.fed.evaluation import evaluate
 from nordfed.fed.lasso_solver import unpack_symmetric
 from nordfed.fed.protocol import AlgorithmError, InProcessFederation
 from nordfed.node.worker import WarmWorker, WorkerSpec
+from nordfed.omop.store import open_cdm
 from nordfed.privacy.crypto import SITE_SECRET, site_secret
-from nordfed.privacy.disclosure import DisclosurePolicy
+from nordfed.privacy.disclosure import DisclosurePolicy, suppress_cells_of_total, suppress_counts
 
 
 def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -206,3 +208,22 @@ def test_the_worker_gets_the_secret_by_pipe_not_on_its_command_line(frame: pd.Da
                               _moments(frame[["age", "lab", "y"]], DisclosurePolicy(secret=SECRET), 3))
     finally:
         worker.stop()
+
+
+def test_one_suppressed_cell_is_not_the_total_minus_the_others() -> None:
+    # characterization released the person total and every age-sex cell but one: the difference was that cell
+    policy = DisclosurePolicy()
+    out = suppress_cells_of_total({"a": 50, "b": 7, "c": 12, "d": 30, "e": 0}, policy)
+    assert out == {"a": 50, "b": None, "c": None, "d": 30, "e": 0}
+    assert suppress_cells_of_total({"a": 50, "b": 7, "c": 3}, policy) == suppress_counts({"a": 50, "b": 7, "c": 3},
+                                                                                           policy)
+
+
+def test_age_groups_of_another_width_are_refused(tmp_path) -> None:
+    # 20- against 21-year groups gave "1 male aged exactly 20"; the node releases 5-year groups only
+    url = f"duckdb:///{tmp_path / 'a.duckdb'}"
+    synth.write(synth.generate("DK", 200, 1), url)
+    fed = InProcessFederation.from_cdms({"A": open_cdm(url)})
+    with pytest.raises(AlgorithmError, match="age groups are 5 years wide"):
+        fed.run("nordfed.characterization", {"age_width": 21})
+    assert fed.run("nordfed.characterization", {"age_width": 5})["A"]["age_sex"]

@@ -24,12 +24,14 @@ import pandas as pd
 from nordfed.fed.protocol import Federation, SiteData, algorithm
 from nordfed.omop import characterization as ch
 from nordfed.omop import dq
-from nordfed.privacy.disclosure import suppress_counts
+from nordfed.privacy.disclosure import DisclosureError, suppress_cells_of_total, suppress_counts
 
 if TYPE_CHECKING:
     from nordfed.omop.store import CDM
 
 DEFAULT_DOMAINS = ("condition", "drug")
+#: the one age-group width a node releases (see characterization_partial)
+AGE_WIDTH = 5
 
 
 def _plain(v: Any) -> Any:
@@ -45,9 +47,11 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
-def _suppress_column(df: pd.DataFrame, column: str, data: SiteData) -> pd.DataFrame:
+def _suppress_column(df: pd.DataFrame, column: str, data: SiteData, of_total: bool = False) -> pd.DataFrame:
+    """``of_total``: the column's cells add up to a released total (secondary suppression)."""
     df = df.copy()
-    df[column] = pd.Series(suppress_counts(dict(enumerate(df[column])), data.policy), dtype=object).to_numpy()
+    rule = suppress_cells_of_total if of_total else suppress_counts
+    df[column] = pd.Series(rule(dict(enumerate(df[column])), data.policy), dtype=object).to_numpy()
     return df
 
 
@@ -61,13 +65,17 @@ def _cdm(data: SiteData) -> CDM:
 def characterization_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Persons by sex × age group, observation years and top concepts, with small cells suppressed."""
     cdm = _cdm(data)
-    width = int(params.get("age_width", 5))
+    if int(params.get("age_width", AGE_WIDTH)) != AGE_WIDTH:
+        # groups of two widths differenced against each other single out persons (20 vs 21 years gave
+        # "1 male aged exactly 20"); the client can add 5-year groups up
+        raise DisclosureError(f"refused: age groups are {AGE_WIDTH} years wide at this node")
     top_n = int(params.get("top_n", 10))
     domains = list(params.get("domains", DEFAULT_DOMAINS))
     persons = int(cdm.scalar("SELECT count(*) FROM person") or 0)
-    age_sex = _suppress_column(ch.persons_by_age_sex(cdm, width), "persons", data)
+    # both tables count every person once, and the person total is released too
+    age_sex = _suppress_column(ch.persons_by_age_sex(cdm, AGE_WIDTH), "persons", data, of_total=True)
     obs = ch.observation_time(cdm)
-    years = suppress_counts(obs.by_year, data.policy)
+    years = suppress_cells_of_total(obs.by_year, data.policy)
     top = {}
     for d in domains:
         t = ch.top_concepts(cdm, d, top_n)
@@ -126,14 +134,14 @@ def _pool(long: pd.DataFrame, keys: list[str], counts: list[str]) -> pd.DataFram
 
 
 def characterize(federation: Federation, top_n: int = 10, domains: Sequence[str] = DEFAULT_DOMAINS,
-                 age_width: int = 5, sites: Sequence[str] | None = None) -> FederatedTables:
+                 sites: Sequence[str] | None = None) -> FederatedTables:
     """Run ``nordfed.characterization`` at every site; per-site and pooled tables.
 
     Tables: ``persons`` (per site), ``age_sex``, ``observation_years`` and one per domain (top concepts).
     A concept missing from a site's top list counts as not reported there (``sites_reporting``).
     """
     res = federation.run("nordfed.characterization",
-                         {"top_n": top_n, "domains": list(domains), "age_width": age_width}, sites)
+                         {"top_n": top_n, "domains": list(domains)}, sites)
     out = FederatedTables()
     out.per_site["persons"] = _counts(pd.DataFrame([{"site": s, "persons": r["persons"]} for s, r in res.items()]),
                                       "persons")

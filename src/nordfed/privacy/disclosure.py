@@ -71,6 +71,18 @@ def suppress_counts(counts: Mapping[Any, int], policy: DisclosurePolicy) -> dict
     return {k: (None if 0 < int(v) < policy.min_cell_count else int(v)) for k, v in counts.items()}
 
 
+def suppress_cells_of_total(counts: Mapping[Any, int], policy: DisclosurePolicy) -> dict[Any, int | None]:
+    """:func:`suppress_counts` for cells whose total is released too: when exactly one cell is suppressed,
+    the total minus the released cells would be that cell, so the smallest other non-zero cell is withheld
+    as well (secondary suppression)."""
+    out = suppress_counts(counts, policy)
+    if sum(v is None for v in out.values()) == 1:
+        others = [(int(v), k) for k, v in counts.items() if out[k] is not None and int(v) > 0]
+        if others:
+            out[min(others, key=lambda c: c[0])[1]] = None
+    return out
+
+
 def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what: str) -> None:
     """Refuse when any released count lies strictly between zero and the minimum cell count."""
     arr = np.asarray(counts)
