@@ -31,6 +31,20 @@ EXPECTED = {
     "unknown_column": ("person.csv", None, "sex_source_value", "has no column"),
     "required_null": ("person.csv", 2, "gender_concept_id", "required value is empty"),
     "too_long": ("person.csv", 2, "person_source_value", "at most 50 allowed"),
+    # found by fuzzing the loader (mutated copies of good/)
+    "short_row": ("person.csv", 2, None, "the row has 6 values but the header names 8 columns"),
+    "extra_value": ("person.csv", 2, None, "the row has 9 values but the header names 8 columns"),
+    "trailing_delimiter": ("person.csv", None, None, "the header names 8 columns but every row has 9 values"),
+    "unbalanced_quote": ("person.csv", 2, "person_source_value", "malformed quotes"),
+    "nul_byte": ("person.csv", 2, "person_source_value", "contains a NUL character"),
+    "bom_only": ("person.csv", None, None, "file is empty"),
+    "duplicate_header": ("person.csv", None, "year_of_birth", "more than once in the header"),
+    "unnamed_header": ("person.csv", None, None, "column 4 of the header has no name"),
+    "semicolons": ("person.csv", None, None, "no comma or tab but ';'"),
+    "utf16": ("person.csv", None, None, "the file is UTF-16"),
+    "out_of_range": ("person.csv", 2, "gender_concept_id", "'3000000000' is out of range"),
+    "loose_date": ("observation_period.csv", 1, "observation_period_end_date", "'2020-1-31' is not a date"),
+    "infinite_number": ("measurement.csv", 1, "value_as_number", "'inf' is not a finite number"),
 }
 
 
@@ -121,3 +135,99 @@ def test_cli_load_exit_codes(tmp_path):
     bad = runner.invoke(app, ["omop", "load", str(CORPUS / "wrong_type"), "--into", url])
     assert bad.exit_code == 1
     assert "person.csv, row 3, column year_of_birth" in bad.output
+
+
+def test_row_numbers_count_blank_lines_and_quoted_newlines(duckdb_url, tmp_path):
+    """Row N is line N + 1 of the file (blank lines count); a quoted newline keeps a row one row."""
+    (tmp_path / "person.csv").write_text(
+        "person_id,gender_concept_id,year_of_birth,race_concept_id,ethnicity_concept_id,person_source_value\r\n"
+        '101,8507,1950,0,0,"two\r\nlines"\r\n\r\n102,8532,19x1,0,0,p102\r\n')
+    with pytest.raises(LoadError) as info:
+        load_folder(tmp_path, duckdb_url)
+    assert [(i.row, i.column) for i in info.value.issues] == [(3, "year_of_birth")]
+
+
+def test_values_at_the_edges_load_exactly(cdm_url, tmp_path):
+    """Signs, far dates, time zones, ids above 2**53 next to nulls and decimals: stored as written."""
+    (tmp_path / "person.csv").write_text(
+        "person_id,gender_concept_id,year_of_birth,race_concept_id,ethnicity_concept_id,birth_datetime\n"
+        "+101,8507,1950,0,0,2010-01-01T10:00:00+02:00\n"
+        "102,8532,1961,0,0,2010-01-01 10:00:00\n"
+        "103,8532,1975,0,0,2010-01-01 10:00:00.5\n")
+    (tmp_path / "observation_period.csv").write_text(
+        "observation_period_id,person_id,observation_period_start_date,observation_period_end_date,"
+        "period_type_concept_id\n1,101,0001-01-01,9999-12-31,32817\n")
+    big = 2**53 + 1  # a float64 would store 2**53
+    pq.write_table(pa.table({"measurement_id": pa.array([big, big + 2], pa.decimal128(20, 0)),
+                             "person_id": [101, 102], "measurement_concept_id": [3016723] * 2,
+                             "measurement_date": [dt.date(2020, 1, 1)] * 2, "measurement_type_concept_id": [32817] * 2,
+                             "visit_occurrence_id": pa.array([big, None], pa.int64()),
+                             "measurement_datetime": pa.array([pd.Timestamp("2020-01-01 10:00", tz="Europe/Oslo")] * 2,
+                                                              pa.timestamp("us", tz="Europe/Oslo"))}),
+                   tmp_path / "measurement.parquet")
+    load_folder(tmp_path, cdm_url)
+    cdm = open_cdm(cdm_url)
+    person = cdm.query("SELECT person_id, birth_datetime FROM person ORDER BY person_id")
+    assert person["person_id"].tolist() == [101, 102, 103]
+    # an offset is converted to UTC; a value without one is kept as written, even next to one with an offset
+    assert [pd.Timestamp(t) for t in person["birth_datetime"]] == [
+        pd.Timestamp("2010-01-01 08:00"), pd.Timestamp("2010-01-01 10:00"), pd.Timestamp("2010-01-01 10:00:00.5")]
+    period = cdm.query("SELECT * FROM observation_period")
+    assert pd.Timestamp(period["observation_period_end_date"].iat[0]).date() == dt.date(9999, 12, 31)
+    assert str(period["observation_period_start_date"].iat[0])[:10].lstrip("0") == "1-01-01"
+    # as text: a query result with a NULL in an integer column comes back as floats
+    got = cdm.query("SELECT CAST(measurement_id AS VARCHAR) AS id, CAST(visit_occurrence_id AS VARCHAR) AS visit, "
+                    "measurement_datetime FROM measurement ORDER BY measurement_id")
+    assert got["id"].tolist() == [str(big), str(big + 2)]
+    assert got["visit"].iat[0] == str(big)
+    assert pd.Timestamp(got["measurement_datetime"].iat[0]) == pd.Timestamp("2020-01-01 09:00")
+
+
+PERSON_PARQUET = {"person_id": [201, 202], "gender_concept_id": [8507, 8532], "year_of_birth": [1980, 1990],
+                  "race_concept_id": [0, 0], "ethnicity_concept_id": [0, 0]}
+
+
+@pytest.mark.parametrize(("column", "values", "words"), [
+    # each was loaded (reinterpreted) or crashed before: a bool as 1, a timestamp as nanoseconds, bytes as "b'…'"
+    ("gender_concept_id", pa.array([True, False]), "True (bool) is not an integer"),
+    ("person_id", pa.array([dt.datetime(2020, 1, 1)] * 2, pa.timestamp("ns")), "is not an integer"),
+    ("birth_datetime", pa.array([5, 6]), "5 (int) is not a date-time"),
+    ("person_source_value", pa.array([b"p201", b"p202"]), "(bytes) is not text"),
+    ("person_source_value", pa.array([[1], [2]]), "[1] (list) is not text"),
+    ("gender_concept_id", pa.array([2**40, 1]), "is out of range for gender_concept_id"),
+])
+def test_parquet_value_of_wrong_type_is_an_error_naming_row_and_column(duckdb_url, tmp_path, column, values, words):
+    pq.write_table(pa.table({**PERSON_PARQUET, column: values}), tmp_path / "person.parquet")
+    with pytest.raises(LoadError) as info:
+        load_folder(tmp_path, duckdb_url)
+    first = info.value.issues[0]
+    assert (first.file, first.row, first.column) == ("person.parquet", 1, column)
+    assert words in first.message
+    assert sum(open_cdm(duckdb_url).row_counts().values()) == 0
+
+
+def test_parquet_duplicate_column_is_named(duckdb_url, tmp_path):
+    table = pa.table(PERSON_PARQUET)
+    pq.write_table(table.append_column("Year_Of_Birth", pa.array([1, 2])), tmp_path / "person.parquet")
+    with pytest.raises(LoadError, match="column appears more than once") as info:
+        load_folder(tmp_path, duckdb_url)
+    assert info.value.issues[0].column == "year_of_birth"
+
+
+def test_cli_bad_target_is_an_error_not_a_traceback():
+    bad = CliRunner().invoke(app, ["omop", "load", str(CORPUS / "good"), "--into", "mysql://nowhere/cdm"])
+    assert bad.exit_code == 1
+    assert isinstance(bad.exception, SystemExit), bad.exception
+    assert "cannot open it: unsupported CDM URL" in bad.output
+
+
+def test_tab_separated_values_keep_their_quotes(duckdb_url, tmp_path):
+    # Athena's vocabulary files and IANA's TSV have no quoting: a value may start with a quote
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    (folder / "person.csv").write_text(
+        "person_id\tgender_concept_id\tyear_of_birth\trace_concept_id\tethnicity_concept_id\tperson_source_value\n"
+        '1\t8507\t1980\t0\t0\t"quoted" start\n2\t8532\t1990\t0\t0\tplain\n')
+    assert load_folder(folder, duckdb_url).rows == {"person": 2}
+    got = open_cdm(duckdb_url).query("SELECT person_source_value FROM person ORDER BY person_id")
+    assert got["person_source_value"].tolist() == ['"quoted" start', "plain"]

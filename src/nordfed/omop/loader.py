@@ -11,7 +11,8 @@ LoadResult(rows={'person': 2694, ...})
 
 from __future__ import annotations
 
-import io
+import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,43 +21,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from nordfed.omop.files import read_file
+from nordfed.omop.load_issues import LoadError, LoadIssue, examples
 from nordfed.omop.schema import Field, Table, schema
 from nordfed.omop.store import CDM, CDMError, open_cdm
+
+__all__ = ["SUFFIXES", "LoadError", "LoadIssue", "LoadResult", "check_frame", "discover", "load_folder"]
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 #: how R, pandas and database dumps write NULL in non-text columns
 _NULL_TOKENS = frozenset({"", "NA", "NULL", "null", "NaN", "nan", "\\N"})
-_MAX_EXAMPLES = 5
 _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class LoadIssue:
-    """One problem in one input file; ``row`` is the 1-based data row (the header is not counted)."""
-
-    file: str
-    message: str
-    row: int | None = None
-    column: str | None = None
-
-    def __str__(self) -> str:
-        where = self.file + (f", row {self.row}" if self.row is not None else "")
-        where += f", column {self.column}" if self.column else ""
-        return f"{where}: {self.message}"
-
-
-class LoadError(Exception):
-    """The input cannot be loaded; ``issues`` lists every problem found (nothing was written)."""
-
-    def __init__(self, issues: list[LoadIssue]):
-        self.issues = issues
-        lines = [str(i) for i in issues[:50]]
-        if len(issues) > 50:
-            lines.append(f"… and {len(issues) - 50} more problems")
-        super().__init__(f"{len(issues)} problem(s), nothing was loaded:\n" + "\n".join(lines))
 
 
 @dataclass
@@ -92,59 +69,11 @@ def discover(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line_no = data[: exc.start].count(b"\n")  # 0 = header line
-        lines = data.split(b"\n")
-        header = lines[0].decode("utf-8-sig", errors="replace").rstrip("\r")
-        bad_line = lines[line_no].decode("utf-8", errors="replace").rstrip("\r")
-        sep = _sniff(header)
-        column = next((h.strip().strip('"').lower() for h, v in zip(header.split(sep), bad_line.split(sep),
-                                                                       strict=False) if "\ufffd" in v), None)
-        raise LoadError([LoadIssue(
-            path.name,
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02X}); the file looks like Latin-1/Windows-1252: "
-            f"re-export it as UTF-8",
-            row=line_no if line_no > 0 else None, column=column,
-        )]) from None
-
-
-def _sniff(header: str) -> str:
-    # Athena ships tab-separated vocabulary files named .csv
-    return "\t" if header.count("\t") > header.count(",") else ","
-
-
-def read_file(path: Path) -> pd.DataFrame:
-    """Read one CSV/TSV (all values as text) or Parquet file (native types); column names lower-cased."""
-    if path.suffix.lower() == ".parquet":
-        try:
-            df = pq.read_table(path).to_pandas()
-        except (pa.ArrowException, OSError) as exc:
-            raise LoadError([LoadIssue(path.name, f"cannot read as Parquet: {exc}")]) from None
-    else:
-        data = path.read_bytes()
-        if not data.strip():
-            raise LoadError([LoadIssue(path.name, "file is empty: expected a header line naming the columns")])
-        text = _decode(path, data)
-        sep = _sniff(text.split("\n", 1)[0])
-        try:
-            df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                             quotechar='"', skipinitialspace=False)
-        except pd.errors.ParserError as exc:
-            raise LoadError([LoadIssue(path.name, f"cannot parse: {exc}")]) from None
-    df.columns = [str(c).strip().strip('"').lower() for c in df.columns]
-    return df
-
-
 # ---------------------------------------------------------------------------------------------- values
-def _examples(file: str, column: str, mask: np.ndarray, describe: Callable[[int], str]) -> list[LoadIssue]:
-    idx = np.flatnonzero(mask)
-    out = [LoadIssue(file, describe(int(i)), row=int(i) + 1, column=column) for i in idx[:_MAX_EXAMPLES]]
-    if len(idx) > _MAX_EXAMPLES:
-        out.append(LoadIssue(file, f"… and {len(idx) - _MAX_EXAMPLES} more rows with this problem", column=column))
-    return out
+def _show(value: object, width: int = 40) -> str:
+    # a 1 MB value in the wrong column must not become a 1 MB error message
+    text = repr(value.tolist() if isinstance(value, np.generic | np.ndarray) else value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _fast_strings(values: pd.Series) -> pa.Array:
@@ -155,22 +84,111 @@ def _mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+#: the CDM's date and date-time forms, parsed in bulk by Arrow
+_ISO_FAST = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2})?$"
+#: other ISO 8601 date-times: fractional seconds, no seconds, a time zone (Z or an offset)
+_ISO_OTHER = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?")
+
+
+def _iso_datetime(text: str) -> dt.datetime | None:
+    """A strict ISO 8601 date-time; one with a time zone is converted to UTC (the CDM stores none)."""
+    if not _ISO_OTHER.fullmatch(text):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:  # 2020-02-30, 25:00, …
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
 def _parse_dates(arr: pa.Array) -> pd.Series:
-    """ISO dates (and Athena's YYYYMMDD) parsed by Arrow; anything else falls back to pandas' ISO 8601 parser."""
+    """ISO dates and date-times (and Athena's YYYYMMDD) parsed by Arrow, rarer ISO forms one by one.
+
+    NaT where the text is not a valid date(-time). Microsecond resolution, as the databases store it:
+    nanoseconds would end in 2262, before the common 9999-12-31.
+    """
     none = pa.scalar(None, pa.timestamp("s"))
-    ts = None
-    for pattern, fmt in ((r"^\d{4}-\d{2}-\d{2}$", "%Y-%m-%d"), (r"^\d{8}$", "%Y%m%d")):
-        parsed = pc.strptime(arr, fmt, unit="s", error_is_null=True)
-        # Arrow rolls 2012-02-30 over to March 1st: keep only values that print back as written
-        exact = pc.and_(pc.match_substring_regex(arr, pattern), pc.equal(pc.strftime(parsed, fmt), arr))
-        parsed = pc.if_else(exact, parsed, none)
-        ts = parsed if ts is None else pc.coalesce(ts, parsed)
-    out = pd.Series(ts.to_numpy(zero_copy_only=False)).astype("datetime64[ns]")
-    rest = out.isna().to_numpy() & _mask(pc.is_valid(arr))
-    if rest.any():  # date-times, fractional seconds, time zones: rare in CDM exports
-        text = pd.Series(arr.to_pandas(), dtype=object)
-        out[rest] = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
+    shaped = pc.match_substring_regex(arr, _ISO_FAST)
+    try:
+        # Arrow's ISO 8601 cast is strict (2020-02-30 and 24:00:00 fail it) and fast
+        ts = pc.cast(pc.if_else(shaped, arr, pa.scalar(None, pa.string())), pa.timestamp("s"))
+    except pa.ArrowInvalid:  # an impossible date somewhere: every value goes the exact way below
+        ts = pa.nulls(len(arr), pa.timestamp("s"))
+    compact = pc.match_substring_regex(arr, r"^\d{8}$")
+    if pc.any(compact).as_py():
+        parsed = pc.strptime(arr, "%Y%m%d", unit="s", error_is_null=True)
+        # strptime rolls 20120230 over to March 1st: keep only values that print back as written
+        exact = pc.and_(compact, pc.equal(pc.strftime(parsed, "%Y%m%d"), arr))
+        ts = pc.coalesce(ts, pc.if_else(exact, parsed, none))
+    out = pd.Series(ts.to_numpy(zero_copy_only=False)).astype("datetime64[us]")
+    rest = out.isna().to_numpy() & _mask(pc.is_valid(arr)) & ~_mask(compact)
+    if rest.any():
+        text = arr.filter(pa.array(rest)).to_pylist()
+        out[rest] = pd.Series([_iso_datetime(t) for t in text], dtype="datetime64[us]").to_numpy()
     return out
+
+
+def _from_text(arr: pa.Array, null: np.ndarray, f: Field) -> tuple[pd.Series, np.ndarray]:
+    """Values of a CSV column (or Parquet strings), trimmed, NULL tokens already null."""
+    no_text = pa.scalar(None, pa.string())
+    if f.kind == "integer":
+        ok = _mask(pc.match_substring_regex(arr, r"^[+-]?0*\d{1,18}(\.0*)?$"))
+        digits = pc.replace_substring_regex(pc.if_else(pa.array(ok), arr, no_text), r"^\+|\.0*$", "")
+        num = pd.Series(pc.cast(digits, pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get),
+                        dtype="Int64")
+        return _in_range(num, ok, null, f)
+    if f.kind == "float":
+        num = pd.to_numeric(pd.Series(arr.to_pandas(), dtype=object), errors="coerce").astype("float64")
+        return num, ~null & ~np.isfinite(num.to_numpy())
+    return _dates(_parse_dates(arr), null, f)
+
+
+def _in_range(num: pd.Series, ok: np.ndarray, null: np.ndarray, f: Field) -> tuple[pd.Series, np.ndarray]:
+    limit = _INT64 if f.is_big_id else _INT32
+    ok = ok & ~((num > limit) | (num < -limit)).fillna(False).to_numpy(dtype=bool)
+    return num.where(ok & ~null).astype("Int64"), ~null & ~ok
+
+
+def _dates(ts: pd.Series, null: np.ndarray, f: Field) -> tuple[pd.Series, np.ndarray]:
+    bad = ~null & ts.isna().to_numpy()
+    if f.kind == "date":
+        bad |= ~null & ts.notna().to_numpy() & (ts.dt.normalize() != ts).fillna(False).to_numpy(dtype=bool)
+        return ts.dt.date.where(ts.notna() & ~bad, None), bad
+    return ts.where(~pd.Series(bad)), bad
+
+
+def _native(values: pd.Series, null: np.ndarray, f: Field) -> tuple[pd.Series, np.ndarray]:
+    """Values of a natively typed (Parquet) column; a value of the wrong type is bad, never reinterpreted."""
+    dtype = values.dtype
+    family = pd.api.types.infer_dtype(values, skipna=True)
+    numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    if family == "decimal" and f.kind in ("integer", "float", "text"):
+        # exact digits: a float would round ids above 2**53
+        text = pa.array([None if v is None or v != v else format(v, "f") for v in values], type=pa.string())
+        return _from_text(text, null, f) if f.kind != "text" else (
+            pd.Series(text.to_pandas(), dtype=object), np.zeros(len(values), dtype=bool))
+    if f.kind == "integer" and pd.api.types.is_integer_dtype(dtype):
+        return _in_range(values, np.ones(len(values), dtype=bool), null, f)
+    if f.kind == "integer" and numeric:  # floats: whole numbers only
+        num = values.astype("float64")
+        whole = np.isfinite(num.to_numpy()) & (num.to_numpy() == np.floor(num.to_numpy()))
+        return _in_range(num.where(pd.Series(whole)).astype("Int64"), whole, null, f)
+    if f.kind == "float" and numeric:
+        num = values.astype("float64")
+        return num, ~null & ~np.isfinite(num.to_numpy())
+    if f.kind in ("date", "datetime") and pd.api.types.is_datetime64_any_dtype(dtype):
+        if getattr(dtype, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return _dates(values.astype("datetime64[us]"), null, f)
+    if f.kind in ("date", "datetime") and family in ("date", "datetime"):
+        ts = [v if v is None or v != v else _iso_datetime(v.isoformat()) for v in values]
+        return _dates(pd.Series(ts, dtype="datetime64[us]"), null, f)
+    if f.kind == "text" and pd.api.types.is_integer_dtype(dtype):
+        return values.astype(object).where(~pd.Series(null), None).map(
+            lambda v: v if v is None else str(v)), np.zeros(len(values), dtype=bool)
+    return pd.Series([None] * len(values), dtype=object), ~null
 
 
 def convert(values: pd.Series, f: Field) -> tuple[pd.Series, np.ndarray]:
@@ -178,59 +196,51 @@ def convert(values: pd.Series, f: Field) -> tuple[pd.Series, np.ndarray]:
 
     Text columns keep their values (empty → NULL); other columns accept the usual NULL tokens.
     """
-    n = len(values)
-    no_text = pa.scalar(None, pa.string())
+    values = values.reset_index(drop=True)
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
         arr = _fast_strings(values)
+        no_text = pa.scalar(None, pa.string())
         if f.kind == "text":
             arr = pc.if_else(pc.equal(arr, ""), no_text, arr)
-            return pd.Series(arr.to_pandas(), dtype=object), np.zeros(n, dtype=bool)
+            return pd.Series(arr.to_pandas(), dtype=object), np.zeros(len(values), dtype=bool)
         null = ~_mask(pc.is_valid(arr)) | _mask(pc.is_in(arr, value_set=pa.array(sorted(_NULL_TOKENS))))
-        arr = pc.if_else(pa.array(null), no_text, arr)
-    else:
-        null = values.isna().to_numpy()
-        arr = None
-    if f.kind == "integer":
-        if arr is not None:
-            ok = _mask(pc.match_substring_regex(arr, r"^[+-]?\d{1,18}(\.0*)?$"))
-            digits = pc.replace_substring_regex(pc.if_else(pa.array(ok), arr, no_text), r"\.0*$", "")
-            num = pd.Series(pc.cast(digits, pa.int64()).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get),
-                            dtype="Int64")
-        else:
-            num = pd.to_numeric(values, errors="coerce").reset_index(drop=True)
-            ok = (num.notna() & (num == np.floor(num))).to_numpy()
+        return _from_text(pc.if_else(pa.array(null), no_text, arr), null, f)
+    return _native(values, values.isna().to_numpy(), f)
+
+
+_KIND_WORDS = {"integer": "an integer (at most 18 digits)", "float": "a finite number", "date": "a date (YYYY-MM-DD)",
+               "datetime": "a date-time (YYYY-MM-DD HH:MM:SS)", "text": "text (write the column as strings)"}
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(\.0*)?")
+
+
+def _why(value: object, f: Field) -> str:
+    """Why ``value`` cannot be stored in ``f``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if f.kind == "integer" and _INTEGER_TEXT.fullmatch(text):
+            limit = _INT64 if f.is_big_id else _INT32
+            return f"{_show(value)} is out of range for {f.name} (at most ±{limit:,})"
+        return f"{_show(value)} is not {_KIND_WORDS[f.kind]}"
+    if f.kind == "integer" and isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
         limit = _INT64 if f.is_big_id else _INT32
-        ok &= ~(num.abs() > limit).fillna(False).to_numpy(dtype=bool)
-        bad = ~null & ~ok
-        return pd.Series(num.where(ok & ~null), dtype="Int64"), bad
-    if f.kind == "float":
-        src = pd.Series(arr.to_pandas(), dtype=object) if arr is not None else values.reset_index(drop=True)
-        num = pd.to_numeric(src, errors="coerce").astype("float64")
-        bad = ~null & num.isna().to_numpy()
-        return num, bad
-    if f.kind in ("date", "datetime"):
-        ts = _parse_dates(arr) if arr is not None else pd.to_datetime(values, errors="coerce").reset_index(drop=True)
-        bad = ~null & ts.isna().to_numpy()
-        if f.kind == "date":
-            bad |= ~null & ts.notna().to_numpy() & (ts.dt.normalize() != ts).fillna(False).to_numpy(dtype=bool)
-            return ts.dt.date.where(ts.notna(), None), bad
-        return ts, bad
-    # text column given natively typed (Parquet): keep as strings
-    return values.astype(object).where(~pd.Series(null, index=values.index), None).map(
-        lambda v: v if v is None else str(v)), np.zeros(n, dtype=bool)
-
-
-_KIND_WORDS = {"integer": "an integer (at most 18 digits)", "float": "a number", "date": "a date (YYYY-MM-DD)",
-               "datetime": "a date-time (YYYY-MM-DD HH:MM:SS)"}
+        return f"{_show(value)} is out of range for {f.name} (at most ±{limit:,})"
+    kind = type(value.tolist() if isinstance(value, np.generic | np.ndarray) else value).__name__
+    return f"{_show(value)} ({kind}) is not {_KIND_WORDS[f.kind]}"
 
 
 def check_frame(raw: pd.DataFrame, table: Table, file: str) -> tuple[pd.DataFrame, list[LoadIssue]]:
-    """Type and spec checks for one file; returns the typed frame (CDM column order) and the problems."""
+    """Type and spec checks for one file; returns the typed frame (CDM column order) and the problems.
+
+    ``raw``'s index holds the 1-based row numbers that errors name (see :func:`read_file`).
+    """
     issues: list[LoadIssue] = []
     cols = list(raw.columns)
-    dupes = sorted({c for c in cols if cols.count(c) > 1})
-    if dupes:
-        return raw, [LoadIssue(file, "column appears more than once in the header", column=c) for c in dupes]
+    rows = raw.index.to_numpy()
+    issues += [LoadIssue(file, f"column {k + 1} of the header has no name") for k, c in enumerate(cols) if not c]
+    dupes = sorted({c for c in cols if c and cols.count(c) > 1})
+    issues += [LoadIssue(file, "column appears more than once in the header", column=c) for c in dupes]
+    if issues:
+        return raw, issues
     unknown = [c for c in cols if c not in table.columns]
     issues += [LoadIssue(file, f"{table.name} has no column {c!r} in CDM v5.4", column=c) for c in unknown]
     missing = [f.name for f in table.fields if f.required and f.name not in cols]
@@ -245,25 +255,33 @@ def check_frame(raw: pd.DataFrame, table: Table, file: str) -> tuple[pd.DataFram
         col = raw[f.name].reset_index(drop=True)
         values, bad = convert(col, f)
         if bad.any():
-            issues += _examples(file, f.name, bad, lambda i, c=col, k=f.kind: f"{c.iat[i]!r} is not {_KIND_WORDS[k]}")
+            issues += examples(file, f.name, bad, lambda i, c=col, fl=f: _why(c.iat[i], fl), rows)
         if f.required:
             nulls = values.isna().to_numpy() & ~bad
-            issues += _examples(file, f.name, nulls, lambda i: "required value is empty")
-        if f.max_length is not None:
-            long = _mask(pc.greater(pc.utf8_length(pa.array(values, type=pa.string(), from_pandas=True)),
-                                    f.max_length))
-            issues += _examples(file, f.name, long, lambda i, v=values, m=f.max_length:
-                                f"value has {len(v.iat[i])} characters; at most {m} allowed ({v.iat[i][:30]!r}…)")
+            issues += examples(file, f.name, nulls, lambda i: "required value is empty", rows)
+        if f.kind == "text":
+            text = pa.array(values, type=pa.string(), from_pandas=True)
+            # PostgreSQL refuses NUL in text and DuckDB cuts the value there
+            nul = _mask(pc.match_substring(text, "\x00"))
+            issues += examples(file, f.name, nul, lambda i: "contains a NUL character (byte 0x00)", rows)
+            if f.max_length is not None:
+                long = _mask(pc.greater(pc.utf8_length(text), f.max_length))
+                issues += examples(file, f.name, long, lambda i, v=values, m=f.max_length:
+                                    f"value has {len(v.iat[i])} characters; at most {m} allowed "
+                                    f"({v.iat[i][:30]!r}…)", rows)
         typed[f.name] = values
     pk = table.primary_key
     if pk and pk in typed:
         key = typed[pk]
         dup = (key.duplicated(keep="first") & key.notna()).to_numpy()
         if dup.any():
-            first = {v: i + 1 for i, v in reversed(list(enumerate(key)))}
-            issues += _examples(file, pk, dup,
-                                lambda i: f"duplicate primary key {key.iat[i]} (first at row {first[key.iat[i]]})")
-    return pd.DataFrame(typed), issues
+            first = {v: int(rows[i]) for i, v in reversed(list(enumerate(key)))}
+            issues += examples(file, pk, dup,
+                                lambda i: f"duplicate primary key {key.iat[i]} (first at row {first[key.iat[i]]})",
+                                rows)
+    out = pd.DataFrame(typed)
+    out.index = rows
+    return out, issues
 
 
 def _to_arrow(df: pd.DataFrame, table: Table) -> pa.Table:
@@ -288,16 +306,18 @@ def check_references(frames: dict[str, pd.DataFrame], files: dict[str, str], cdm
         pk = tables[name].primary_key
         if pk and pk in df and tables[name].field(pk).kind == "integer":
             taken = df[pk].isin(_existing_keys(cdm, tables[name], pk)).to_numpy(dtype=bool)
-            issues += _examples(files[name], pk, taken,
-                                lambda i, d=df, k=pk: f"primary key {d[k].iat[i]} is already in the CDM")
+            issues += examples(files[name], pk, taken,
+                                lambda i, d=df, k=pk: f"primary key {d[k].iat[i]} is already in the CDM",
+                                df.index.to_numpy())
     persons = pd.concat([_existing_keys(cdm, tables["person"], "person_id"),
                          frames["person"]["person_id"] if "person" in frames else pd.Series([], dtype="Int64")])
     for name, df in frames.items():
         if name == "person" or "person_id" not in df:
             continue
         orphan = (df["person_id"].notna() & ~df["person_id"].isin(persons)).to_numpy(dtype=bool)
-        issues += _examples(files[name], "person_id", orphan,
-                            lambda i, d=df: f"person_id {d['person_id'].iat[i]} is not in person")
+        issues += examples(files[name], "person_id", orphan,
+                            lambda i, d=df: f"person_id {d['person_id'].iat[i]} is not in person",
+                            df.index.to_numpy())
     return issues
 
 
@@ -327,8 +347,15 @@ def load_folder(directory: Path | str, url: str, progress: Callable[[str, int], 
             progress(name, len(raw))
     if issues:
         raise LoadError(issues)
-    with open_cdm(url) as cdm:
-        issues = check_references(frames, files, cdm)
+    try:
+        cdm = open_cdm(url)
+    except CDMError as exc:  # a bad URL, a locked DuckDB file, no server: an error, not a traceback
+        raise LoadError([LoadIssue("target CDM", f"cannot open it: {exc}")]) from None
+    with cdm:
+        try:
+            issues = check_references(frames, files, cdm)
+        except CDMError as exc:
+            raise LoadError([LoadIssue("target CDM", f"cannot read the keys already in it: {exc}")]) from None
         if issues:
             raise LoadError(issues)
         result = LoadResult(files={t: str(p) for t, p in paths.items()})
