@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import socket
 
+import httpx
 import pytest
+from websockets.sync.client import connect
 
 from nordfed.hub.app import create_app
 from nordfed.hub.server import HubServer
-from test_hub_support import PASSWORD, ROOT_PASSWORD, Network, b64, build_network
+from nordfed.ledger import make_entry
+from nordfed.ledger.entry import GENESIS
+from nordfed.privacy.crypto import Identity
+from test_hub_support import PASSWORD, ROOT_PASSWORD, Network, b64, build_network, hub_database
 
 pytestmark = pytest.mark.network
 
@@ -288,3 +293,73 @@ def test_sql_looking_study_names_and_governance_on_unknown_ids(net):
         assert_clear_4xx(response, 404)
     body = task_body(net, study_id=999_999)
     assert_clear_4xx(net.researcher_a.request("POST", "/tasks", json=body), 404)
+
+
+# ------------------------------------------------------------------ found by schemathesis and channel probes
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_api_key_with_nul_is_422(kind, tmp_path):
+    # PostgreSQL refuses NUL in text: the key id of such an api key reached the query and the hub answered 500
+    nul_key = "nfk." + "\x00" + "0123456789abcde" + ".secret"
+    with hub_database(kind, tmp_path) as url, HubServer(create_app(url)) as server:
+        response = httpx.post(f"{server.url}/api/token/node", json={"api_key": nul_key})
+    assert_clear_4xx(response, 422)
+
+
+def _channel(net: Network, node):
+    token = node.http.headers["Authorization"].split(" ", 1)[1]
+    url = f"{net.url.replace('http://', 'ws://')}/api/runs/channel"
+    return connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None)
+
+
+def _ask(ws, text: str) -> dict:
+    ws.send(text)
+    return json.loads(ws.recv(timeout=10))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"op": "ledger_head", "id": ' + "1" * 5000 + "}", "[" * 5000],
+    ids=["integer of 5000 digits", "nested 5000 deep"],
+)
+def test_channel_answers_json_that_json_refuses(net, text):
+    # json.loads raises ValueError / RecursionError here, not JSONDecodeError: the channel dropped the node unanswered
+    with _channel(net, net.nodes["node_a"]) as ws:
+        reply = _ask(ws, text)
+        assert (reply["op"], reply["status"]) == ("error", 400), reply
+        assert reply["detail"].startswith("message is not valid JSON")
+        assert _ask(ws, '{"op": "ledger_head"}')["op"] == "ledger_ok"  # still open
+
+
+@pytest.mark.parametrize("field", ["actor", "ts", "payload"])
+def test_channel_ledger_entry_with_lone_surrogate_is_422(net, field):
+    # correctly hashed and signed (the hash covers ASCII-escaped JSON), but not storable as UTF-8: the insert raised
+    # UnicodeEncodeError and the channel died; now refused like any malformed entry, and nothing is stored
+    node = net.new_node(f"surrogate_{field}")
+    ident = Identity.generate()
+    keys = {"encryption_key": ident.encryption_public, "signing_key": ident.signing_public}
+    node.call("PUT", "/nodes/me/keys", json=keys)
+    bad = {"actor": "\ud800", "ts": "\udfff", "payload": {"note": "\ud800"}}
+    fields = {"actor": "node", "payload": {}, **{field: bad[field]}}
+    entry = make_entry(1, "run_completed", fields["actor"], fields["payload"], GENESIS, ident, ts=fields.get("ts"))
+    with _channel(net, node) as ws:
+        reply = _ask(ws, json.dumps({"op": "ledger", "entries": [entry.to_dict()]}))
+        assert (reply["op"], reply["status"]) == ("error", 422), reply
+        assert "entries.0" in reply["detail"] and field in reply["detail"] and "surrogate" in reply["detail"]
+        assert _ask(ws, '{"op": "ledger_head"}') == {"op": "ledger_ok", "head": 0, "hash": None}
+
+
+def test_openapi_documents_the_error_bodies_sent(net):
+    # schemathesis: every 422 broke the documented schema (FastAPI's {"detail": [...]}, not the string sent) and
+    # no other error status was documented at all
+    spec = httpx.get(f"{net.url}/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert {"4XX", "422"} <= set(operation["responses"]), (method, path)
+    schemas = spec["components"]["schemas"]
+    ref = spec["paths"]["/api/users"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+    documented = schemas[ref.rsplit("/", 1)[1]]
+    assert documented["properties"]["detail"]["type"] == "string"
+    sent = net.root.request("POST", "/users", json=user_body(net, roles=[])).json()
+    assert set(sent) == set(documented["properties"]) == set(documented["required"])
+    assert set(sent["errors"][0]) == set(schemas["ValidationErrorItem"]["properties"])
+    assert set(net.root.request("GET", "/tasks/999999").json()) == set(schemas["ErrorOut"]["properties"])

@@ -18,8 +18,16 @@ from nordfed.hub.dashboard import router as dashboard_router
 from nordfed.hub.db import open_hub_db
 from nordfed.hub.deps import HubState
 from nordfed.hub.routers import ROUTERS
+from nordfed.hub.schemas import ErrorOut, ValidationErrorOut
 
 MAX_BODY = 256 * 1024 * 1024  # bytes per request
+# What any endpoint may answer besides its success, as documented in /openapi.json. Without it FastAPI documents
+# its own 422 body ({"detail": [...]}), which is not what _validation_error sends, and no other error at all.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    "4XX": {"model": ErrorOut, "description": "Refused: `detail` says why (see API.md for each status)"},
+    422: {"model": ValidationErrorOut, "description": "Validation error"},
+    503: {"model": ErrorOut, "description": "Hub database unavailable, try again"},
+}
 
 
 class BodyTooLarge(Exception):
@@ -108,6 +116,6 @@ def create_app(
     app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(OperationalError, _database_down)
     for router in ROUTERS:
-        app.include_router(router, prefix="/api")
+        app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)
     app.include_router(dashboard_router)  # HTML pages at / and /dashboard, outside the OpenAPI schema
     return app

@@ -11,7 +11,7 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 MAX_ID = 2_147_483_647  # PostgreSQL integer
 MAX_CIPHERTEXT = 64 * 1024 * 1024  # characters of base64 per run input or result
@@ -56,7 +56,14 @@ NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024), A
 LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_storable)]
 LogText = Annotated[str, StringConstraints(max_length=MAX_LOG), AfterValidator(_storable)]
 Ciphertext = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CIPHERTEXT, pattern=r"^[A-Za-z0-9+/_=-]+$")]
-PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64), AfterValidator(_public_key)]
+# The pattern only documents (in OpenAPI) what _public_key accepts: 32 bytes are 43 base64 digits and one "=".
+# _public_key does the checking, with a clearer message than a pattern mismatch would give.
+PublicKey = Annotated[
+    str,
+    StringConstraints(min_length=40, max_length=64),
+    AfterValidator(_public_key),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9+/_-]{43}=$"}),
+]
 
 
 class Request(BaseModel):
@@ -77,7 +84,8 @@ class TokenRequest(Request):
 
 
 class NodeTokenRequest(Request):
-    api_key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    # checked like every string: its key id goes into a query, and PostgreSQL refuses NUL (a 500 before)
+    api_key: Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
 class OrganizationCreate(Request):
@@ -171,6 +179,24 @@ class RunPatch(Patch):
 
 
 # --------------------------------------------------------------------------------------------------- responses
+class ErrorOut(BaseModel):
+    """Every refusal (4xx, 503): one readable sentence."""
+
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(ErrorOut):
+    """422: the sentence, and the same errors one by one (values are never echoed back)."""
+
+    errors: list[ValidationErrorItem]
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"

@@ -65,6 +65,22 @@ def _restart_hint(node_id: int) -> str:
             f"--node {node_id})")
 
 
+def _unencodable_field(e: Entry) -> str | None:
+    """The first field holding a lone surrogate (JSON's ``\\ud800`` escape parses to one), or None. The hash covers
+    the ASCII-escaped canonical JSON, so such an entry can verify; but the hub stores it as UTF-8, which no database
+    driver can encode (an unhandled error that dropped the node's channel)."""
+    for name in ("ts", "actor", "signer", "signature"):
+        try:
+            getattr(e, name).encode("utf-8")
+        except UnicodeEncodeError:
+            return name
+    try:
+        json.dumps(e.payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "payload"
+    return None
+
+
 def parse_batch(raw: Any) -> list[Entry]:
     """A pushed batch → entries in consecutive seq order; 422 naming the first bad entry and field."""
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH:
@@ -77,6 +93,9 @@ def parse_batch(raw: Any) -> list[Entry]:
             raise HTTPException(422, f"entries.{i}: {exc}") from exc
         if e.seq > MAX_ID:
             raise HTTPException(422, f"entries.{i}: field 'seq' must be at most {MAX_ID}")
+        bad = _unencodable_field(e)
+        if bad is not None:
+            raise HTTPException(422, f"entries.{i}: field {bad!r} must be valid Unicode (no lone surrogates)")
         if out and e.seq != out[-1].seq + 1:
             raise HTTPException(422, f"entries.{i}: seq {e.seq} does not follow {out[-1].seq} (send consecutive "
                                      "entries in seq order)")

@@ -181,10 +181,24 @@ async def _read(ws: WebSocket, inbox: asyncio.Queue[str | None]) -> None:
         inbox.put_nowait(None)
 
 
+def _parse(text: str) -> Any:
+    """One message as JSON; 400 for whatever ``json`` refuses. Not only JSONDecodeError: an integer of over 4300
+    digits raises ValueError, deep nesting RecursionError (a RuntimeError, which the channel loop would take for a
+    closed connection and drop the node without a word)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ChannelError(400, "message is not valid JSON") from exc
+    except RecursionError as exc:
+        raise ChannelError(400, "message is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # int() refuses the digits
+        raise ChannelError(400, "message is not valid JSON: an integer has too many digits") from exc
+
+
 async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -> dict[str, Any]:
     msg: Any = None
     try:
-        msg = json.loads(text)
+        msg = _parse(text)
         if not isinstance(msg, dict):
             raise ChannelError(400, "each message must be a JSON object with an 'op'")
         node = _node_of(await principal_for_token(hub, token))  # revoked or expired since the handshake
@@ -206,8 +220,6 @@ async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -
         if op in ("ledger", "ledger_head"):  # the hub copy of the node's ledger: routers/ledger.py
             return _with_id(msg, await ledger_op(hub, node.id, msg))
         raise ChannelError(400, f"unknown op {op!r}; expected 'next', 'update', 'ledger' or 'ledger_head'")
-    except json.JSONDecodeError:
-        return {"op": "error", "status": 400, "detail": "message is not valid JSON"}
     except ValidationError as exc:
         where = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors())
         return _with_id(msg, {"op": "error", "status": 422, "detail": where})
