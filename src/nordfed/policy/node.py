@@ -11,7 +11,8 @@ cdm_url: duckdb:////data/dk.duckdb   # optional when tables are given
 tables:                             # optional plain tables besides (or instead of) the CDM; paths relative
   default: rows.parquet             # to this file; .csv, .parquet or .pq; a partial picks one by name
   lung: lung.csv                    # (``dataset: lung``), the one called ``default`` when it names none
-key_dir: /etc/nordfed/keys          # the node's key pairs; signing.pub is the key its ledger verifies under
+key_dir: /etc/nordfed/keys          # the node's key pairs (signing.pub is the key its ledger verifies under)
+                                    # and site.secret, made on first start: it keys CV folds and time noise
 state_dir: /var/lib/nordfed         # default: key_dir. Holds node.ledger, the node's audit ledger
                                     # (verify: `nordfed node ledger verify --config node.yaml`)
 previous_signing_keys: []           # after replacing the key pair on purpose: the earlier signing.pub, so the
