@@ -20,8 +20,8 @@ from nordfed.fed.inference import wald_table
 from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
 from nordfed.fed.survival_data import numeric_columns
 from nordfed.privacy.disclosure import (
-    check_binary_columns,
     check_counts,
+    check_two_valued,
     require_min_rows,
     require_params_ok,
     require_spread_weights,
@@ -62,9 +62,9 @@ def irls_weights(family: str, X: np.ndarray, offset: np.ndarray, beta: np.ndarra
     return eta, mu, variance(family, mu)
 
 
-def irls_sums(family: str, y: np.ndarray, X: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> dict[str, Any]:
-    """One site's IRLS sums at β (canonical link, so the working weight is the variance)."""
-    eta, mu, w = irls_weights(family, X, offset, beta)
+def irls_sums(family: str, y: np.ndarray, X: np.ndarray, offset: np.ndarray, eta: np.ndarray, mu: np.ndarray,
+              w: np.ndarray) -> dict[str, Any]:
+    """One site's IRLS sums at β, given :func:`irls_weights` at β."""
     # working response minus offset: z = η - offset + (y - μ)/w
     z = eta - offset + (y - mu) / w
     Xw = X * w[:, None]
@@ -100,7 +100,7 @@ def _design(data: SiteData, params: dict[str, Any]) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"site {data.site}: poisson outcome {params['outcome']!r} must be non-negative")
     if family != "binomial":
         # a two-valued outcome counts its rows through Σy in any family (DataSHIELD checks y for every family)
-        check_binary_columns(y, [params["outcome"]], policy)
+        check_two_valued(y, params["outcome"], policy)
     return y, X, offset
 
 
@@ -110,9 +110,9 @@ def glm_irls(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     y, X, offset = _design(data, params)
     if params.get("beta") is None:
         return {"n": len(y), "ysum": float(y.sum()), "offset_sum": float(offset.sum())}
-    beta = np.asarray(params["beta"], float)
-    require_spread_weights(irls_weights(params["family"], X, offset, beta)[2], "X'WX")
-    out = irls_sums(params["family"], y, X, offset, beta)
+    eta, mu, w = irls_weights(params["family"], X, offset, np.asarray(params["beta"], float))
+    require_spread_weights(w, "X'WX")
+    out = irls_sums(params["family"], y, X, offset, eta, mu, w)
     out["n"] = len(y)
     return out
 

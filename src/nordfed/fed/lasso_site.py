@@ -34,16 +34,22 @@ _TABLES_KEPT = 8
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal}
 
 
+def _require_numeric(frame: pd.DataFrame, cols: list[str], site: str, what: str = "column") -> None:
+    """Numbers or booleans only; named by column and dtype, since numpy's own conversion error would quote the
+    offending value to the researcher."""
+    for c in cols:
+        dtype = frame[c].dtype
+        if not pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            raise ValueError(f"site {site}: {what} {c!r} is not numeric (dtype {dtype})")
+
+
 def linear_predictor(frame: pd.DataFrame, model: Mapping[str, Any], site: str = "?") -> np.ndarray:
     """A fitted model's logit on ``frame``: ``intercept + X @ coef`` (model as in ``LassoFit.to_model``)."""
     cols = list(model["covariates"])
     missing = [c for c in cols if c not in frame.columns]
     if missing:
         raise ValueError(f"site {site}: the model needs column(s) {', '.join(missing)} missing from the data")
-    for c in cols:
-        # numpy's own conversion error would quote the offending value to the researcher
-        if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]):
-            raise ValueError(f"site {site}: model column {c!r} is not numeric (dtype {frame[c].dtype})")
+    _require_numeric(frame, cols, site, "model column")
     x = frame[cols].to_numpy(dtype=float)
     return float(model["intercept"]) + x @ np.asarray(model["coef"], dtype=float)
 
@@ -104,11 +110,8 @@ def _site_table(data: SiteData, frame: pd.DataFrame, params: Mapping[str, Any]) 
     if any(c not in frame.columns for c in keep):
         raise ValueError(f"site {site}: column(s) {', '.join(c for c in keep if c not in frame.columns)} "
                          "not in the data")
-    sub = frame[cols]
-    for c, dtype in zip(cols, sub.dtypes, strict=True):
-        if not pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-            raise ValueError(f"site {site}: column {c!r} is not numeric (dtype {dtype})")
-    arr = sub.to_numpy(dtype=float)
+    _require_numeric(frame, cols, site)
+    arr = frame[cols].to_numpy(dtype=float)
     complete = ~np.isnan(arr).any(axis=1)  # complete cases, the same rows in every round
     if not complete.all():
         arr = arr[complete]

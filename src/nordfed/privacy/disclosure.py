@@ -93,20 +93,15 @@ def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what:
         )
 
 
-def check_binary_columns(columns: np.ndarray, names: list[str], policy: DisclosurePolicy) -> None:
-    """DataSHIELD's glm rule: a column with exactly two distinct values (a 0/1 outcome or covariate) must have
-    zero or at least ``min_cell_count`` rows at each value, since its sums and cross-products count them.
-
-    ``columns`` is (rows × len(names)), complete cases only.
-    """
-    arr = np.asarray(columns, dtype=float).reshape(len(columns), -1)
-    for j, name in enumerate(names):
-        values, counts = np.unique(arr[:, j], return_counts=True)
-        if len(values) == 2 and counts.min() < policy.min_cell_count:
-            raise DisclosureError(
-                f"refused: the two-valued column {name!r} has a value held by fewer rows than this node's "
-                f"minimum cell count ({policy.min_cell_count})"
-            )
+def check_two_valued(values: np.ndarray, name: str, policy: DisclosurePolicy) -> None:
+    """DataSHIELD's glm rule: a column with exactly two distinct values (a 0/1 outcome, say) must have zero or at
+    least ``min_cell_count`` rows at each value, since its sums count them."""
+    levels, counts = np.unique(np.asarray(values, dtype=float), return_counts=True)
+    if len(levels) == 2 and counts.min() < policy.min_cell_count:
+        raise DisclosureError(
+            f"refused: the two-valued column {name!r} has a value held by fewer rows than this node's "
+            f"minimum cell count ({policy.min_cell_count})"
+        )
 
 
 def require_spread_weights(weights: np.ndarray, what: str) -> None:
