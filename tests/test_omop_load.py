@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from nordfed.cli import app
 from nordfed.omop.loader import LoadError, load_folder
-from nordfed.omop.store import open_cdm
+from nordfed.omop.store import CDMUrl, open_cdm
 
 CORPUS = Path(__file__).parent / "data" / "bad_cdm"
 
@@ -78,11 +78,28 @@ def test_each_bad_file_gives_clear_error_and_leaves_cdm_unchanged(cdm_url):
         assert open_cdm(cdm_url).row_counts() == before, case
 
 
+def _target_exists(url: str) -> bool:
+    """Whether the DuckDB file or the PostgreSQL schema behind ``url`` exists (without creating it)."""
+    location = CDMUrl.parse(url)
+    if location.engine == "duckdb":
+        return Path(location.target).exists()
+    import psycopg
+
+    with psycopg.connect(location.target) as con:
+        found = con.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                            (location.schema,)).fetchone()
+    return bool(found and found[0])
+
+
+# wrong_type fails on reading the file, orphan_person against the (new, empty) CDM's keys
 @pytest.mark.parametrize("case", ["wrong_type", "orphan_person"])
-def test_failed_load_into_new_cdm_creates_no_rows(duckdb_url, case):
+def test_failed_load_into_new_cdm_leaves_nothing_behind(cdm_url, tmp_path, case):
+    if cdm_url.startswith("duckdb"):  # in folders the load has to make
+        cdm_url = f"duckdb:///{tmp_path / 'new' / 'site' / 'cdm.duckdb'}"
     with pytest.raises(LoadError):
-        load_folder(CORPUS / case, duckdb_url)
-    assert sum(open_cdm(duckdb_url).row_counts().values()) == 0
+        load_folder(CORPUS / case, cdm_url)
+    assert not _target_exists(cdm_url)
+    assert not (tmp_path / "new").exists()
 
 
 def test_parquet_and_existing_key_conflict(cdm_url, tmp_path):

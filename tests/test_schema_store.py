@@ -101,3 +101,19 @@ def test_failed_transaction_leaves_nothing(cdm_url):
         assert cdm.scalar("SELECT count(*) FROM person") == 0
         with pytest.raises(CDMError, match="no column"):
             cdm.insert("person", PEOPLE.assign(shoe_size=1))
+
+
+def test_integer_columns_with_nulls_read_back_exactly_on_both_engines(cdm_url):
+    """PostgreSQL used to give float64 for an integer column with a NULL, rounding ids above 2**53."""
+    big = 2**53 + 1
+    with open_cdm(cdm_url, create=True) as cdm:
+        with cdm.transaction():
+            cdm.insert("person", PEOPLE.assign(provider_id=pd.array([big, None, 7], dtype="Int64"),
+                                               care_site_id=[1.0, None, 3.0]))  # pandas' float for ints
+            with pytest.raises(CDMError, match=r"person\.location_id: an integer column holds a fractional"):
+                cdm.insert("person", PEOPLE.assign(person_id=[4, 5, 6], location_id=[1.5, None, 3.0]))
+        df = cdm.query("SELECT person_id, provider_id, care_site_id, year_of_birth FROM person ORDER BY person_id")
+    assert str(df["provider_id"].dtype) == "Int64"
+    assert df["provider_id"].iloc[0] == big and df["provider_id"].isna().tolist() == [False, True, False]
+    assert df["care_site_id"].tolist()[::2] == [1, 3]
+    assert df["person_id"].dtype == "int64" and df["year_of_birth"].dtype == "int32"

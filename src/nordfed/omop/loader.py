@@ -353,23 +353,35 @@ def load_folder(directory: Path | str, url: str, progress: Callable[[str, int], 
         raise LoadError([LoadIssue("target CDM", f"cannot open it: {exc}")]) from None
     with cdm:
         try:
-            issues = check_references(frames, files, cdm)
-        except CDMError as exc:
-            raise LoadError([LoadIssue("target CDM", f"cannot read the keys already in it: {exc}")]) from None
-        if issues:
-            raise LoadError(issues)
-        result = LoadResult(files={t: str(p) for t, p in paths.items()})
-        # one transaction, so order only matters for the progress display: person first, as an ETL would
-        order = sorted(frames, key=lambda t: (t != "person", t))
-        name = "schema"
-        try:
-            with cdm.transaction():
-                if not set(tables) <= cdm.table_names():
-                    cdm.create_schema()
-                for name in order:
-                    result.rows[name] = cdm.insert(name, _to_arrow(frames[name], tables[name]))
-                    if progress:
-                        progress(name, result.rows[name])
-        except CDMError as exc:
-            raise LoadError([LoadIssue(files.get(name, name), f"the database refused the rows: {exc}")]) from exc
+            result = _load(cdm, frames, files, paths, progress)
+        except BaseException:  # refused rows, and an interrupt too
+            cdm.discard()  # a target this load created goes again: nothing half-written
+            raise
+    return result
+
+
+def _load(cdm: CDM, frames: dict[str, pd.DataFrame], files: dict[str, str], paths: dict[str, Path],
+          progress: Callable[[str, int], None] | None) -> LoadResult:
+    """Check the rows' keys against the CDM, then insert every table in one transaction."""
+    tables = schema().tables
+    try:
+        issues = check_references(frames, files, cdm)
+    except CDMError as exc:
+        raise LoadError([LoadIssue("target CDM", f"cannot read the keys already in it: {exc}")]) from None
+    if issues:
+        raise LoadError(issues)
+    result = LoadResult(files={t: str(p) for t, p in paths.items()})
+    # one transaction, so order only matters for the progress display: person first, as an ETL would
+    order = sorted(frames, key=lambda t: (t != "person", t))
+    name = "schema"
+    try:
+        with cdm.transaction():
+            if not set(tables) <= cdm.table_names():
+                cdm.create_schema()
+            for name in order:
+                result.rows[name] = cdm.insert(name, _to_arrow(frames[name], tables[name]))
+                if progress:
+                    progress(name, result.rows[name])
+    except CDMError as exc:
+        raise LoadError([LoadIssue(files.get(name, name), f"the database refused the rows: {exc}")]) from exc
     return result

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
@@ -98,18 +100,21 @@ class CDM:
         self.location = CDMUrl.parse(url)
         self.dialect = self.location.engine
         self._in_tx = False
+        #: what opening this CDM created (folders, the DuckDB file, the schema): :meth:`discard` removes it
+        self._made_dirs: list[Path] = []
+        self._made_file = self._made_schema = False
         if self.dialect == "duckdb":
             import duckdb
 
             if self.location.target != ":memory:":
-                Path(self.location.target).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(self.location.target)
+                self._made_dirs = [d for d in reversed(path.parents) if not d.exists()]
+                self._made_file = not path.exists()
+                path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._con = duckdb.connect(self.location.target)
             except duckdb.Error as exc:
                 raise CDMError(f"cannot open DuckDB CDM {self.location.target}: {exc}") from exc
-            if self.location.schema:
-                self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.location.schema}"')
-                self._con.execute(f'SET schema = \'{self.location.schema}\'')
         else:
             import psycopg
 
@@ -117,9 +122,28 @@ class CDM:
                 self._con = psycopg.connect(self.location.target, autocommit=True)
             except psycopg.Error as exc:
                 raise CDMError(f"cannot connect to PostgreSQL CDM {self.location.target}: {exc}") from exc
-            if self.location.schema:
-                self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.location.schema}"')
-                self._con.execute(f'SET search_path TO "{self.location.schema}"')
+        if self.location.schema:
+            name = self.location.schema
+            found = self._con.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = "
+                                      f"'{name}'").fetchall()
+            self._made_schema = found[0][0] == 0
+            self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
+            self._con.execute(f"SET schema = '{name}'" if self.dialect == "duckdb" else f'SET search_path TO "{name}"')
+
+    def discard(self) -> None:
+        """Close, and remove what opening this CDM created: after a failed first load the target is as before
+        (no empty DuckDB file or PostgreSQL schema left behind). Nothing that existed before is touched."""
+        if self._made_schema and not self._made_file:
+            self._con.execute(f'DROP SCHEMA IF EXISTS "{self.location.schema}" CASCADE')
+        self.close()
+        if self._made_file:
+            path = Path(self.location.target)
+            for leftover in (path, path.with_name(path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                d.rmdir()
+        self._made_dirs, self._made_file, self._made_schema = [], False, False
 
     # ------------------------------------------------------------------ queries
     def sql(self, sql: str, params: Mapping[str, Any] | None = None) -> list[str]:
@@ -141,8 +165,7 @@ class CDM:
             return self._con.execute(stmts[0]).df()
         with self._con.cursor() as cur:
             cur.execute(stmts[0])
-            cols = [d.name for d in cur.description or []]
-            return pd.DataFrame(cur.fetchall(), columns=cols)
+            return _frame(cur.fetchall(), cur.description or [])
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         df = self.query(sql, params)
@@ -221,6 +244,14 @@ class CDM:
         arrow = arrow.select(cols)
         if arrow.num_rows == 0:
             return 0
+        for i, c in enumerate(cols):
+            if t.field(c).kind == "integer" and pa.types.is_floating(arrow.schema.field(i).type):
+                # pandas makes an integer column with a NULL float64; PostgreSQL's COPY refuses "7.0" for a
+                # bigint where DuckDB casts: both get integers (a fractional value is an error, not rounded)
+                try:
+                    arrow = arrow.set_column(i, c, pc.cast(arrow.column(i), pa.int64(), safe=True))
+                except pa.ArrowInvalid as exc:
+                    raise CDMError(f"{table}.{c}: an integer column holds a fractional value") from exc
         col_sql = ", ".join(f'"{c}"' for c in cols)
         if self.dialect == "duckdb":
             self._con.register("_nordfed_insert", arrow)
@@ -260,6 +291,29 @@ class CDM:
 
     def table(self, name: str) -> Table:
         return schema()[name]
+
+
+#: PostgreSQL integer and boolean type OIDs → the dtypes DuckDB gives the same columns (numpy's without NULLs,
+#: pandas' nullable ones with them)
+_PG_DTYPES = {16: ("bool", "boolean"), 20: ("int64", "Int64"), 23: ("int32", "Int32"), 21: ("int16", "Int16")}
+
+
+def _frame(rows: list[tuple], description: Any) -> pd.DataFrame:
+    """Rows from psycopg as DuckDB's ``df()`` would give them. Without this an integer column with a NULL became
+    float64, and ids above 2**53 came back rounded."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in description]
+    series = []
+    for d, values in zip(description, columns, strict=True):
+        plain, nullable = _PG_DTYPES.get(d.type_code, (None, None))
+        if plain is None:
+            series.append(pd.Series(values, dtype=None if values else object))
+        elif any(v is None for v in values):
+            series.append(pd.Series(pd.array(values, dtype=nullable)))
+        else:
+            series.append(pd.Series(np.array(values, dtype=plain)))
+    # by position, so duplicate names (``SELECT a.x, b.x``) keep both columns
+    frame = pd.DataFrame(dict(enumerate(series)), index=pd.RangeIndex(len(rows)))
+    return frame.set_axis([d.name for d in description], axis=1)
 
 
 def open_cdm(url: str, create: bool = False) -> CDM:
