@@ -330,6 +330,23 @@ def test_channel_answers_json_that_json_refuses(net, text):
         assert _ask(ws, '{"op": "ledger_head"}')["op"] == "ledger_ok"  # still open
 
 
+def test_channel_answers_an_unexpected_hub_error_and_stays_open(net, monkeypatch, caplog):
+    # fault injection (no input is known to reach this any more): any exception but RuntimeError used to close the
+    # node's channel without a reply, and a RuntimeError was taken for a closed connection
+    import nordfed.hub.routers.runs as runs
+
+    def broken(*args, **kwargs):
+        raise KeyError("a hub bug")
+
+    monkeypatch.setattr(runs, "ledger_op", broken)
+    with _channel(net, net.nodes["node_a"]) as ws:
+        reply = _ask(ws, '{"op": "ledger_head", "id": 7}')
+        assert reply == {"op": "error", "status": 500, "detail": "internal error at the hub (logged there)", "id": 7}
+        monkeypatch.undo()
+        assert _ask(ws, '{"op": "ledger_head"}')["op"] == "ledger_ok"  # still open
+    assert "a hub bug" in caplog.text
+
+
 @pytest.mark.parametrize("field", ["actor", "ts", "payload"])
 def test_channel_ledger_entry_with_lone_surrogate_is_422(net, field):
     # correctly hashed and signed (the hash covers ASCII-escaped JSON), but not storable as UTF-8: the insert raised

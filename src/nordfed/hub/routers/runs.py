@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from nordfed.hub.models import Run
 from nordfed.hub.routers.ledger import ledger_op
 from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState
 
+log = logging.getLogger("nordfed.hub")
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 MAX_WAIT = 600.0  # seconds a claim may wait
@@ -228,6 +230,9 @@ async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -
         return _with_id(msg, {"op": "error", "status": status, "detail": str(exc.detail)})
     except OperationalError:  # as the HTTP endpoints answer 503
         return _with_id(msg, {"op": "error", "status": 503, "detail": "hub database unavailable, try again"})
+    except Exception:  # a hub bug: answer (as HTTP would, 500) and keep the node's channel open
+        log.exception("run channel: unexpected error answering node %s", node.id)
+        return _with_id(msg, {"op": "error", "status": 500, "detail": "internal error at the hub (logged there)"})
 
 
 def _with_id(msg: Any, reply: dict[str, Any]) -> dict[str, Any]:
