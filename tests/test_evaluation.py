@@ -75,6 +75,25 @@ def test_calibration_table_and_demographics_add_up_to_pooled_counts() -> None:
     assert age["80+"]["n"] == (df.age >= 80).sum() and age["<50"]["n"] == (df.age < 50).sum()
 
 
+def test_calibration_groups_a_site_would_suppress_are_merged_not_left_as_gaps() -> None:
+    # at 25 per cell, the low-risk deciles have too few outcomes per site: merged with their neighbours, every
+    # released group is complete and still adds up to the pooled rows
+    df, _ = simulated(3000, seed=6)
+    fed = split(df, 3, min_cell_count=25)
+    ev = evaluate(fed, MODEL, "y", age_column=None, sex_column=None)
+    y, p = df["y"].to_numpy(), _pred(df)
+    table = ev.calibration_table
+    assert 2 <= len(table) < 10
+    assert [r["sites_suppressed"] for r in table] == [0] * len(table)
+    group = np.searchsorted([r["risk_to"] for r in table[:-1]], p, side="right")
+    for i, row in enumerate(table):
+        assert (row["n"], row["observed"]) == (np.sum(group == i), y[group == i].sum())
+        assert row["expected"] == pytest.approx(p[group == i].sum())
+    # the question before the merge releases no count at all
+    params = {"dataset": None, "model": MODEL, "outcome": "y", "cutoffs": [0.5], "hidden_only": True}
+    assert all(set(r) == {"hidden"} and len(r["hidden"]) == 2 for r in fed.run("nordfed.eval.groups", params).values())
+
+
 def test_single_site_auroc_is_exact_and_per_site_values_match() -> None:
     df, _ = simulated(1500, seed=3)
     fed = split(df, 3)

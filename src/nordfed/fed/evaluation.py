@@ -113,6 +113,40 @@ def score_round(fed: Federation, base: dict[str, Any],
     return res, auc, n_pos, n_neg
 
 
+def merge_suppressed_groups(fed: Federation, base: dict[str, Any], cutoffs: np.ndarray,
+                            site_list: list[str]) -> np.ndarray:
+    """The calibration groups' cut-offs, with each group some site would suppress merged into a neighbour until
+    none is (a decile of 800 persons at 2 % risk has about 5 outcomes per site: a gap in the plot otherwise).
+
+    The sites only say which groups they would suppress, never a count, until the groups are final: releasing
+    a group's counts and then those of its merger with a suppressed neighbour would give the suppressed cell by
+    difference. Neighbouring suppressed groups merge in pairs, a single one with its neighbour towards the middle
+    of the risk range, and the sites are asked again.
+    """
+    cuts = list(np.asarray(cutoffs, dtype=float))
+    while cuts:
+        flags = fed.run("nordfed.eval.groups", {**base, "cutoffs": cuts, "hidden_only": True}, site_list)
+        hidden = np.any([r["hidden"] for r in flags.values()], axis=0)
+        if not hidden.any():
+            break
+        drop: set[int] = set()  # cut-off i separates group i from group i + 1
+        i = 0
+        while i < len(hidden):
+            if not hidden[i]:
+                i += 1
+                continue
+            end = i
+            while end + 1 < len(hidden) and hidden[end + 1]:
+                end += 1
+            if end > i:  # a run: pairs first, so the merged groups stay as narrow as they can
+                drop.update(range(i, end, 2))
+            else:  # alone: towards the middle of the risk range
+                drop.add(i if i < len(hidden) / 2 else i - 1)
+            i = end + 1
+        cuts = [c for i, c in enumerate(cuts) if i not in drop]
+    return np.asarray(cuts, dtype=float)
+
+
 def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sites: Sequence[str] | None = None,
              where: Mapping[str, Any] | None = None, n_groups: int = 10, age_column: str | None = "age",
              sex_column: str | None = "sex") -> Evaluation:
@@ -138,6 +172,7 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
     a, b = slope_fit.original()
     cutoffs = score_hist.pooled_quantiles([r["blocks"]["all"] for r in res.values()],
                                           np.arange(1, n_groups) / n_groups)
+    cutoffs = merge_suppressed_groups(fed, base, cutoffs, site_list)
     by = {}
     if age_column:
         by["age_group"] = age_column

@@ -177,6 +177,8 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     Optional ``recalibration`` (a, b) adds the sum of |p - expit(a + b*logit)| (for ICI / E-avg).
     Optional ``by`` {name: column} adds the same table by the column's values (e.g. sex, age group); a value held
     by fewer rows than the minimum cell count is not released as a label (``withheld`` says some were).
+    With ``hidden_only`` only ``{"hidden": [...]}`` comes back: whether each group's cell would be suppressed,
+    and no count (the client merges such groups before asking for their counts).
     """
     t = site_table(data, {"dataset": params.get("dataset"), "covariates": [], "outcome": params["outcome"],
                           "derived": {_LP: params["model"]}, "offset": _LP, "where": params.get("where"),
@@ -185,7 +187,10 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     require_min_rows(len(y), data.policy, "rows")
     p = expit(lp)
     g = np.searchsorted(np.asarray(params["cutoffs"], dtype=float), p, side="right")
-    out: dict[str, Any] = {"groups": _table(g, y, p, len(params["cutoffs"]) + 1, data.policy)}
+    table = _table(g, y, p, len(params["cutoffs"]) + 1, data.policy)
+    if params.get("hidden_only"):
+        return {"hidden": [row["n"] is None for row in table]}
+    out: dict[str, Any] = {"groups": table}
     if params.get("recalibration") is not None:
         a, b = params["recalibration"]
         out["abs_diff"] = float(np.sum(np.abs(p - expit(a + b * lp))))

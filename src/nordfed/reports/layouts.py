@@ -142,7 +142,8 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
             figs.append((plots.calibration_plot(ev["calibration_table"], ev.get("calibration_intercept"),
                                                 ev.get("calibration_slope"), ev.get("e_avg"), ev.get("ici"),
                                                 min_cell_count=min_cell_count),
-                         "Observed vs expected risk by decile of predicted risk."))
+                         "Observed vs expected risk by decile of predicted risk (neighbouring deciles merged "
+                         "where a site would have suppressed one)."))
         if figs:
             s.add_figures(figs)
         if ev:
