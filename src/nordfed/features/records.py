@@ -97,6 +97,12 @@ class Population:
         return str(_EPOCH + np.timedelta64(day, "D"))
 
 
+def scan_path(cdm: CDM, pop: Population) -> bool:
+    """Whether the scan path serves ``pop`` (DuckDB, each person in it once); otherwise SQL joins the population
+    table :func:`register` makes."""
+    return cdm.dialect == "duckdb" and pop.unique_persons
+
+
 def register(cdm: CDM, pop: Population) -> None:
     """Make ``nf_population(k, row_id, subject_id, cohort_start_date)`` visible to the covariate SQL."""
     table = pa.table({"k": pa.array(pop.k), "row_id": pa.array(pop.row_id), "subject_id": pa.array(pop.subject_id),
@@ -195,7 +201,7 @@ def _scan(cdm: CDM, pop: Population, domain: Domain, start_day: int | None, end_
 
 def demographics(cdm: CDM, pop: Population) -> dict[str, np.ndarray]:
     """``k, gender_concept_id, year_of_birth, year, month`` (of the index date) per population row with a person."""
-    if not (cdm.dialect == "duckdb" and pop.unique_persons):
+    if not scan_path(cdm, pop):
         return fetch(cdm, A.demographics_sql())
     parts: list[tuple[np.ndarray, ...]] = []
     for cols in _batches(cdm, A.persons_sql(pop.person_min, pop.person_max)):
@@ -218,7 +224,7 @@ def demographics(cdm: CDM, pop: Population) -> dict[str, np.ndarray]:
 
 def records(cdm: CDM, pop: Population, domain: Domain, start_day: int, end_day: int) -> dict[str, np.ndarray]:
     """``k, concept_id, day, *extra`` of ``domain``'s records in the window ``start_day .. end_day``."""
-    if cdm.dialect == "duckdb" and pop.unique_persons:
+    if scan_path(cdm, pop):
         return _scan(cdm, pop, domain, start_day, end_day)
     return fetch(cdm, domain.records_sql(start_day, end_day))
 
@@ -277,7 +283,7 @@ def _steps(cdm: CDM, pop: Population, s: CovariateSettings, entries: Entries) ->
                       partial(_presence, entries, wins)))
     # on the scan path, Charlson's index comes from the condition records (its own query would join the
     # population with every condition again)
-    charlson_scan = s.charlson_index and cdm.dialect == "duckdb" and pop.unique_persons
+    charlson_scan = s.charlson_index and scan_path(cdm, pop)
     wins = s.windows("condition")
     if wins or charlson_scan:
         start = min(w[0] for w in wins) if wins else end
