@@ -14,6 +14,7 @@ from nordfed.features import assemble, records
 from nordfed.features.covariates import CovariateSettings, extract_covariates, population_rows
 from nordfed.features.preprocessing import plan_preprocessing
 from nordfed.fed.protocol import InProcessFederation, SiteData
+from nordfed.omop.store import CDMError, CDMUrl, open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
 from test_cohorts_support import add, concept, new_cdm
 
@@ -141,6 +142,28 @@ def test_covariates_match_direct_pandas_computation(cdm_url):
     assert ATC7 * 1000 + 410 not in ref.index  # a 7-character ATC code is not a drug group
     frame = data.to_frame()
     assert frame.shape == (120, len(data.covariate_ids)) and frame.index.tolist() == pop["row_id"].tolist()
+
+
+def test_postgres_scratch_schema_gives_the_same_covariates_and_leaves_no_table(pg_url):
+    # with ?scratch= the population is an unlogged table there (parallel plans); without, a temporary one
+    cdm, pop = build(pg_url, n=120, seed=7)
+    scratch = CDMUrl.parse(pg_url).schema + "_work"
+    with open_cdm(f"{pg_url}&scratch={scratch}") as work:
+        assert work.location.scratch == scratch
+        tables = f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{scratch}'"
+        try:
+            p = records.Population(pop, population_rows(pop)[1])
+            records.register(work, p)
+            assert p.table.startswith(f'"{scratch}".nf_population_') and len(work.query(tables)) == 1
+            records.unregister(work, p)
+            data = extract_covariates(work, pop, CovariateSettings())
+            left = work.query(tables)
+        finally:
+            work.execute(f'DROP SCHEMA IF EXISTS "{scratch}" CASCADE')
+    assert left.empty
+    pd.testing.assert_frame_equal(long_of(data), long_of(extract_covariates(cdm, pop, CovariateSettings())))
+    with pytest.raises(CDMError, match="scratch= is for PostgreSQL"):
+        CDMUrl.parse("duckdb:///x.duckdb?scratch=work")
 
 
 def long_of(data) -> pd.DataFrame:

@@ -68,12 +68,12 @@ CHARLSON_CATEGORIES: dict[int, tuple[str, int, tuple[int, ...]]] = {
 CHARLSON_HIERARCHY = ((10, 11), (9, 15), (14, 16))
 
 
-def demographics_sql() -> str:
+def demographics_sql(pop_table: str = POP) -> str:
     """Per population row: gender, year of birth and the index year and month (covariates built in numpy)."""
     return ("SELECT c.k, CAST(p.gender_concept_id AS BIGINT) AS gender_concept_id, "
             "CAST(p.year_of_birth AS INTEGER) AS year_of_birth, CAST(year(c.cohort_start_date) AS INTEGER) AS year, "
             "CAST(month(c.cohort_start_date) AS INTEGER) AS month "
-            f"FROM {POP} c JOIN person p ON p.person_id = c.subject_id")
+            f"FROM {pop_table} c JOIN person p ON p.person_id = c.subject_id")
 
 
 def persons_sql(person_min: int, person_max: int) -> str:
@@ -105,11 +105,11 @@ class Domain:
     def _extra(self) -> str:
         return "".join(f", {expr} AS {alias}" for alias, expr in self.extra)
 
-    def records_sql(self, start_day: int, end_day: int) -> str:
+    def records_sql(self, start_day: int, end_day: int, pop_table: str = POP) -> str:
         """Joined with the population: ``k, concept_id, day, *extra`` of the records in the window."""
         return (f"SELECT c.k, CAST({self.concept} AS INTEGER) AS concept_id, "
                 f"CAST({self.last} - c.cohort_start_date AS INTEGER) AS day{self._extra()} "
-                f"FROM {POP} c JOIN {self.table} ON person_id = c.subject_id "
+                f"FROM {pop_table} c JOIN {self.table} ON person_id = c.subject_id "
                 f"WHERE {self.first} <= c.cohort_start_date + {int(end_day)} "
                 f"AND {self.last} >= c.cohort_start_date + {int(start_day)}{self._filters()}")
 
@@ -167,13 +167,13 @@ def charlson_concepts_sql(categories: Mapping[int, tuple[str, int, Sequence[int]
             "AS v(cat, weight, ancestor) JOIN concept_ancestor ca ON ca.ancestor_concept_id = v.ancestor")
 
 
-def charlson_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None) -> str:
+def charlson_sql(categories: Mapping[int, tuple[str, int, Sequence[int]]] | None = None, pop_table: str = POP) -> str:
     """FeatureExtraction's Charlson index from conditions recorded on or before the index date:
     ``k, covariate_id, covariate_value`` (few rows: only persons with a Charlson condition). The scan path
     computes the same from the condition records instead (:func:`nordfed.features.assemble.charlson`)."""
     cats = categories or CHARLSON_CATEGORIES
     concepts = charlson_concepts_sql(cats)
-    hits = (f"SELECT DISTINCT c.k, cc.cat, cc.weight FROM {POP} c JOIN condition_occurrence co "
+    hits = (f"SELECT DISTINCT c.k, cc.cat, cc.weight FROM {pop_table} c JOIN condition_occurrence co "
             f"ON co.person_id = c.subject_id AND co.condition_start_date <= c.cohort_start_date "
             f"JOIN ({concepts}) cc ON cc.concept_id = co.condition_concept_id")
     has = "max(CASE WHEN cat = {} THEN 1 ELSE 0 END)"

@@ -199,7 +199,7 @@ def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSe
             records.collect(cdm, pop, s, entries)
         finally:
             if joins:
-                records.unregister(cdm)
+                records.unregister(cdm, pop)
     with ThreadPoolExecutor(1, thread_name_prefix="nordfed-covariate-ref") as names:
         # the concept name query runs while the matrix is built
         ref = names.submit(covariate_ref, cdm, assemble.covariate_ids(entries))

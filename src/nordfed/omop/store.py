@@ -11,6 +11,7 @@ parameters as properly quoted literals.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -68,14 +69,20 @@ class CDMUrl:
     engine: str  # duckdb | postgres
     target: str  # file path (duckdb) or libpq conninfo URL (postgres)
     schema: str | None
+    #: PostgreSQL: a schema for work tables (``?scratch=``); without it they are temporary tables
+    scratch: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> CDMUrl:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         schema_name = query.pop("schema", [None])[0]
-        if schema_name is not None and not _SCHEMA_NAME.match(schema_name):
-            raise CDMError(f"invalid schema name {schema_name!r} in {url}")
+        scratch = query.pop("scratch", [None])[0]
+        for name in (schema_name, scratch):
+            if name is not None and not _SCHEMA_NAME.match(name):
+                raise CDMError(f"invalid schema name {name!r} in {url}")
+        if scratch is not None and parts.scheme == "duckdb":
+            raise CDMError(f"scratch= is for PostgreSQL (DuckDB's temporary tables are read in parallel): {url}")
         if parts.scheme == "duckdb":
             # SQLAlchemy's convention: duckdb:///relative.duckdb, duckdb:////absolute.duckdb
             path = url.split("://", 1)[1].split("?", 1)[0]
@@ -86,7 +93,7 @@ class CDMUrl:
         if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
             rest = "&".join(f"{k}={v}" for k, vs in query.items() for v in vs)
             conninfo = f"postgresql://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-            return cls("postgres", conninfo, schema_name)
+            return cls("postgres", conninfo, schema_name, scratch)
         raise CDMError(
             f"unsupported CDM URL {url!r}: use duckdb:///path/to/file.duckdb or postgresql://host/db?schema=cdm"
         )
@@ -166,6 +173,21 @@ class CDM:
         with self._con.cursor() as cur:
             cur.execute(stmts[0])
             return _frame(cur.fetchall(), cur.description or [])
+
+    def arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run one SELECT and return an Arrow table, for bulk reads (no Python object per value).
+
+        PostgreSQL sends the rows as CSV (``COPY (...) TO STDOUT``), parsed by Arrow with the result's column
+        types: at 200 000 rows three times faster than fetching tuples into pandas. ``numeric`` becomes float64.
+        """
+        stmts = self.sql(sql, params)
+        if len(stmts) != 1:
+            raise CDMError("arrow() takes exactly one statement")
+        if self.dialect == "duckdb":
+            rel = self._con.sql(stmts[0])
+            # DuckDB >= 1.4 names it to_arrow_table; before, arrow() returned the table
+            return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+        return _copy_out(self._con, stmts[0])
 
     def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         df = self.query(sql, params)
@@ -296,6 +318,39 @@ class CDM:
 #: PostgreSQL integer and boolean type OIDs → the dtypes DuckDB gives the same columns (numpy's without NULLs,
 #: pandas' nullable ones with them)
 _PG_DTYPES = {16: ("bool", "boolean"), 20: ("int64", "Int64"), 23: ("int32", "Int32"), 21: ("int16", "Int16")}
+
+
+#: PostgreSQL type OIDs → the Arrow type its CSV text is read as (anything else: text)
+_PG_ARROW = {16: pa.bool_(), 20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 700: pa.float32(), 701: pa.float64(),
+             1700: pa.float64(), 1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC")}
+
+
+def _copy_out(con: Any, stmt: str) -> pa.Table:
+    """``stmt``'s rows through ``COPY ... TO STDOUT (FORMAT CSV)``, typed by the statement's result columns."""
+    import pyarrow.csv as pacsv
+
+    with con.cursor() as cur:
+        cur.execute(f"SELECT * FROM ({stmt}) AS nf_q LIMIT 0")
+        columns = list(cur.description or [])
+        buf = io.BytesIO()
+        with cur.copy(f"COPY ({stmt}) TO STDOUT (FORMAT CSV)") as copy:
+            for chunk in copy:
+                buf.write(chunk)
+    names = [d.name for d in columns]
+    types = [_PG_ARROW.get(d.type_code, pa.string()) for d in columns]
+    if not buf.getbuffer().nbytes:
+        return pa.Table.from_arrays([pa.array([], t) for t in types], names=names)
+    buf.seek(0)
+    # positional names, so a result with two columns of one name keeps both
+    positional = [f"c{i}" for i in range(len(names))]
+    table = pacsv.read_csv(
+        buf, read_options=pacsv.ReadOptions(column_names=positional),
+        # only an unquoted empty field is NULL: "" is an empty text, and 'NaN' or 'NULL' are values
+        convert_options=pacsv.ConvertOptions(column_types=dict(zip(positional, types, strict=True)),
+                                             null_values=[""], strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False, true_values=["t"],
+                                             false_values=["f"]))
+    return table.rename_columns(names)
 
 
 def _frame(rows: list[tuple], description: Any) -> pd.DataFrame:
