@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -117,3 +119,20 @@ def test_integer_columns_with_nulls_read_back_exactly_on_both_engines(cdm_url):
     assert df["provider_id"].iloc[0] == big and df["provider_id"].isna().tolist() == [False, True, False]
     assert df["care_site_id"].tolist()[::2] == [1, 3]
     assert df["person_id"].dtype == "int64" and df["year_of_birth"].dtype == "int32"
+
+
+def test_arrow_bulk_read_keeps_nulls_texts_and_special_floats_on_both_engines(cdm_url):
+    """PostgreSQL's rows come through COPY as CSV: only a NULL becomes null ('' and 'NULL' are texts, NaN a float)."""
+    rows = ["(1, CAST('NaN' AS DOUBLE), '', TRUE, DATE '2020-02-29', CAST(9007199254740993 AS BIGINT))",
+            "(2, NULL, 'NULL', NULL, NULL, NULL)", "(3, CAST('Infinity' AS DOUBLE), 'a,\"b\"', FALSE, NULL, -1)"]
+    sql = f"SELECT * FROM (VALUES {', '.join(rows)}) AS t(i, x, s, b, d, big)"
+    with open_cdm(cdm_url, create=True) as cdm:
+        got = cdm.arrow(sql + " ORDER BY i").to_pydict()
+        empty = cdm.arrow(sql + " WHERE i > 5")
+        twice = cdm.arrow("SELECT 1 AS a, 2 AS a")
+    x = got.pop("x")
+    assert np.isnan(x[0]) and x[1] is None and x[2] == np.inf
+    assert got == {"i": [1, 2, 3], "s": ["", "NULL", 'a,"b"'], "b": [True, None, False],
+                   "d": [dt.date(2020, 2, 29), None, None], "big": [2**53 + 1, None, -1]}
+    assert empty.num_rows == 0 and empty.column_names == ["i", "x", "s", "b", "d", "big"]
+    assert twice.column_names == ["a", "a"] and [c.to_pylist() for c in twice.columns] == [[1], [2]]
