@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -170,9 +169,7 @@ class CDM:
             raise CDMError("query() takes exactly one statement")
         if self.dialect == "duckdb":
             return self._con.execute(stmts[0]).df()
-        with self._con.cursor() as cur:
-            cur.execute(stmts[0])
-            return _frame(cur.fetchall(), cur.description or [])
+        return _frame(_copy_out(self._con, stmts[0]))
 
     def arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run one SELECT and return an Arrow table, for bulk reads (no Python object per value).
@@ -315,11 +312,6 @@ class CDM:
         return schema()[name]
 
 
-#: PostgreSQL integer and boolean type OIDs → the dtypes DuckDB gives the same columns (numpy's without NULLs,
-#: pandas' nullable ones with them)
-_PG_DTYPES = {16: ("bool", "boolean"), 20: ("int64", "Int64"), 23: ("int32", "Int32"), 21: ("int16", "Int16")}
-
-
 #: PostgreSQL type OIDs → the Arrow type its CSV text is read as (anything else: text)
 _PG_ARROW = {16: pa.bool_(), 20: pa.int64(), 23: pa.int32(), 21: pa.int16(), 700: pa.float32(), 701: pa.float64(),
              1700: pa.float64(), 1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC")}
@@ -353,22 +345,23 @@ def _copy_out(con: Any, stmt: str) -> pa.Table:
     return table.rename_columns(names)
 
 
-def _frame(rows: list[tuple], description: Any) -> pd.DataFrame:
-    """Rows from psycopg as DuckDB's ``df()`` would give them. Without this an integer column with a NULL became
-    float64, and ids above 2**53 came back rounded."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in description]
-    series = []
-    for d, values in zip(description, columns, strict=True):
-        plain, nullable = _PG_DTYPES.get(d.type_code, (None, None))
-        if plain is None:
-            series.append(pd.Series(values, dtype=None if values else object))
-        elif any(v is None for v in values):
-            series.append(pd.Series(pd.array(values, dtype=nullable)))
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow result as DuckDB's ``df()`` gives it, so code reads both engines alike: numpy integers and booleans,
+    pandas' nullable ones where a column has a NULL (ids above 2**53 stay exact), dates as datetime64[us]."""
+    columns = []
+    for col in table.columns:
+        kind = col.type
+        if pa.types.is_date32(kind) or pa.types.is_timestamp(kind):
+            series = col.cast(pa.timestamp("us", tz=getattr(kind, "tz", None))).to_pandas()
+        elif (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and col.null_count:
+            series = col.to_pandas(types_mapper=pd.ArrowDtype).astype(str(kind).capitalize() if kind != pa.bool_()
+                                                                      else "boolean")
         else:
-            series.append(pd.Series(np.array(values, dtype=plain)))
+            series = col.to_pandas()
+        columns.append(series)
     # by position, so duplicate names (``SELECT a.x, b.x``) keep both columns
-    frame = pd.DataFrame(dict(enumerate(series)), index=pd.RangeIndex(len(rows)))
-    return frame.set_axis([d.name for d in description], axis=1)
+    frame = pd.DataFrame(dict(enumerate(columns)), index=pd.RangeIndex(table.num_rows))
+    return frame.set_axis(table.column_names, axis=1)
 
 
 def open_cdm(url: str, create: bool = False) -> CDM:
