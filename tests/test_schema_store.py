@@ -136,3 +136,25 @@ def test_arrow_bulk_read_keeps_nulls_texts_and_special_floats_on_both_engines(cd
                    "d": [dt.date(2020, 2, 29), None, None], "big": [2**53 + 1, None, -1]}
     assert empty.num_rows == 0 and empty.column_names == ["i", "x", "s", "b", "d", "big"]
     assert twice.column_names == ["a", "a"] and [c.to_pylist() for c in twice.columns] == [[1], [2]]
+
+
+def test_postgres_hash_joins_turns_nested_loops_off_and_back(pg_url):
+    with open_cdm(pg_url, create=True) as cdm:
+        setting = "SELECT current_setting('enable_nestloop') AS v"
+        with cdm.hash_joins():
+            assert cdm.scalar(setting) == "off"
+        assert cdm.scalar(setting) == "on"
+        with cdm.transaction():  # inside a longer transaction: back on for its remaining statements
+            with cdm.hash_joins():
+                assert cdm.scalar(setting) == "off"
+            assert cdm.scalar(setting) == "on"
+
+
+def test_postgres_load_refreshes_planner_statistics(pg_url):
+    from nordfed.omop.loader import load_folder
+
+    load_folder(Path(__file__).parent / "data" / "bad_cdm" / "good", pg_url)
+    with open_cdm(pg_url) as cdm:
+        stats = cdm.query("SELECT relname, last_analyze FROM pg_stat_user_tables WHERE schemaname = current_schema()")
+    analysed = dict(zip(stats["relname"], stats["last_analyze"].notna(), strict=True))
+    assert analysed["person"] and analysed["condition_occurrence"] and analysed["observation_period"]

@@ -42,7 +42,7 @@ def instantiate(cdm: CDM, definition: CohortDefinition | dict[str, Any] | str, c
     cd = as_definition(definition)
     cid = int(cohort_definition_id)
     select = cohort_sql(cd)
-    with cdm.transaction():
+    with cdm.transaction(), cdm.hash_joins():
         cdm.execute("DELETE FROM cohort WHERE cohort_definition_id = :cid", {"cid": cid})
         cdm.execute(
             "INSERT INTO cohort (cohort_definition_id, subject_id, cohort_start_date, cohort_end_date) "
@@ -71,7 +71,8 @@ def inclusion_attrition(cdm: CDM, definition: CohortDefinition | dict[str, Any] 
     (the rule on its own, as ATLAS shows it).
     """
     cd = as_definition(definition)
-    flags = cdm.query(inclusion_sql(cd))
+    with cdm.hash_joins():
+        flags = cdm.query(inclusion_sql(cd))
     rows = [{"step": 0, "rule": "qualifying events", "events": len(flags),
              "persons": int(flags["person_id"].nunique()), "events_satisfying_rule": len(flags)}]
     keep = pd.Series(True, index=flags.index)

@@ -384,4 +384,5 @@ def _load(cdm: CDM, frames: dict[str, pd.DataFrame], files: dict[str, str], path
                     progress(name, result.rows[name])
     except CDMError as exc:
         raise LoadError([LoadIssue(files.get(name, name), f"the database refused the rows: {exc}")]) from exc
+    cdm.analyze(order)
     return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -251,6 +251,39 @@ class CDM:
             self._raw("COMMIT")
         finally:
             self._in_tx = False
+
+    def analyze(self, tables: Iterable[str] | None = None) -> None:
+        """Refresh PostgreSQL's planner statistics after a bulk load (every CDM table by default): until autovacuum
+        gets to them, a freshly loaded table's row counts are guesses. DuckDB keeps its own as it writes."""
+        if self.dialect != "postgres":
+            return
+        present = self.table_names()
+        for name in (schema().tables if tables is None else tables):
+            if name in present:
+                self._raw(f'ANALYZE "{name}"')
+
+    @contextlib.contextmanager
+    def hash_joins(self) -> Iterator[None]:
+        """On PostgreSQL, no nested-loop joins inside (a transaction; nothing changes on DuckDB).
+
+        Cohort SQL keeps each person's first event with ``row_number() ... = 1``; PostgreSQL's planner expects one
+        row from such a filter and joins thousands by nested loops: the CRC cohort at 200 000 persons took 44 s
+        where hash joins take 0.2 s. (OHDSI's Circe SQL gets real row counts instead by analysing a temporary table
+        after each step.)
+        """
+        if self.dialect != "postgres":
+            yield
+            return
+        from psycopg.pq import TransactionStatus
+
+        with self.transaction():
+            (before,) = self._con.execute("SHOW enable_nestloop").fetchone()
+            self._raw("SET LOCAL enable_nestloop = off")
+            try:
+                yield
+            finally:
+                if self._con.info.transaction_status == TransactionStatus.INTRANS:  # not failed
+                    self._raw(f"SET LOCAL enable_nestloop = {'on' if before == 'on' else 'off'}")
 
     def insert(self, table: str, data: pd.DataFrame | pa.Table) -> int:
         """Append rows to a CDM table; columns are matched by name, missing optional columns are NULL."""

@@ -85,6 +85,7 @@ def write(result: SynthResult, url: str, truth_path: str | os.PathLike | None = 
         _check_empty(cdm)
         with cdm.transaction():
             _insert_all(cdm, result.tables)
+        cdm.analyze()
     return write_truth(path, result.truth, result.cohorts, result.notes_gold)
 
 
@@ -106,6 +107,7 @@ def write_site(site: str, persons: int, seed: int, url: str, truth_path: str | o
                 done += len(chunk["person"])
                 if progress is not None:
                     progress(done, rows)
+        cdm.analyze()
     truth = builder.truth()
     write_truth(path, truth, builder.cohorts(), builder.notes_gold())
     return truth
