@@ -116,12 +116,14 @@ def _concept_checks(table: str, field: str, has_concept: bool) -> Iterator[Check
         yield Check("concept mapped (not 0)", "conformance", table, field, f"{field} = 0 (no standard concept)",
                     thr, nonnull, f't."{field}" = 0')
     if has_concept:
-        known = f'"{table}" t WHERE t."{field}" IS NOT NULL AND t."{field}" <> 0'
+        # joins, not (NOT) EXISTS in the CASE: PostgreSQL runs such a subquery once per row (5 s for 1.7 M
+        # measurements against 0.3 s joined); concept_id is the concept table's key, so no row repeats
+        known = (f'"{table}" t LEFT JOIN concept c ON c.concept_id = t."{field}" '
+                 f'WHERE t."{field}" IS NOT NULL AND t."{field}" <> 0')
         yield Check("concept in vocabulary", "conformance", table, field, f"{field} is not in the concept table",
-                    0.0, known, f'NOT EXISTS (SELECT 1 FROM concept c WHERE c.concept_id = t."{field}")')
+                    0.0, known, "c.concept_id IS NULL")
         yield Check("concept is standard", "conformance", table, field, f"{field} is not a standard concept", 0.0,
-                    known, f"EXISTS (SELECT 1 FROM concept c WHERE c.concept_id = t.\"{field}\" "
-                           f"AND (c.standard_concept IS NULL OR c.standard_concept <> 'S'))")
+                    known, "c.concept_id IS NOT NULL AND (c.standard_concept IS NULL OR c.standard_concept <> 'S')")
 
 
 def _measurement_checks(concepts: list[int]) -> Iterator[Check]:
@@ -166,15 +168,17 @@ def _date_checks(table: str, present: set[str]) -> Iterator[Check]:
         src = f'"{table}" t WHERE t."{date}" IS NOT NULL'
         yield Check("date not in future", "plausibility", table, date, f"{date} after today", 0.0, src,
                     f't."{date}" > current_date')
-        if "person" in present:
-            yield Check("date after birth", "plausibility", table, date, f"{date} before year_of_birth", 1.0, src,
-                        f'EXISTS (SELECT 1 FROM person p WHERE p.person_id = t.person_id '
-                        f'AND year(t."{date}") < p.year_of_birth)')
+        if "person" in present:  # person_id is person's key: the join repeats no row
+            yield Check("date after birth", "plausibility", table, date, f"{date} before year_of_birth", 1.0,
+                        f'"{table}" t LEFT JOIN person p ON p.person_id = t.person_id WHERE t."{date}" IS NOT NULL',
+                        f'year(t."{date}") < p.year_of_birth')
         if "death" in present:
-            # DQD allows 60 days after death for claims that trail the event
+            # DQD allows 60 days after death for claims that trail the event; a person's earliest death record
+            # decides (death may hold several rows of one person)
+            first_death = "(SELECT person_id, min(death_date) AS death_date FROM death GROUP BY person_id)"
             yield Check("date before death", "plausibility", table, date, f"{date} over 60 days after death",
-                        1.0, src, f"EXISTS (SELECT 1 FROM death d WHERE d.person_id = t.person_id "
-                                  f"AND t.\"{date}\" > d.death_date + INTERVAL 60 DAY)")
+                        1.0, f'"{table}" t LEFT JOIN {first_death} d ON d.person_id = t.person_id '
+                             f'WHERE t."{date}" IS NOT NULL', f't."{date}" > d.death_date + INTERVAL 60 DAY')
     if table in DATE_PAIRS:
         start, end = DATE_PAIRS[table]
         yield Check("start before end", "plausibility", table, end, f"{end} before {start}", 0.0,
