@@ -94,6 +94,11 @@ def test_risk_groups_pooled_suppression_hides_rates():
     rows = _texts(risk_group_table(pooled, per_site))
     assert rows[0] == ["1", "usual care", "0.0–5.0\u202f%", "suppr.", "suppr.", "suppr.", "<10", "<10"]
     assert rows[1][3:] == ["300", "9.0\u202f%", "10.0\u202f%", "12.0\u202f% (200)", "6.0\u202f% (100)"]
+    # one site suppressed: the count is a lower bound and the rates are the other site's, and the notes say so
+    partial = [{**pooled[1], "n": 200, "observed_rate": 0.12, "expected_rate": 0.1, "sites_suppressed": 1}]
+    table = risk_group_table(partial, {"A": [per_site["A"][1]], "B": [per_site["B"][0]]})
+    assert _texts(table)[0][3:6] == ["≥200†", "10.0\u202f%", "12.0\u202f%"]
+    assert any("those of the sites that released it" in n for n in table.notes)
 
 
 def test_validation_table_takes_evaluation_dataclass_and_site_dicts():

@@ -245,6 +245,8 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
     notes = ["Per site: observed outcome rate (persons)."] if per_site else []
     if any(isinstance(r["n"], LowerBound) for r in rows):
         notes.append(LOWER_BOUND_NOTE)
+        notes.append("The expected and observed rates of a group marked † are those of the sites that released "
+                     "it, not of all sites.")
     return Table(cols, rows, caption, notes)
 
 
