@@ -30,27 +30,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
-from nordfed.fed.lasso_solver import kkt_violation
+from nordfed.fed.lasso_solver import design, kkt_violation, logistic_sums, penalty
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pooled_kkt(z: np.ndarray, y: np.ndarray, intercept: float, beta: np.ndarray, lam: float) -> float:
-    """Largest violation of the LASSO optimality conditions at ``(intercept, beta)`` on the pooled standardised rows
-    ``z`` (mean log loss + lam * |beta|_1, intercept unpenalised)."""
-    resid = expit(intercept + z @ beta) - y
-    grad = np.concatenate([[resid.mean()], z.T @ resid / len(y)])
-    pf = np.concatenate([[0.0], np.ones(len(beta))])
-    return kkt_violation(grad, np.concatenate([[intercept], beta]), lam, 1.0, pf)
-
-
-def pooled_objective(z: np.ndarray, y: np.ndarray, intercept: float, beta: np.ndarray, lam: float) -> float:
-    """The LASSO objective at ``(intercept, beta)``: mean log loss on ``z`` + lam * |beta|_1."""
-    eta = intercept + z @ beta
-    return float(np.mean(np.logaddexp(0.0, eta) - y * eta) + lam * np.abs(beta).sum())
+def optimality(z: np.ndarray, y: np.ndarray, beta: np.ndarray, lam: float) -> tuple[float, float]:
+    """``(KKT violation, objective)`` of the LASSO problem at ``beta`` (intercept first) on the pooled augmented
+    standardised design ``z``, computed by the solver's own pieces."""
+    n = len(y)
+    sums = logistic_sums(z, y, beta, hessian=False)
+    pf = np.r_[0.0, np.ones(len(beta) - 1)]
+    return (kkt_violation(sums["grad"] / n, beta, lam, 1.0, pf),
+            float(sums["loss"]) / n + penalty(beta, lam, 1.0, pf))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["sklearn_pooled_fit_s"] = time.perf_counter() - t0
     fed_intercept, fed_coef = fed_fit.original()
     ref_coef = ref.coef_[0] / sd
-    z = (x - mu) / sd
+    z = design(x, mu, sd)
     # both solutions' optimality on the pooled rows (standardised scale): says which one is off when they differ
-    kkt = {"federated": pooled_kkt(z, y, fed_intercept + mu @ fed_coef, fed_coef * sd, lam),
-           "sklearn": pooled_kkt(z, y, float(ref.intercept_[0]), ref.coef_[0], lam)}
-    objective = {"federated": pooled_objective(z, y, fed_intercept + mu @ fed_coef, fed_coef * sd, lam),
-                 "sklearn": pooled_objective(z, y, float(ref.intercept_[0]), ref.coef_[0], lam)}
+    fits = {"federated": np.r_[fed_intercept + mu @ fed_coef, fed_coef * sd],
+            "sklearn": np.r_[ref.intercept_[0], ref.coef_[0]]}
+    opt = {k: optimality(z, y, b, lam) for k, b in fits.items()}
+    kkt, objective = {k: v[0] for k, v in opt.items()}, {k: v[1] for k, v in opt.items()}
     gt = res["ground_truth"]
     out = {
         "persons_per_site": args.persons, "cohort": res["internal"]["n"], "events": res["internal"]["n_events"],

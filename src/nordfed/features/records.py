@@ -68,7 +68,7 @@ class Population:
         span = self.person_max - self.person_min + 1
         self._index: pd.Index | None = None
         self.offset = 0
-        self.table = A.POP  # the population table's name once :func:`register` made it
+        self.table = A.POP  # the population table's name (:func:`register` may give it one of its own)
         if dense if dense is not None else span < 4 * len(self.k) + (1 << 20):
             # compact ids: arrays indexed by person_id beat hashing; from id 0 when that at most doubles them,
             # so a scanned person_id column is its own index (no subtraction over every record)
@@ -116,7 +116,6 @@ def register(cdm: CDM, pop: Population) -> None:
                       "cohort_start_date": pa.array(pop.index_day, pa.int32()).cast(pa.date32())})
     con = cdm.raw_connection
     if cdm.dialect == "duckdb":
-        pop.table = A.POP
         # a real (temporary) table gives the joins statistics an Arrow scan lacks
         con.register("nf_population_arrow", table)
         try:
@@ -131,7 +130,6 @@ def register(cdm: CDM, pop: Population) -> None:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{scratch}"')
         con.execute(f"CREATE UNLOGGED TABLE {pop.table} {columns}")
     else:
-        pop.table = A.POP
         con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A.POP} {columns}")
         con.execute(f"TRUNCATE {A.POP}")
     text = io.BytesIO()

@@ -357,6 +357,8 @@ def load_folder(directory: Path | str, url: str, progress: Callable[[str, int], 
         except BaseException:  # refused rows, and an interrupt too
             cdm.discard()  # a target this load created goes again: nothing half-written
             raise
+        # after the guard: rows that are committed stay, whatever happens to the statistics
+        cdm.analyze(result.rows)
     return result
 
 
@@ -384,5 +386,4 @@ def _load(cdm: CDM, frames: dict[str, pd.DataFrame], files: dict[str, str], path
                     progress(name, result.rows[name])
     except CDMError as exc:
         raise LoadError([LoadIssue(files.get(name, name), f"the database refused the rows: {exc}")]) from exc
-    cdm.analyze(order)
     return result

@@ -378,6 +378,11 @@ def _copy_out(con: Any, stmt: str) -> pa.Table:
     return table.rename_columns(names)
 
 
+#: what DuckDB's ``df()`` makes of an integer or boolean column holding a NULL
+_NULLABLE = {pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+             pa.bool_(): pd.BooleanDtype()}
+
+
 def _frame(table: pa.Table) -> pd.DataFrame:
     """An Arrow result as DuckDB's ``df()`` gives it, so code reads both engines alike: numpy integers and booleans,
     pandas' nullable ones where a column has a NULL (ids above 2**53 stay exact), dates as datetime64[us]."""
@@ -386,9 +391,8 @@ def _frame(table: pa.Table) -> pd.DataFrame:
         kind = col.type
         if pa.types.is_date32(kind) or pa.types.is_timestamp(kind):
             series = col.cast(pa.timestamp("us", tz=getattr(kind, "tz", None))).to_pandas()
-        elif (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and col.null_count:
-            series = col.to_pandas(types_mapper=pd.ArrowDtype).astype(str(kind).capitalize() if kind != pa.bool_()
-                                                                      else "boolean")
+        elif col.null_count and kind in _NULLABLE:
+            series = col.to_pandas(types_mapper=_NULLABLE.get)
         else:
             series = col.to_pandas()
         columns.append(series)
