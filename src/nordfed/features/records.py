@@ -16,8 +16,8 @@ both release the GIL, so on two cores the next table's scan overlaps assembling 
 
 from __future__ import annotations
 
+import contextlib
 import io
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -33,6 +33,7 @@ from nordfed.features import analyses as A
 from nordfed.features import assemble, kernels
 from nordfed.features.analyses import Domain
 from nordfed.features.assemble import Entries
+from nordfed.omop import scratch
 from nordfed.omop.store import CDM
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Population:
         self._index: pd.Index | None = None
         self.offset = 0
         self.table = A.POP  # the population table's name (:func:`register` may give it one of its own)
+        self.scratch: tuple[str, str] | None = None  # its schema and name when it is a scratch table
         if dense if dense is not None else span < 4 * len(self.k) + (1 << 20):
             # compact ids: arrays indexed by person_id beat hashing; from id 0 when that at most doubles them,
             # so a scanned person_id column is its own index (no subtraction over every record)
@@ -111,7 +113,10 @@ def register(cdm: CDM, pop: Population) -> None:
     """Make the population ``(k, row_id, subject_id, cohort_start_date)`` a table the covariate SQL joins, named
     in ``pop.table``: temporary, or on PostgreSQL with a ``scratch`` schema in the CDM URL an unlogged table of its
     own there (PostgreSQL never scans a temporary table in parallel: at 200 000 persons the joins took twice as
-    long on two cores)."""
+    long on two cores).
+
+    A scratch table is claimed through :mod:`nordfed.omop.scratch`, so one left by a killed process is dropped by
+    the next extraction on that schema."""
     table = pa.table({"k": pa.array(pop.k), "row_id": pa.array(pop.row_id), "subject_id": pa.array(pop.subject_id),
                       "cohort_start_date": pa.array(pop.index_day, pa.int32()).cast(pa.date32())})
     con = cdm.raw_connection
@@ -124,24 +129,35 @@ def register(cdm: CDM, pop: Population) -> None:
             con.unregister("nf_population_arrow")
         return
     columns = "(k INTEGER, row_id BIGINT, subject_id BIGINT, cohort_start_date DATE)"
-    scratch = cdm.location.scratch
-    if scratch:  # a name of its own: two extractions at once must not share it
-        pop.table = f'"{scratch}".{A.POP}_{uuid.uuid4().hex[:12]}'
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{scratch}"')
-        con.execute(f"CREATE UNLOGGED TABLE {pop.table} {columns}")
-    else:
-        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A.POP} {columns}")
-        con.execute(f"TRUNCATE {A.POP}")
-    text = io.BytesIO()
-    pacsv.write_csv(table, text, pacsv.WriteOptions(include_header=False))  # one COPY, no Python tuple per row
-    with con.cursor() as cur, cur.copy(f"COPY {pop.table} (k, row_id, subject_id, cohort_start_date) FROM STDIN "
-                                       "(FORMAT CSV)") as cp:
-        cp.write(text.getbuffer())
-    con.execute(f"ANALYZE {pop.table}")
+    schema = cdm.location.scratch
+    if schema:  # a name of its own: two extractions at once must not share it
+        name = scratch.claim(con, schema, A.POP)
+        pop.scratch = (schema, name)
+        pop.table = f'"{schema}".{name}'
+    try:
+        if pop.scratch:
+            con.execute(f"CREATE UNLOGGED TABLE {pop.table} {columns}")
+        else:
+            con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {A.POP} {columns}")
+            con.execute(f"TRUNCATE {A.POP}")
+        text = io.BytesIO()
+        pacsv.write_csv(table, text, pacsv.WriteOptions(include_header=False))  # one COPY, no Python tuple per row
+        with con.cursor() as cur, cur.copy(f"COPY {pop.table} (k, row_id, subject_id, cohort_start_date) FROM "
+                                           "STDIN (FORMAT CSV)") as cp:
+            cp.write(text.getbuffer())
+        con.execute(f"ANALYZE {pop.table}")
+    except BaseException:
+        # the caller only unregisters a registered population
+        with contextlib.suppress(Exception):
+            unregister(cdm, pop)
+        raise
 
 
 def unregister(cdm: CDM, pop: Population) -> None:
-    cdm.raw_connection.execute(f"DROP TABLE IF EXISTS {pop.table}")
+    if pop.scratch:
+        scratch.release(cdm.raw_connection, *pop.scratch)
+    else:
+        cdm.raw_connection.execute(f"DROP TABLE IF EXISTS {pop.table}")
 
 
 def _numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
