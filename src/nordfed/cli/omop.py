@@ -165,9 +165,9 @@ def dq(
     with _progress() as bar:
         for name, url in zip(names, urls, strict=True):
             cdm = _open(url)
-            n = len(applicable_checks(cdm))
-            task = bar.add_task(f"{name}", total=n)
-            results[name] = run_checks(cdm, progress=lambda c, t=task: bar.update(t, advance=1))
+            checks = applicable_checks(cdm)
+            task = bar.add_task(f"{name}", total=len(checks))
+            results[name] = run_checks(cdm, progress=lambda c, t=task: bar.update(t, advance=1), checks=checks)
     df = compare(results, only_applicable=not all_checks)
     if failed:
         df = df[df[names].apply(lambda col: col.str.endswith("fail")).any(axis=1)]
