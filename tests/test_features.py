@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from nordfed.features import analyses as A
 from nordfed.features import assemble, records
-from nordfed.features.covariates import CovariateSettings, extract_covariates, population_rows
+from nordfed.features.covariates import CovariateSettings, covariate_ref, extract_covariates, population_rows
 from nordfed.features.preprocessing import plan_preprocessing
 from nordfed.fed.protocol import InProcessFederation, SiteData
 from nordfed.omop.store import CDMError, CDMUrl, open_cdm
@@ -31,6 +31,7 @@ def build(url: str, n: int, seed: int):
     concept(cdm, {c: f"condition {c}" for c in CONDS}, [(201820, 503)])
     concept(cdm, {p: f"procedure {p}" for p in PROCS}, domain="Procedure")
     concept(cdm, {m: f"lab {m}" for m, _ in MEAS}, domain="Measurement")
+    concept(cdm, {8840: "milligram per deciliter"}, domain="Unit", vocabulary="UCUM")  # 8713 is not in the vocabulary
     concept(cdm, {INGREDIENT: "metformin"}, domain="Drug", vocabulary="RxNorm", concept_class="Ingredient")
     concept(cdm, {DRUG: "metformin 500 MG"}, [(INGREDIENT, DRUG)], domain="Drug", vocabulary="RxNorm",
             concept_class="Clinical Drug")
@@ -140,6 +141,12 @@ def test_covariates_match_direct_pandas_computation(cdm_url):
     ref = data.covariate_ref.set_index("covariate_id")
     assert ref.loc[INGREDIENT * 1000 + 410, "covariate_name"].endswith("metformin")
     assert ATC7 * 1000 + 410 not in ref.index  # a 7-character ATC code is not a drug group
+    # a value's id keeps its unit mod 1000 only; the name has the whole unit, as FeatureExtraction names it
+    assert ref.loc[701_840_706, "covariate_name"] == ("measurement value (last), long term: lab 701 "
+                                                      "(milligram per deciliter)")
+    assert ref.loc[702_713_706, "covariate_name"].endswith("lab 702 (unit 8713)")
+    # a site naming ids alone (the federated study's covariate_names) finds the units in its measurements
+    assert covariate_ref(cdm, data.covariate_ids)["covariate_name"].tolist() == ref["covariate_name"].tolist()
     frame = data.to_frame()
     assert frame.shape == (120, len(data.covariate_ids)) and frame.index.tolist() == pop["row_id"].tolist()
 

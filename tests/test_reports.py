@@ -31,7 +31,7 @@ from nordfed.reports import (
     sites_side_by_side,
     validation_table,
 )
-from nordfed.reports.plots import _RATIO_TICKS, _spaced_ticks, calibration_points
+from nordfed.reports.plots import _RATIO_TICKS, _axis_label, _spaced_ticks, calibration_points
 from nordfed.reports.tables import format_cell
 
 COUNT = Column("n", "n", "count")
@@ -184,6 +184,17 @@ def test_odds_ratio_ticks_keep_their_labels_apart():
         ticks = _spaced_ticks(candidates, lo, hi)
         assert 1.0 in ticks and len(ticks) >= 3 and set(ticks) <= set(candidates)
         assert min(np.diff(np.log(ticks))) >= np.log(hi / lo) / 10, (lo, hi, ticks)
+
+
+def test_axis_labels_keep_what_tells_covariates_apart():
+    # the CRC study's two C-reactive protein values differ only in their unit, at the end of a long name
+    crp = "measurement value (last), long term: C reactive protein [Mass/volume] in Serum or Plasma"
+    labels = {_axis_label(f"{crp} ({unit})", 60) for unit in ("milligram per liter", "milligram per deciliter")}
+    assert len(labels) == 2 and all(len(label) <= 60 and "C reactive" in label for label in labels)
+    assert _axis_label("age group: 70 - 74", 60) == "age group: 70 - 74"
+    assert _axis_label("condition occurrence, short term: Heart failure", 60) == "condition, short: Heart failure"
+    long = "x" * 100
+    assert _axis_label(long, 60) == "x" * 59 + "…"
 
 
 # ------------------------------------------------------------------------------------------ HTML

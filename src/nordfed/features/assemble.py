@@ -51,6 +51,8 @@ class Entries:
     def __init__(self, n_rows: int):
         self.n_rows = n_rows
         self.blocks: list[Block] = []
+        #: measurement units seen, by ``unit_concept_id mod 1000`` (all a value covariate's id keeps of its unit)
+        self.units: dict[int, set[int]] = {}
         self.n_chunks = ((n_rows - 1) >> CHUNK_SHIFT) + 1 if n_rows else 0
 
     def add(self, k: np.ndarray, code: np.ndarray, ids: np.ndarray, value: np.ndarray | None = None, *,
@@ -294,6 +296,8 @@ def last_values(entries: Entries, k: np.ndarray, code: np.ndarray, concepts: np.
     # units mod 1000 may collide: two codes then share a covariate id, and building the matrix merges them
     # as repeats (cheaper than the modulo over every record)
     unit_code, units = encode(unit)
+    for u in units.tolist():
+        entries.units.setdefault(u % 1000, set()).add(int(u))
     units = units % 1000
     if len(concepts) * len(units) >= 2**31:
         raise ValueError("too many measurement concepts and units to number their pairs")

@@ -9,7 +9,7 @@ turns the records into covariate entries and the entries into a CSR matrix (:mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -155,12 +155,26 @@ def population_rows(population: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return rows, k
 
 
-def covariate_ref(cdm: CDM, covariate_ids: np.ndarray) -> pd.DataFrame:
-    """Names for covariate ids: ``covariate_id, covariate_name, analysis_id, concept_id``."""
+def covariate_ref(cdm: CDM, covariate_ids: np.ndarray,
+                  units: Mapping[int, Iterable[int]] | None = None) -> pd.DataFrame:
+    """Names for covariate ids: ``covariate_id, covariate_name, analysis_id, concept_id``.
+
+    A measurement value's id keeps only ``unit_concept_id mod 1000`` (FeatureExtraction's convention); ``units``
+    maps that back to the unit concepts the extraction saw (:attr:`Entries.units`), else the site's measurements
+    of those concepts say. Units are named as FeatureExtraction does: ``concept: name (unit name)``."""
     ids = np.unique(np.asarray(covariate_ids, dtype=np.int64))
     analysis = analysis_of(ids)
     concepts = concept_of(ids)
-    wanted = sorted({int(c) for c in concepts if c})
+    valued = sorted({int(c) for c, a in zip(concepts.tolist(), analysis.tolist(), strict=True)
+                     if a == A.MEASUREMENT_VALUE_LONG})
+    if units is None and valued:
+        q = cdm.query(f"SELECT DISTINCT unit_concept_id AS u FROM measurement WHERE measurement_concept_id IN "
+                      f"({', '.join(map(str, valued))}) AND value_as_number IS NOT NULL")
+        units = {}
+        for u in q["u"].fillna(0).astype(int).tolist():  # the extraction reads a missing unit as 0
+            units.setdefault(u % 1000, set()).add(u)  # type: ignore[union-attr]
+    unit_of = {r: sorted(us) for r, us in (units or {}).items()}
+    wanted = sorted({int(c) for c in concepts if c} | {u for us in unit_of.values() for u in us if u})
     names: dict[int, str] = {}
     if wanted:
         in_list = ", ".join(map(str, wanted))
@@ -177,7 +191,11 @@ def covariate_ref(cdm: CDM, covariate_ids: np.ndarray) -> pd.DataFrame:
         elif a == A.CHARLSON:
             name = label
         elif a == A.MEASUREMENT_VALUE_LONG:
-            name = f"{label}: {names.get(c, c)} (unit {(cid // 1000) % 1000})"
+            residue = (cid // 1000) % 1000
+            # units that share the residue share the covariate (FeatureExtraction's id cannot tell them apart)
+            unit = " or ".join(names.get(u, f"unit {u}") if u else "no unit" for u in unit_of.get(residue, [])) \
+                or f"unit {residue}"
+            name = f"{label}: {names.get(c, c)} ({unit})"
         else:
             name = f"{label}: {names.get(c, c)}"
         out.append({"covariate_id": cid, "covariate_name": name, "analysis_id": a, "concept_id": c})
@@ -202,6 +220,6 @@ def extract_covariates(cdm: CDM, population: pd.DataFrame, settings: CovariateSe
                 records.unregister(cdm, pop)
     with ThreadPoolExecutor(1, thread_name_prefix="nordfed-covariate-ref") as names:
         # the concept name query runs while the matrix is built
-        ref = names.submit(covariate_ref, cdm, assemble.covariate_ids(entries))
+        ref = names.submit(covariate_ref, cdm, assemble.covariate_ids(entries), entries.units)
         matrix, ids = assemble.to_csr(entries)
         return CovariateData(rows, ids, matrix, ref.result())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,44 @@ def _fmt_ci(est: float | None, ci: Sequence[float | None] | None) -> str:
 
 
 def _shorten(name: str, width: int = 48) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+    """``name`` in at most ``width`` characters; a closing ``(…)`` (a unit, say) is kept whole when short, since
+    it is what tells two similar names apart.
+
+    >>> _shorten("measurement value: C reactive protein in Serum (milligram per liter)", 48)
+    'measurement value: C reac… (milligram per liter)'
+    """
+    if len(name) <= width:
+        return name
+    cut = name.rfind(" (")
+    tail = name[cut:] if cut > 0 and name.endswith(")") else ""
+    if tail and len(tail) <= width // 2:
+        return name[: width - len(tail) - 1].rstrip() + "…" + tail
+    return name[: width - 1] + "…"
+
+
+#: FeatureExtraction-style analysis names, shortened for axis labels (the tables keep the full names)
+_SHORT_ANALYSES = (("measurement value (last)", "lab value"), ("condition occurrence", "condition"),
+                   ("drug group exposure", "drug"), ("procedure occurrence", "procedure"),
+                   ("visit concept count", "visits"))
+
+
+def _axis_label(name: str, width: int) -> str:
+    """A covariate's name for an axis: the analysis part shortened, so the concept and its unit fit.
+
+    >>> _axis_label("measurement value (last), long term: C reactive protein [Mass/volume] in Serum (milligram per "
+    ...             "liter)", 60)
+    'lab value, long: C reactive protein i… (milligram per liter)'
+    """
+    head, sep, rest = name.partition(": ")
+    if sep:
+        for long, short in _SHORT_ANALYSES:
+            if head.startswith(long):
+                head = short + head[len(long):]
+                break
+        # LOINC's bracketed property ("[Mass/volume]") says nothing the unit does not
+        rest = re.sub(r" \[[^\]]*\]", "", rest)
+        name = f"{head.replace(', long term', ', long').replace(', short term', ', short')}: {rest}"
+    return _shorten(name, width)
 
 
 # ------------------------------------------------------------------------------------------ ROC
@@ -333,7 +371,7 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
         raise ValueError("coefficient_plot: all coefficients are zero")
     f = np.exp if odds_ratios else (lambda x: x)
     with _style():
-        fig = new_figure(7.0, 1.2 + 0.28 * len(items))
+        fig = new_figure(8.5, 1.2 + 0.28 * len(items))  # room for covariate names
         ax = fig.add_subplot()
         y = np.arange(len(items))
         vals = np.array([f(v) for _, v in items])
@@ -365,7 +403,7 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
                 ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_yticks(y, [_shorten(k) for k, _ in items])
+        ax.set_yticks(y, [_axis_label(k, 60) for k, _ in items])
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"{effect} (log scale)" if odds_ratios else "Coefficient (log-odds scale)")
         ax.set_title(title)
