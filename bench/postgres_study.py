@@ -42,7 +42,7 @@ def postgres_sites(base: str, persons: int, seed: int, folder: Path) -> dict[str
             ready = False
         if not ready:
             print(f"writing {site} to PostgreSQL schema {schema}", file=sys.stderr)
-            with open_cdm(url) as cdm:
+            with open_cdm(url, create=True) as cdm:
                 cdm.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             write_site(site, persons, seed, url, truth_path=folder / f"pg_{site.lower()}.truth.json", notes=False)
         urls[site] = f"{url}&scratch=nf_bench_scratch"

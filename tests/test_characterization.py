@@ -13,7 +13,7 @@ from test_omop_support import build_cdm
 
 @pytest.fixture
 def site(cdm_url):
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     frames = build_cdm(cdm, n=250, seed=11)
     cdm.insert("concept", pd.DataFrame({
         "concept_id": [201826], "concept_name": ["Type 2 diabetes mellitus"], "domain_id": ["Condition"],

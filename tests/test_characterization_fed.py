@@ -22,7 +22,7 @@ def sites(tmp_path_factory):
     root = tmp_path_factory.mktemp("fedchar")
     cdms, frames = {}, {}
     for i, (site, n) in enumerate(SIZES.items()):
-        cdm = open_cdm(f"duckdb:///{root / site}.duckdb")
+        cdm = open_cdm(f"duckdb:///{root / site}.duckdb", create=True)
         frames[site] = build_cdm(cdm, n=n, seed=40 + i, id_offset=100_000 * i, defects=site == "SE")
         cdms[site] = cdm
     return cdms, frames

@@ -20,7 +20,7 @@ def _row(df: pd.DataFrame, check: str, table: str, concept_id: int | None = None
 
 
 def test_clean_site_passes_everything(duckdb_url):
-    cdm = open_cdm(duckdb_url)
+    cdm = open_cdm(duckdb_url, create=True)
     build_cdm(cdm, n=200, seed=21)
     res = dq.run_checks(cdm)
     assert set(res["status"]) <= {"pass", "n/a"}
@@ -28,7 +28,7 @@ def test_clean_site_passes_everything(duckdb_url):
 
 
 def test_planted_defects_fail_with_exact_counts(cdm_url):
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     f = build_cdm(cdm, n=200, seed=22, defects=True)
     res = dq.run_checks(cdm)
     failing = {(r.check, r.table, None if pd.isna(r.concept_id) else int(r.concept_id))
@@ -64,7 +64,7 @@ def test_planted_defects_fail_with_exact_counts(cdm_url):
 
 
 def test_concept_conformance_and_date_plausibility(duckdb_url):
-    cdm = open_cdm(duckdb_url)
+    cdm = open_cdm(duckdb_url, create=True)
     f = build_cdm(cdm, n=100, seed=23)
     drugs = sorted(f["drug_exposure"]["drug_concept_id"].unique())
     # the vocabulary knows every drug but the last; the first is non-standard (a source code)
@@ -90,7 +90,7 @@ def test_compare_and_cli_side_by_side(tmp_path, monkeypatch):
     urls = []
     for i, defects in enumerate([False, True]):
         url = f"duckdb:///{tmp_path / f'site{i}.duckdb'}"
-        build_cdm(open_cdm(url), n=120, seed=30 + i, defects=defects)
+        build_cdm(open_cdm(url, create=True), n=120, seed=30 + i, defects=defects)
         urls.append(url)
     table = dq.compare({"clean": dq.run_checks(open_cdm(urls[0])), "dirty": dq.run_checks(open_cdm(urls[1]))})
     row = table[table["key"] == f"measurement.value_as_number: plausible value [{CREATININE}]"].iloc[0]
@@ -99,4 +99,4 @@ def test_compare_and_cli_side_by_side(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["omop", "dq", *urls, "--failed"])
     assert out.exit_code == 0, out.output
     assert f"plausible value [{CREATININE}]" in out.output and "site0" in out.output and "site1" in out.output
-    assert "6 failing check(s) across 2 site(s)" in out.output
+    assert "6 check(s) fail at some site (6 failing check × site result(s), 2 site(s))" in out.output

@@ -220,7 +220,7 @@ def test_parquet_value_of_wrong_type_is_an_error_naming_row_and_column(duckdb_ur
     first = info.value.issues[0]
     assert (first.file, first.row, first.column) == ("person.parquet", 1, column)
     assert words in first.message
-    assert sum(open_cdm(duckdb_url).row_counts().values()) == 0
+    assert not Path(CDMUrl.parse(duckdb_url).target).exists()  # the target this load made went again
 
 
 def test_parquet_duplicate_column_is_named(duckdb_url, tmp_path):

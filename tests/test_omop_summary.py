@@ -12,7 +12,7 @@ from test_omop_support import build_cdm
 
 
 def test_summary_figures(cdm_url):
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     f = build_cdm(cdm, n=80, seed=51)
     steps = []
     s = summarize(cdm, top_n=2, progress=steps.append)
@@ -32,7 +32,7 @@ def test_side_by_side_and_cli(tmp_path, monkeypatch):
     urls = []
     for i, n in enumerate([60, 45]):
         urls.append(f"duckdb:///{tmp_path / f'site{i}.duckdb'}")
-        build_cdm(open_cdm(urls[-1]), n=n, seed=60 + i)
+        build_cdm(open_cdm(urls[-1], create=True), n=n, seed=60 + i)
     table = side_by_side({"A": summarize(open_cdm(urls[0])), "B": summarize(open_cdm(urls[1]))})
     persons = table[(table["section"] == "persons") & (table["metric"] == "persons")].iloc[0]
     assert (persons["A"], persons["B"]) == ("60", "45")

@@ -16,7 +16,7 @@ def _found(report, check, table):
 
 
 def test_clean_cdm_has_no_findings(cdm_url):
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     build_cdm(cdm, n=60, seed=3)
     report = validate(cdm)
     assert report.ok and report.findings == []
@@ -24,7 +24,7 @@ def test_clean_cdm_has_no_findings(cdm_url):
 
 
 def test_planted_problems_are_found_with_counts_and_examples(cdm_url):
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     frames = build_cdm(cdm, n=60, seed=4)
     first = frames["observation_period"].iloc[0]
     pid = int(first["person_id"])
@@ -70,7 +70,7 @@ def test_planted_problems_are_found_with_counts_and_examples(cdm_url):
 def test_cli_validate_exit_code_and_table(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     url = f"duckdb:///{tmp_path / 'v.duckdb'}"
-    cdm = open_cdm(url)
+    cdm = open_cdm(url, create=True)
     build_cdm(cdm, n=30, seed=5)
     runner = CliRunner()
     ok = runner.invoke(app, ["omop", "validate", url])
@@ -84,7 +84,7 @@ def test_cli_validate_exit_code_and_table(tmp_path, monkeypatch):
 
 def test_structure_wrong_type_and_missing_required_column(cdm_url):
     """CDMs built by other tools: a column of the wrong type and a missing required column are errors."""
-    cdm = open_cdm(cdm_url)
+    cdm = open_cdm(cdm_url, create=True)
     build_cdm(cdm, n=20, seed=6)
     cdm.execute("DROP TABLE person")
     cdm.execute("CREATE TABLE person (person_id BIGINT, gender_concept_id INTEGER, year_of_birth VARCHAR(4), "

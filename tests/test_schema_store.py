@@ -79,6 +79,22 @@ PEOPLE = pd.DataFrame(
 )
 
 
+def test_opening_a_cdm_that_does_not_exist_is_an_error_and_makes_nothing(cdm_url, tmp_path):
+    # a mistyped path or schema must not become an empty CDM that every command then reports on
+    missing = f"duckdb:///{tmp_path / 'typo' / 'site.duckdb'}" if cdm_url.startswith("duckdb") else cdm_url
+    with pytest.raises(CDMError, match=r"no CDM (at|schema)"):
+        open_cdm(missing)
+    if cdm_url.startswith("duckdb"):
+        assert not (tmp_path / "typo").exists()
+    else:
+        with open_cdm(f"{CDMUrl.parse(cdm_url).target}") as server:  # the server's default schema exists
+            assert server.scalar("SELECT count(*) FROM information_schema.schemata WHERE schema_name = "
+                                 f"'{CDMUrl.parse(cdm_url).schema}'") == 0
+    with open_cdm(missing, create=True) as cdm:
+        assert "person" in cdm.table_names()
+    open_cdm(missing).close()  # now it exists
+
+
 def test_same_query_on_both_engines(cdm_url):
     with open_cdm(cdm_url, create=True) as cdm:
         assert {"person", "measurement", "cohort"} <= cdm.table_names()

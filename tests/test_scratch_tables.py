@@ -34,7 +34,7 @@ from nordfed.features.covariates import population_rows
 from nordfed.omop.store import open_cdm
 
 pop = pd.DataFrame({"row_id": [1], "subject_id": [1], "cohort_start_date": pd.to_datetime(["2020-01-01"])})
-cdm = open_cdm(sys.argv[1])
+cdm = open_cdm(sys.argv[1], create=True)
 p = records.Population(pop, population_rows(pop)[1])
 records.register(cdm, p)
 print(p.table.split(".")[-1], cdm.raw_connection.info.backend_pid, flush=True)
@@ -96,7 +96,7 @@ def test_table_of_a_killed_extraction_is_dropped_by_the_next_register(scratch):
     observer.execute(f'CREATE TABLE "{schema}".nf_population_keep (x int)')
     assert orphan in tables(observer, schema)  # really left behind
 
-    with open_cdm(url) as cdm:
+    with open_cdm(url, create=True) as cdm:
         pop = population()
         records.register(cdm, pop)
         assert tables(observer, schema) == {unqualified(pop), "notes", "nf_population_keep"}
@@ -106,7 +106,7 @@ def test_table_of_a_killed_extraction_is_dropped_by_the_next_register(scratch):
 
 def test_table_of_a_live_extraction_is_kept(scratch):
     url, schema, observer = scratch
-    with open_cdm(url) as first, open_cdm(url) as second:
+    with open_cdm(url, create=True) as first, open_cdm(url, create=True) as second:
         live = population()
         records.register(first, live)
         other = population()
@@ -130,13 +130,13 @@ def test_table_locked_by_another_session_is_kept(scratch):
         owner.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         owner.execute("SELECT pg_advisory_lock(%s::bigint)", [lock_key(name)])
         owner.execute(f'CREATE UNLOGGED TABLE "{schema}".{name} (k int)')
-        with open_cdm(url) as cdm:
+        with open_cdm(url, create=True) as cdm:
             pop = population()
             records.register(cdm, pop)
             records.unregister(cdm, pop)
             assert tables(observer, schema) == {name}
     # the owner's connection closed without dropping it: now it is an orphan
-    with open_cdm(url) as cdm:
+    with open_cdm(url, create=True) as cdm:
         pop = population()
         records.register(cdm, pop)
         assert tables(observer, schema) == {unqualified(pop)}

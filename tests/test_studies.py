@@ -182,6 +182,24 @@ def test_bad_study_yaml_gives_clear_errors(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
 
 
+def test_site_paths_are_relative_to_the_yaml_and_must_exist(site_dir: Path, tmp_path: Path) -> None:
+    from nordfed.studies.spec import parse_spec
+
+    doc = yaml.safe_load((STUDIES / "crc_survival_by_stage.yaml").read_text())
+    doc.pop("synthetic")
+    (tmp_path / "study" / "data").mkdir(parents=True)
+    shutil.copy(site_dir / "dk.duckdb", tmp_path / "study" / "data" / "dk.duckdb")
+    # run from elsewhere: the study's folder decides, as it does for target: and synthetic.dir
+    spec = parse_spec({**doc, "sites": {"DK": "duckdb:///data/dk.duckdb"}}, tmp_path / "study" / "s.yaml")
+    with open_sites(spec) as sites:
+        assert sites.federation.sites == ["DK"]
+    # a mistyped path is an error naming the site, not a new empty CDM
+    spec = parse_spec({**doc, "sites": {"DK": "duckdb:///data/dkk.duckdb"}}, tmp_path / "study" / "s.yaml")
+    with pytest.raises(ValueError, match=r"sites\.DK: cannot open .*no CDM at .*dkk\.duckdb"):
+        open_sites(spec)
+    assert not (tmp_path / "study" / "data" / "dkk.duckdb").exists()
+
+
 def test_survival_study_through_a_hub_equals_in_process(site_dir: Path, tmp_path: Path) -> None:
     from nordfed.client.federation import HubFederation
     from nordfed.node.localnet import LocalNetwork

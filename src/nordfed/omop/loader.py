@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from nordfed.omop.files import read_file
 from nordfed.omop.load_issues import LoadError, LoadIssue, examples
 from nordfed.omop.schema import Field, Table, schema
-from nordfed.omop.store import CDM, CDMError, open_cdm
+from nordfed.omop.store import CDM, CDMError
 
 __all__ = ["SUFFIXES", "LoadError", "LoadIssue", "LoadResult", "check_frame", "discover", "load_folder"]
 
@@ -348,7 +348,8 @@ def load_folder(directory: Path | str, url: str, progress: Callable[[str, int], 
     if issues:
         raise LoadError(issues)
     try:
-        cdm = open_cdm(url)
+        # the file or schema if missing, but the tables inside the load's transaction (see _load)
+        cdm = CDM(url, create=True)
     except CDMError as exc:  # a bad URL, a locked DuckDB file, no server: an error, not a traceback
         raise LoadError([LoadIssue("target CDM", f"cannot open it: {exc}")]) from None
     with cdm:

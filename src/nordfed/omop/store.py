@@ -101,7 +101,7 @@ class CDMUrl:
 class CDM:
     """A connection to one site's CDM. Use :func:`open_cdm`."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, create: bool = False):
         self.url = url
         self.location = CDMUrl.parse(url)
         self.dialect = self.location.engine
@@ -114,13 +114,21 @@ class CDM:
 
             if self.location.target != ":memory:":
                 path = Path(self.location.target)
+                if not create and not path.exists():
+                    # a mistyped path must not become an empty CDM that every command then reports on
+                    raise CDMError(f"no CDM at {path.resolve()}: the file does not exist (a new CDM is made by "
+                                   "`nordfed omop load` or `nordfed synth`)")
                 self._made_dirs = [d for d in reversed(path.parents) if not d.exists()]
                 self._made_file = not path.exists()
                 path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._con = duckdb.connect(self.location.target)
             except duckdb.Error as exc:
-                raise CDMError(f"cannot open DuckDB CDM {self.location.target}: {exc}") from exc
+                hint = ""
+                if "lock" in str(exc).lower():
+                    # DuckDB lets one process write a file; a working node holds its CDM
+                    hint = " (another process has it open, e.g. a nordfed node while it works: wait or stop it)"
+                raise CDMError(f"cannot open DuckDB CDM {self.location.target}{hint}: {exc}") from exc
         else:
             import psycopg
 
@@ -133,6 +141,10 @@ class CDM:
             found = self._con.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = "
                                       f"'{name}'").fetchall()
             self._made_schema = found[0][0] == 0
+            if self._made_schema and not create:
+                self._con.close()
+                raise CDMError(f"no CDM schema {name!r} in {self.location.target}: it does not exist (a new CDM is "
+                               "made by `nordfed omop load` or `nordfed synth`)")
             self._con.execute(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
             self._con.execute(f"SET schema = '{name}'" if self.dialect == "duckdb" else f'SET search_path TO "{name}"')
 
@@ -402,11 +414,12 @@ def _frame(table: pa.Table) -> pd.DataFrame:
 
 
 def open_cdm(url: str, create: bool = False) -> CDM:
-    """Open the CDM at ``url`` (``duckdb:///file.duckdb`` or ``postgresql://…?schema=cdm``).
+    """Open the CDM at ``url`` (``duckdb:///file.duckdb`` or ``postgresql://…?schema=cdm``), which must exist
+    (:class:`CDMError` otherwise).
 
-    With ``create=True`` the CDM tables are created where missing.
+    With ``create=True`` the file or schema is made if missing, and the CDM tables where missing.
     """
-    cdm = CDM(url)
+    cdm = CDM(url, create)
     if create:
         cdm.create_schema()
     return cdm

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nordfed.fed.protocol import Federation, InProcessFederation
-from nordfed.omop.store import CDM, CDMError, open_cdm
+from nordfed.omop.store import CDM, CDMError, CDMUrl, open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
 from nordfed.studies.spec import PlpStudy, SurvivalStudy, Synthetic
 
@@ -87,6 +87,14 @@ def synthesise(syn: Synthetic, folder: Path, progress: Progress | None = None) -
     return urls
 
 
+def _relative_to_spec(spec: PlpStudy | SurvivalStudy, url: str) -> str:
+    """A DuckDB URL with a relative path is relative to the YAML's folder, as the study's other paths are."""
+    location = CDMUrl.parse(url)
+    if location.engine != "duckdb" or location.target == ":memory:" or Path(location.target).is_absolute():
+        return url
+    return f"duckdb:///{spec.resolve(location.target).resolve()}" + (f"?{url.split('?', 1)[1]}" if "?" in url else "")
+
+
 def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collaboration: int | None = None,
                progress: Progress | None = None) -> StudySites:
     """The study's federation: through ``hub`` if given, else its ``sites`` or ``synthetic`` section."""
@@ -95,7 +103,7 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
     if spec.synthetic is not None:
         urls = synthesise(spec.synthetic, spec.resolve(spec.synthetic.dir), progress)
     elif spec.sites:
-        urls = dict(spec.sites)
+        urls = {site: _relative_to_spec(spec, url) for site, url in spec.sites.items()}
     else:
         raise ValueError(f"{spec.source}: the study names no sites (give sites:, synthetic: or --hub)")
     policy = DisclosurePolicy(min_cell_count=spec.disclosure.min_cell_count,
