@@ -9,7 +9,7 @@ from lifelines import CoxPHFitter
 from sksurv.metrics import concordance_index_censored
 from statsmodels.duration.hazard_regression import PHReg
 
-from nordfed.fed.cox import fit_cox
+from nordfed.fed.cox import ALL_PAIRS, WITHIN_SITE, concordance_note, fit_cox
 from nordfed.fed.protocol import AlgorithmError
 from nordfed.privacy.disclosure import DisclosurePolicy
 from test_survival_support import EXACT, federation, gbsg2, lung, rossi, whas500, with_sites
@@ -23,6 +23,14 @@ CASES = {
     "gbsg2": (gbsg2, "time", "event", ["age", "horTh", "menostat", "pnodes", "progrec", "estrec", "tsize"], 4),
     "whas500": (whas500, "time", "event", ["age", "gender", "bmi", "hr", "chf", "sysbp"], 5),
 }
+
+
+def democracy() -> pd.DataFrame:
+    """lifelines' democracy durations: 1808 rows, 43 distinct times and 10 distinct risk scores (many ties)."""
+    from lifelines.datasets import load_dd
+
+    df = load_dd()[["duration", "observed", "democracy", "un_continent_name"]]
+    return pd.get_dummies(df, columns=["democracy", "un_continent_name"], drop_first=True, dtype=float)
 
 
 def _case(name: str) -> tuple[pd.DataFrame, str, str, list[str]]:
@@ -80,10 +88,58 @@ def test_concordance_pools_within_site_pairs() -> None:
         num += conc + 0.5 * tied
         den += conc + disc + tied
     assert res.concordance == pytest.approx(num / den, abs=1e-12)
-    # with one site every pair is compared, as lifelines does
-    one = fit_cox(federation(df.assign(site=0), EXACT), duration=duration, event=event, covariates=covs)
-    ref = CoxPHFitter().fit(df.drop(columns="site"), duration, event, fit_options=CONVERGED)
-    assert one.concordance == pytest.approx(ref.concordance_index_, abs=1e-9)
+    assert res.concordance_scope == WITHIN_SITE and res.concordance_pairs == den
+
+
+def _sites_mod(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Rows dealt round-robin into ``k`` sites, as a user adding ``site = row % k`` would."""
+    return df.assign(site=np.arange(len(df)) % k)
+
+
+def _rossi_age_prio() -> tuple[pd.DataFrame, str, str, list[str]]:
+    return rossi()[["week", "arrest", "age", "prio"]], "week", "arrest", ["age", "prio"]
+
+
+def _democracy() -> tuple[pd.DataFrame, str, str, list[str]]:
+    df = democracy()
+    return df, "duration", "observed", [c for c in df.columns if c not in ("duration", "observed")]
+
+
+CONCORDANCE_CASES = {"rossi": _rossi_age_prio, "democracy": _democracy}
+
+
+@pytest.mark.parametrize("name", list(CONCORDANCE_CASES))
+def test_concordance_with_one_site_equals_lifelines(name: str) -> None:
+    df, duration, event, covs = CONCORDANCE_CASES[name]()
+    res = fit_cox(federation(df.assign(site=0), EXACT), duration=duration, event=event, covariates=covs)
+    ref = CoxPHFitter().fit(df, duration, event, fit_options=CONVERGED)
+    assert res.concordance == pytest.approx(ref.concordance_index_, abs=1e-12)
+    assert res.concordance_scope == ALL_PAIRS and concordance_note(res) is None
+
+
+@pytest.mark.parametrize("name", list(CONCORDANCE_CASES))
+def test_concordance_stratified_by_site_equals_lifelines_strata(name: str) -> None:
+    df, duration, event, covs = CONCORDANCE_CASES[name]()
+    df = _sites_mod(df, 3)
+    res = fit_cox(federation(df), duration=duration, event=event, covariates=covs, strata_by_site=True)
+    # lifelines, too, compares only pairs within a stratum
+    ref = CoxPHFitter().fit(df, duration, event, strata=["site"], fit_options=CONVERGED)
+    assert res.concordance == pytest.approx(ref.concordance_index_, abs=1e-12)
+    assert concordance_note(res) is None
+
+
+def test_concordance_of_several_sites_is_labelled_within_site() -> None:
+    # the reported case: rossi split by row % 3 gives 0.6308 (14166 within-site pairs) where lifelines on the
+    # pooled rows gives 0.6332 (42582 pairs); the coefficients agree, only cross-site pairs are missing
+    df, duration, event, covs = _rossi_age_prio()
+    res = fit_cox(federation(_sites_mod(df, 3), EXACT), duration=duration, event=event, covariates=covs)
+    pooled = CoxPHFitter().fit(df, duration, event, fit_options=CONVERGED)
+    np.testing.assert_allclose(_values(res.coefficients, covs), pooled.params_[covs].to_numpy(), rtol=0, atol=TOL)
+    assert res.concordance == pytest.approx(0.6308061555837922, abs=1e-12)
+    assert pooled.concordance_index_ == pytest.approx(0.6331548541637312, abs=1e-12)
+    assert res.concordance_scope == WITHIN_SITE and res.concordance_pairs == 14166
+    note = concordance_note(res)
+    assert note is not None and "same site (14,166 comparable pairs)" in note and "disclosure control" in note
 
 
 def test_unstratified_needs_exact_event_times_policy() -> None:

@@ -76,6 +76,18 @@ def test_cox_json(rossi_csv: Path, ties: str) -> None:
     assert got["iterations"] >= 1
 
 
+def test_cox_says_concordance_is_within_site(rossi_csv: Path) -> None:
+    args = ["cox", "--csv", str(rossi_csv), "--site-column", "site", "--duration", "week", "--event", "arrest",
+            "--covariates", "age,prio"]
+    code, out, err = _run(*args, "--json")
+    assert code == 0
+    got = json.loads(out)  # the note goes to stderr, so stdout stays plain JSON
+    assert got["concordance_scope"] == "within-site pairs" and got["concordance_pairs"] == 14166
+    assert "only pairs of rows from the same site" in " ".join(err.split())
+    code, _, err = _run(*args, "--strata-by-site")
+    assert code == 0 and err == ""
+
+
 def test_cox_strata_by_site_under_strict_policy(rossi_csv: Path) -> None:
     code, out, _ = _run("cox", "--csv", str(rossi_csv), "--site-column", "site", "--duration", "week",
                         "--event", "arrest", "--covariates", "fin,age", "--strata-by-site",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from nordfed.cli.simulate import emit, fail, load_sites, split_list
 from nordfed.fed.protocol import AlgorithmError
@@ -72,8 +73,12 @@ def cox(
     exact_event_times: ExactOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cox proportional hazards model fitted exactly by federated Newton-Raphson."""
-    from nordfed.fed.cox import TIES, fit_cox
+    """Cox proportional hazards model fitted exactly by federated Newton-Raphson.
+
+    Concordance compares pairs within each site only; with several sites and no --strata-by-site it therefore
+    differs from a pooled analysis, and the command says so on stderr.
+    """
+    from nordfed.fed.cox import TIES, concordance_note, fit_cox
 
     if ties not in TIES:
         fail(f"--ties must be one of {', '.join(TIES)}, not {ties!r}")
@@ -87,6 +92,10 @@ def cox(
     out = res.to_dict()
     out.pop("variance")
     emit(out, as_json)
+    note = concordance_note(res)
+    if note:
+        # stderr, so --json output stays machine-readable; concordance_scope carries the same fact there
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def glm(

@@ -13,8 +13,11 @@ unstratified model releases per-time risk-set sums and needs ``exact_event_times
 (see :mod:`nordfed.fed.survival_data` for the disclosure rule).
 
 Concordance is Harrell's C over pairs *within* a site, computed exactly at each site (sites release three
-pair counts) and pooled as Σ concordant / Σ comparable; pairs across sites are not compared (that would need
-row-level risk scores), so with one site it equals scikit-survival's ``concordance_index_censored``.
+pair counts) and pooled as Σ concordant / Σ comparable. Pairs across sites are deliberately not compared: that
+would need one site's row-level risk scores and event times at another (disclosure control). The pair rules are
+those of lifelines' ``concordance_index``, so with one site the value equals lifelines' ``concordance_index_``
+on the pooled rows, and with ``strata_by_site`` it equals lifelines' stratified value (strata = site); with
+several sites and no strata it differs from a pooled fit, and :func:`concordance_note` says so.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from nordfed.fed.survival_data import (
 from nordfed.privacy.disclosure import require_params_ok
 
 TIES = ("efron", "breslow")
+ALL_PAIRS = "all pairs"
+WITHIN_SITE = "within-site pairs"
 
 
 # --------------------------------------------------------------------------------------------- pure math
@@ -181,6 +186,8 @@ class CoxResult:
     ties: str
     strata_by_site: bool
     variance: list[list[float]]
+    concordance_scope: str = ALL_PAIRS
+    concordance_pairs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +246,8 @@ def fit_cox(
     conc = sum(r["concordant"] for r in pairs.values())
     tied = sum(r["tied_risk"] for r in pairs.values())
     total = conc + tied + sum(r["discordant"] for r in pairs.values())
+    # with one site "within-site" is every pair, i.e. exactly what a pooled analysis compares
+    scope = WITHIN_SITE if len(pairs) > 1 else ALL_PAIRS
 
     return CoxResult(
         covariates=covariates,
@@ -251,4 +260,18 @@ def fit_cox(
         ties=ties,
         strata_by_site=strata_by_site,
         variance=cov.tolist(),
+        concordance_scope=scope,
+        concordance_pairs=int(total),
     )
+
+
+def concordance_note(res: CoxResult) -> str | None:
+    """Why the concordance differs from a pooled analysis of the same rows, or None when it does not."""
+    # stratified by site, within-site pairs are what lifelines compares too (pairs within each stratum)
+    if res.concordance_scope != WITHIN_SITE or res.strata_by_site:
+        return None
+    pairs = f" ({res.concordance_pairs:,} comparable pairs)" if res.concordance_pairs is not None else ""
+    return ("Concordance compares only pairs of rows from the same site" + pairs + "; a pooled analysis "
+            "(e.g. lifelines' concordance_index_) also compares rows across sites, so its value differs. "
+            "Cross-site pairs would need row-level risk scores and event times to leave the sites "
+            "(disclosure control). With one site, or a model stratified by site, it equals lifelines' value.")

@@ -1,8 +1,11 @@
 """Harrell's concordance counts for one site, vectorised (no Python loop per row).
 
-Pairs follow scikit-survival's ``concordance_index_censored``: an event at time t is comparable with every
-row whose time is later, and with rows censored at the same time; a pair is concordant when the event has
-the higher risk score, tied when the scores differ by at most ``tol``.
+Pairs follow lifelines' ``concordance_index`` (and scikit-survival's ``concordance_index_censored``): an event
+at time t is comparable with every row whose time is later, and with rows censored at the same time (events tied
+in time are not compared); a pair is concordant when the event has the higher risk score, tied (counted 0.5 by
+the caller) when the scores differ by at most ``tol``. lifelines ties only exactly equal partial hazards; ``tol``
+keeps rows with equal covariates tied whatever the rounding in xβ, at the price of also tying the rare distinct
+scores closer than 1e-8 (such a pair then counts 0.5 instead of 0 or 1).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nordfed.fed.cox import fit_cox
+from nordfed.fed.cox import concordance_note, fit_cox
 from nordfed.fed.km import KMCurve, fit_km
 from nordfed.fed.protocol import Federation
 from nordfed.studies.partials import _MINIMAL_COVARIATES
@@ -101,4 +101,10 @@ def run_survival(spec: SurvivalStudy, fed: Federation, step: Step | None = None)
         out["cox"] = cox.to_dict()
         if a.strata_by_site:
             out["notes"].append("Cox model stratified by site (each site its own baseline hazard).")
+        if cox.n < km.n:
+            out["notes"].append(f"The Cox model uses {cox.n:,} of the {km.n:,} persons: the others lack a value of "
+                                "one of its covariates.")
+        note = concordance_note(cox)
+        if note:
+            out["notes"].append(note)
     return out
