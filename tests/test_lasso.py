@@ -185,3 +185,44 @@ def test_model_class_with_cross_validation_uses_the_chosen_lambda() -> None:
     assert model.lambda_ == model.fit_.cv.lambda_1se
     direct = fit_lasso(fed, cols, "y", lam=model.lambda_)
     assert np.allclose(model.coef_[0], direct.original()[1], atol=1e-8)
+
+
+def test_train_test_split_is_stratified_keyed_and_complementary() -> None:
+    from nordfed.fed.lasso_site import split_mask
+    from nordfed.fed.protocol import SiteData
+    from nordfed.privacy.disclosure import DisclosurePolicy
+
+    df, _ = simulated(1003, seed=11)
+    site = SiteData(site="A", frames={"default": df}, policy=DisclosurePolicy())
+    spec = {"test_fraction": 0.25, "seed": 4}
+    test = split_mask(site, df, {**spec, "split": "test"}, "y")
+    assert np.array_equal(split_mask(site, df, {**spec, "split": "train"}, "y"), ~test)
+    for cls in (0, 1):  # PatientLevelPrediction's stratified split: each outcome class gives its share
+        assert test[df["y"] == cls].sum() == round(0.25 * (df["y"] == cls).sum())
+    assert np.array_equal(split_mask(site, df, {**spec, "split": "test"}, "y"), test)  # every round the same
+    assert not np.array_equal(split_mask(site, df, {**spec, "seed": 5, "split": "test"}, "y"), test)
+    # at a node the site's secret keys it: the researcher's seed alone does not tell the rows
+    keyed = SiteData(site="A", frames={"default": df}, policy=DisclosurePolicy(secret=b"k" * 32))
+    assert not np.array_equal(split_mask(keyed, df, {**spec, "split": "test"}, "y"), test)
+    for bad in (0.01, 0.6):
+        with pytest.raises(ValueError, match="test_fraction"):
+            split_mask(site, df, {"test_fraction": bad, "seed": 4, "split": "test"}, "y")
+
+
+def test_fit_on_the_training_part_equals_sklearn_on_those_rows() -> None:
+    from nordfed.fed.lasso_site import split_mask
+
+    df, cols = simulated(2500, seed=3)
+    fed = split(df, 3)
+    spec = {"test_fraction": 0.3, "seed": 2, "split": "train"}
+    fit = fit_lasso(fed, cols, "y", lam=0.01, standardize=False, where=spec)
+    rows = pd.concat([site.frames["default"][split_mask(site, site.frames["default"], spec, "y")]
+                      for site in fed._sites.values()])
+    x, y = rows[cols].to_numpy(), rows["y"].to_numpy()
+    assert fit.n == len(y) and abs(len(y) - 0.7 * len(df)) <= 3
+    b0, b = fit.original()
+    assert pooled_kkt(x, y, b0, b, 0.01, 1.0) < 1e-6
+    # liblinear's intercept penalty is lam*|b0|/1e5 at this intercept_scaling: negligible at 1e-4
+    ref = LogisticRegression(C=1 / (len(y) * 0.01), l1_ratio=1.0, solver="liblinear", tol=1e-12,
+                             intercept_scaling=1e5, max_iter=100_000).fit(x, y)
+    assert np.abs(ref.coef_[0] - b).max() < 1e-4 and abs(ref.intercept_[0] - b0) < 1e-4

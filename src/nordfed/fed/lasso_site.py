@@ -54,6 +54,33 @@ def linear_predictor(frame: pd.DataFrame, model: Mapping[str, Any], site: str = 
     return float(model["intercept"]) + x @ np.asarray(model["coef"], dtype=float)
 
 
+#: the test fractions a split may ask for: a test (or training) part of a few rows would let the difference of a
+#: fit on all rows and on the other part describe those rows
+SPLIT_FRACTIONS = (0.05, 0.5)
+
+
+def split_mask(data: SiteData, frame: pd.DataFrame, split: Mapping[str, Any], outcome: str) -> np.ndarray:
+    """PatientLevelPrediction's train/test split at a site: ``{"split": "train"|"test", "test_fraction": f,
+    "seed": s}`` keeps that part of the rows. Stratified by outcome (each outcome class gives ``round(f * rows)``
+    rows to the test part), drawn by the site's keyed generator (:func:`site_rng`): the researcher cannot tell
+    which rows are in which part, and every algorithm on the same table sees the same parts."""
+    part, f = split.get("split"), float(split.get("test_fraction", 0.0))
+    if part not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {part!r}")
+    lo, hi = SPLIT_FRACTIONS
+    if not lo <= f <= hi:
+        raise ValueError(f"test_fraction must be between {lo} and {hi}, not {f}")
+    if outcome not in frame.columns:
+        raise ValueError(f"site {data.site}: outcome {outcome!r} not in the data")
+    u = site_rng(data.policy, "test-split", int(split.get("seed", 0))).random(len(frame))
+    y = frame[outcome].to_numpy(dtype=float)
+    test = np.zeros(len(frame), dtype=bool)
+    for cls in (y == 1, y == 0, np.isnan(y)):
+        rows = np.flatnonzero(cls)
+        test[rows[np.argsort(u[rows], kind="stable")[: round(f * len(rows))]]] = True
+    return test if part == "test" else ~test
+
+
 def _where_mask(frame: pd.DataFrame, where: Mapping[str, Any], site: str) -> np.ndarray:
     col, op, value = where["column"], where["op"], where["value"]
     if col not in frame.columns:
@@ -69,7 +96,8 @@ def _where_mask(frame: pd.DataFrame, where: Mapping[str, Any], site: str) -> np.
 def site_table(data: SiteData, params: Mapping[str, Any]) -> dict[str, Any]:
     """The site's rows for this analysis: ``x`` (n×p), ``y`` (0/1), ``offset`` (or None), ``folds`` (or None).
 
-    params: ``dataset``, ``covariates``, ``outcome``, optional ``where`` {column, op, value},
+    params: ``dataset``, ``covariates``, ``outcome``, optional ``where`` {column, op, value} or a train/test part
+    (:func:`split_mask`),
     ``derived`` {name: model} (adds a model's logit as a column), ``offset`` (a column name),
     ``n_folds`` and ``seed`` (fold = seeded permutation of the complete rows modulo ``n_folds``; at a node
     the seed is keyed by the node's secret, :func:`~nordfed.privacy.disclosure.site_rng`), ``keep``
@@ -97,8 +125,11 @@ def _site_table(data: SiteData, frame: pd.DataFrame, params: Mapping[str, Any]) 
     site = data.site
     for name, model in (params.get("derived") or {}).items():
         frame = frame.assign(**{name: linear_predictor(frame, model, site)})
-    if params.get("where"):
-        frame = frame[_where_mask(frame, params["where"], site)]
+    where = params.get("where")
+    if where and "split" in where:
+        frame = frame[split_mask(data, frame, where, params["outcome"])]
+    elif where:
+        frame = frame[_where_mask(frame, where, site)]
     covariates = list(params["covariates"])
     outcome = params["outcome"]
     offset_col = params.get("offset")

@@ -7,7 +7,7 @@ cells below the node's minimum cell count withheld by the site.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,21 +39,24 @@ class RiskGroups:
 
 
 def federated_quantiles(fed: Federation, model: Any, outcome: str, probs: Sequence[float], dataset: Any = None,
-                        sites: Sequence[str] | None = None) -> np.ndarray:
+                        sites: Sequence[str] | None = None, where: Mapping[str, Any] | None = None) -> np.ndarray:
     """Quantiles of the model's predicted risk over the pooled rows, from the sites' score blocks."""
     probs_arr = np.asarray(probs, dtype=float)
     if np.any((probs_arr <= 0) | (probs_arr >= 1)):
         raise ValueError("quantile levels must lie strictly between 0 and 1")
-    res = fed.run("nordfed.eval.scores", {"dataset": dataset, "model": as_model(model), "outcome": outcome}, sites)
+    res = fed.run("nordfed.eval.scores", {"dataset": dataset, "model": as_model(model), "outcome": outcome,
+                                          "where": dict(where) if where else None}, sites)
     return score_hist.pooled_quantiles([r["blocks"]["all"] for r in res.values()], probs_arr)
 
 
 def risk_groups(fed: Federation, model: Any, outcome: str, cutoffs: Sequence[float] | None = None,
                 quantiles: Sequence[float] = (0.25, 0.5, 0.75), bundles: Sequence[str] | None = None,
-                dataset: Any = None, sites: Sequence[str] | None = None) -> RiskGroups:
-    """Group rows by predicted risk (fixed ``cutoffs`` or pooled ``quantiles``) and name each group's bundle."""
+                dataset: Any = None, sites: Sequence[str] | None = None,
+                where: Mapping[str, Any] | None = None) -> RiskGroups:
+    """Group rows (``where``: a subset, e.g. a test part) by predicted risk (fixed ``cutoffs`` or pooled
+    ``quantiles``) and name each group's bundle."""
     if cutoffs is None:
-        cuts = federated_quantiles(fed, model, outcome, quantiles, dataset, sites)
+        cuts = federated_quantiles(fed, model, outcome, quantiles, dataset, sites, where)
     else:
         cuts = np.asarray(cutoffs, dtype=float)
         if np.any(np.diff(cuts) <= 0) or np.any((cuts <= 0) | (cuts >= 1)):
@@ -62,7 +65,8 @@ def risk_groups(fed: Federation, model: Any, outcome: str, cutoffs: Sequence[flo
         if len(cuts) + 1 <= len(DEFAULT_BUNDLES) else [f"group {i + 1}" for i in range(len(cuts) + 1)]
     if len(names) != len(cuts) + 1:
         raise ValueError(f"{len(cuts)} cut-offs make {len(cuts) + 1} groups but {len(names)} bundles were given")
-    params = {"dataset": dataset, "model": as_model(model), "outcome": outcome, "cutoffs": cuts}
+    params = {"dataset": dataset, "model": as_model(model), "outcome": outcome, "cutoffs": cuts,
+              "where": dict(where) if where else None}
     res = fed.run("nordfed.eval.groups", params, sites)
     bounds = [0.0, *map(float, cuts), 1.0]
 

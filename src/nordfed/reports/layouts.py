@@ -133,7 +133,10 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
                          "Odds ratios (exp of the coefficients); orange: raises risk, blue: lowers it.")
         s.add_table(tables.coefficient_table(res.coefficients, res.coefficient_ci))
     if ev or res.internal_roc:
-        s = rep.add_section("Internal performance")
+        on = {"test part": f"On the test part: {ev.get('test_fraction', 0):.0%} of each site's persons, held out "
+                           "(stratified by outcome) before the model was fitted.",
+              "training rows": "On the persons the model was fitted on: apparent performance, optimistic."}
+        s = rep.add_section("Internal performance", on.get(str(ev.get("on")), ""))
         figs = []
         if res.internal_roc:
             figs.append((plots.roc_plot(res.internal_roc, "ROC, internal validation"), "Receiver operating "

@@ -8,6 +8,7 @@ turns it into the HTML report.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ Step = Callable[[str], None]
 STEPS = ("cohort", "attrition", "preprocessing", "model", "internal validation", "external validation",
          "temporal validation", "risk groups", "ground truth")
 OUTCOME = "outcome"
+_UNNAMED_UNIT = re.compile(r"\(unit \d+\)$")
 
 
 def cohort_id(definition: Any) -> int:
@@ -81,11 +83,13 @@ def identical_covariates(fed: Federation, dataset: dict[str, Any]) -> set[int]:
 
 
 def covariate_cap(attrition: dict[str, list[dict[str, Any]]], cv_folds: int, max_covariates: int | None,
-                  params_per_row: float = 0.33) -> int:
-    """Most covariates the smallest site accepts in a CV training fold (DataSHIELD's nfilter.glm default)."""
+                  test_fraction: float = 0.0, params_per_row: float = 0.33) -> int:
+    """Most covariates the smallest site accepts in a CV training fold of its training part (DataSHIELD's
+    nfilter.glm default)."""
     rows = [steps[-1]["rows"] for steps in attrition.values() if steps and steps[-1]["rows"] is not None]
     smallest = min(rows) if rows else 0
-    auto = int(params_per_row * smallest * (cv_folds - 1) / cv_folds) - 2  # - intercept, - rounding of folds
+    train = smallest * (1 - test_fraction) - 2  # the split rounds per outcome class
+    auto = int(params_per_row * train * (cv_folds - 1) / cv_folds) - 2  # - intercept, - rounding of folds
     return max(1, min(auto, max_covariates)) if max_covariates is not None else max(1, auto)
 
 
@@ -100,10 +104,10 @@ def roc_curve(pos_blocks: list[np.ndarray], neg_blocks: list[np.ndarray]) -> dic
 
 
 def scored(fed: Federation, model: dict[str, Any], dataset: dict[str, Any],
-           sites: list[str] | None = None) -> dict[str, Any]:
+           sites: list[str] | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pooled and per-site AUROC (with CI) and ROC points of ``model`` from one round of score aggregates."""
     site_list = sites or fed.sites
-    base = {"dataset": dataset, "model": model, "outcome": OUTCOME}
+    base = {"dataset": dataset, "model": model, "outcome": OUTCOME, "where": where}
     res, auc, n_pos, n_neg = score_round(fed, base, site_list)
     _, lo, hi = hanley_mcneil_ci(auc, n_pos, n_neg)
     out: dict[str, Any] = {"pooled": {"auroc": auc, "auroc_ci": [lo, hi], "n": n_pos + n_neg, "events": n_pos,
@@ -115,6 +119,20 @@ def scored(fed: Federation, model: dict[str, Any], dataset: dict[str, Any],
         ci = list(hanley_mcneil_ci(a, ev, n - ev)[1:]) if a is not None else None
         out[s] = {"auroc": a, "auroc_ci": ci, "n": n, "events": ev,
                   **roc_curve([r["blocks"]["pos"]], [r["blocks"]["neg"]])}
+    return out
+
+
+def covariate_names(fed: Federation, covariate_ids: list[int]) -> dict[int, str]:
+    """Names from every site's vocabulary: a measurement value's unit is named by a site that records it (a site
+    without that unit can only say ``(unit N)``, the residue its id keeps)."""
+    res = fed.run("nordfed.studies.covariate_names", {"covariate_ids": covariate_ids})
+    answers = [r["names"] for r in res.values()]
+    out: dict[int, str] = {}
+    for c in covariate_ids:
+        given = [a[str(c)] for a in answers if str(c) in a]
+        named = [n for n in given if not _UNNAMED_UNIT.search(n)]
+        if named or given:
+            out[int(c)] = (named or given)[0]
     return out
 
 
@@ -155,10 +173,8 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
     if not plan.covariate_ids:
         raise ValueError(f"{spec.source}: no covariate is common enough across sites to model "
                          f"(preprocessing.min_fraction = {pp.min_fraction})")
-    names = {int(k): v for k, v in fed.run("nordfed.studies.covariate_names",
-                                           {"covariate_ids": plan.covariate_ids}, fed.sites[:1])
-             [fed.sites[0]]["names"].items()}
-    cap = covariate_cap(per_site, spec.model.cv_folds, pp.max_covariates)
+    names = covariate_names(fed, plan.covariate_ids)
+    cap = covariate_cap(per_site, spec.model.cv_folds, pp.max_covariates, spec.evaluation.test_fraction)
     # copies first, then the cap: a slot under the cap must not go to a covariate dropped as a copy afterwards
     dropped = identical_covariates(fed, {**params, "builder": "study", "covariate_ids": plan.covariate_ids,
                                          "max_values": {str(k): v for k, v in plan.max_values.items()}})
@@ -180,9 +196,15 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
     out["preprocessing"]["plan"] = {"covariate_ids": dataset["covariate_ids"], "max_values": dataset["max_values"]}
     tick("model")
     m = spec.model
+    # PatientLevelPrediction's split: the model learns (and cross-validates) on the training part and is
+    # evaluated on the test part; at each site, stratified by outcome and keyed by the site's secret
+    train = test = None
+    if spec.evaluation.test_fraction:
+        split = {"test_fraction": spec.evaluation.test_fraction, "seed": m.seed}
+        train, test = {**split, "split": "train"}, {**split, "split": "test"}
     clf = FederatedLogisticRegression(alpha=m.l1, cv=m.cv_folds, select=m.selection, n_lambda=m.n_lambda,
                                       lambda_min_ratio=m.lambda_min_ratio, seed=m.seed, tol=1e-7, max_iter=50)
-    clf.fit(fed, covariates, OUTCOME, dataset=dataset)
+    clf.fit(fed, covariates, OUTCOME, dataset=dataset, where=train)
     model = clf.to_model()
     cv = clf.fit_.cv if clf.fit_ is not None else None
     out["model"] = {**model, "lambda": clf.lambda_, "alpha": m.l1, "type": m.type, "selection": m.selection,
@@ -192,8 +214,10 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
                                                    "cvsd": cv.cvsd.tolist(), "lambda_min": cv.lambda_min,
                                                    "lambda_1se": cv.lambda_1se, "folds": cv.n_folds}}
     tick("internal validation")
-    out["internal"] = evaluate(fed, model, OUTCOME, dataset=dataset, age_column="age", sex_column="sex").to_dict()
-    out["internal_roc"] = scored(fed, model, dataset)
+    out["internal"] = {**evaluate(fed, model, OUTCOME, dataset=dataset, where=test, age_column="age",
+                                  sex_column="sex").to_dict(),
+                       "on": "test part" if test else "training rows", "test_fraction": spec.evaluation.test_fraction}
+    out["internal_roc"] = scored(fed, model, dataset, where=test)
     tick("external validation")
     if spec.evaluation.leave_one_site_out and len(fed.sites) > 1:
         _optional(out, "external", lambda: _leave_one_site_out(fed, covariates, dataset, clf.lambda_, m.l1))
@@ -209,13 +233,14 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
         _optional(out, "temporal", temporal)
     tick("risk groups")
     rg = spec.risk_groups
+    # observed rates from persons the model did not learn from
     out["risk_groups"] = risk_groups(fed, model, OUTCOME, cutoffs=rg.cutoffs,
                                      quantiles=rg.quantiles or (0.25, 0.5, 0.75), bundles=rg.bundles,
-                                     dataset=dataset).to_dict()
+                                     dataset=dataset, where=test).to_dict()
     out["risk_groups"]["by"] = "fixed cut-offs" if rg.cutoffs is not None else "pooled quantiles"
     tick("ground truth")
     if truth_files and set(truth_files) >= set(fed.sites):
-        out["ground_truth"] = ground_truth(spec, fed, model, dataset, plan, truth_files)
+        out["ground_truth"] = ground_truth(spec, fed, model, dataset, plan, truth_files, test)
     return out
 
 
@@ -244,7 +269,7 @@ def term_sds(fed: Federation, dataset: dict[str, Any], columns: list[str]) -> li
 
 
 def ground_truth(spec: PlpStudy, fed: Federation, model: dict[str, Any], dataset: dict[str, Any], plan: Any,
-                 truth_files: dict[str, Any]) -> dict[str, Any]:
+                 truth_files: dict[str, Any], where: dict[str, Any] | None = None) -> dict[str, Any]:
     """Recovered risk factors and AUROC of the fitted vs the generating model on the same persons."""
     truth = load_truth(next(iter(truth_files.values())))
     candidates = sorted({*plan.covariate_ids, *plan.removed.get("redundant", [])})
@@ -257,7 +282,7 @@ def ground_truth(spec: PlpStudy, fed: Federation, model: dict[str, Any], dataset
     fitted = {"covariates": [*model["covariates"], partials.TRUTH_COLUMN], "coef": [*model["coef"], 0.0],
               "intercept": model["intercept"]}
     generating = {"covariates": [partials.TRUTH_COLUMN], "coef": [1.0], "intercept": 0.0}
-    fit_scores, truth_scores = scored(fed, fitted, ds), scored(fed, generating, ds)
+    fit_scores, truth_scores = scored(fed, fitted, ds, where=where), scored(fed, generating, ds, where=where)
     strip = ("fpr", "tpr")
     main = [f for f in factors if f["main"]]
     diff = fit_scores["pooled"]["auroc"] - truth_scores["pooled"]["auroc"]

@@ -101,8 +101,21 @@ class Model(_Strict):
 
 
 class Evaluation(_Strict):
+    test_fraction: float = Field(0.25, description="share of each site's persons held out (stratified by outcome) "
+                                 "for internal validation, as PatientLevelPrediction's testFraction; 0: evaluate "
+                                 "on the training rows (apparent performance, optimistic)")
     leave_one_site_out: bool = True
     temporal_split: dt.date | None = Field(None, description="train before this index date, test on or after")
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _fraction(cls, f: float) -> float:
+        from nordfed.fed.lasso_site import SPLIT_FRACTIONS
+
+        lo, hi = SPLIT_FRACTIONS
+        if f != 0 and not lo <= f <= hi:
+            raise ValueError(f"must be 0 (no test part) or between {lo} and {hi}")
+        return f
 
 
 class RiskGroups(_Strict):
