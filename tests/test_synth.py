@@ -192,7 +192,7 @@ def test_cli_synth(tmp_path):
     res = runner.invoke(app, ["synth", "--site", "XX", "--persons", "10", "--out", url])
     assert res.exit_code == 2 and "unknown site" in _said(res)
     res = runner.invoke(app, ["synth", "--site", "NO", "--persons", "10", "--out", "postgresql://h/db?schema=s"])
-    assert res.exit_code == 2 and "truth_path" in _said(res)
+    assert res.exit_code == 2 and "add --truth PATH" in _said(res)
     res = runner.invoke(app, ["synth", "--site", "NO", "--persons", "10", "--out", url, "--no-notes"])
     assert res.exit_code == 2 and "already holds" in _said(res)
 

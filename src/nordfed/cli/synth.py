@@ -24,7 +24,7 @@ def synth(
 ) -> None:
     """Generate a synthetic site into an empty CDM (one transaction) and write its ground truth beside it."""
     from nordfed.omop.store import CDMError
-    from nordfed.synth import truth_path_for, write_site
+    from nordfed.synth import write_site
 
     err = Console(stderr=True)
     code = site.upper()
@@ -32,9 +32,9 @@ def synth(
         err.print(f"[red]error:[/] unknown site {site!r}; choose one of {', '.join(SITE_CHOICES)}")
         raise typer.Exit(2)
     try:
-        truth_path = truth_path_for(out, truth)
+        truth_path = _truth_path(out, truth)
     except CDMError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -57,6 +57,18 @@ def synth(
         f", CLL cohort {cll['size']:,} (serious infections {cll['events']:,})\n"
         f"  planted DQ defects: {', '.join(sorted({d['check'] for d in result['dq_defects']})) or 'none'}\n"
         f"  truth: {truth_path}")
+
+
+def _truth_path(out: str, truth: Path | None) -> Path:
+    """Where the truth goes; the error names --truth, not the library's argument."""
+    from nordfed.omop.store import CDMError, CDMUrl
+    from nordfed.synth import truth_path_for
+
+    loc = CDMUrl.parse(out)
+    if truth is None and (loc.engine != "duckdb" or loc.target == ":memory:"):
+        raise CDMError(f"--out {out} is not a DuckDB file: add --truth PATH for the ground-truth JSON "
+                       "(it never goes into the CDM)")
+    return truth_path_for(out, truth)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -41,6 +41,47 @@ def _open(url: str) -> CDM:
         _err().print(f"[red]error:[/] {escape(url)} has no table(s) {', '.join(sorted(missing))}")
         raise typer.Exit(2)
     return cdm
+
+
+def _not_annotated(url: str, site: str | None = None) -> NoReturn:
+    where = f"{escape(site)}: " if site else ""
+    _err().print(f"[red]error:[/] {where}no annotations in this CDM: run `nordfed text annotate --cdm "
+                 f"{escape(url)}` first", highlight=False)
+    raise typer.Exit(1)
+
+
+def _is_url(spec: str) -> bool:
+    from nordfed.omop.store import CDMError, CDMUrl
+
+    try:
+        CDMUrl.parse(spec)
+    except CDMError:
+        return False
+    return True
+
+
+def _cdm_sites(specs: list[str]) -> dict[str, str]:
+    """Site name → URL from --cdm values: SITE=URL, or a bare URL named as `nordfed omop` names its columns."""
+    from nordfed.cli.omop import site_names
+
+    # a URL may hold "=" itself (postgresql://h/db?schema=s): a value that parses as a URL is a bare URL
+    bare = [s for s in specs if _is_url(s)]
+    for spec in specs:
+        name, _, url = spec.partition("=")
+        if spec not in bare and not (name and url and _is_url(url)):
+            _err().print(f"[red]error:[/] --cdm {escape(spec)}: expected a CDM URL (duckdb:///file.duckdb, "
+                         "postgresql://host/db?schema=cdm) or SITE=URL", highlight=False)
+            raise typer.Exit(2)
+    named = dict(zip(bare, site_names(bare), strict=True)) if bare else {}
+    sites: dict[str, str] = {}
+    for spec in specs:
+        name, url = (named[spec], spec) if spec in named else spec.split("=", 1)
+        if name in sites:
+            _err().print(f"[red]error:[/] --cdm: site {escape(name)} given twice; name the sites with SITE=URL",
+                         highlight=False)
+            raise typer.Exit(2)
+        sites[name] = url
+    return sites
 
 
 @text_app.command("annotate")
@@ -86,10 +127,16 @@ def implants_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List the implants a patient has now (from note_nlp; run `nordfed text annotate` first)."""
-    from nordfed.text.store import current_implants
+    from nordfed.text.store import NotAnnotatedError, UnknownPersonError, current_implants
 
     with _open(cdm_url) as cdm:
-        implants = current_implants(cdm, person)
+        try:
+            implants = current_implants(cdm, person)
+        except UnknownPersonError as exc:
+            _err().print(f"[red]error:[/] {escape(str(exc))}: {escape(cdm_url)}", highlight=False)
+            raise typer.Exit(1) from None
+        except NotAnnotatedError:
+            _not_annotated(cdm_url)
     if as_json:
         typer.echo(json.dumps([i.as_dict() for i in implants], ensure_ascii=False, indent=2))
         return
@@ -110,19 +157,22 @@ def implants_cmd(
 @text_app.command("count")
 def count_cmd(
     implant_type: Annotated[str, typer.Argument(help="implant type name (e.g. pacemaker) or concept id")],
-    cdm: Annotated[list[str], typer.Option("--cdm", help="SITE=URL, repeat per site")],
+    cdm: Annotated[list[str], typer.Option("--cdm", help="CDM URL (site named after its file or schema) or "
+                                                      "SITE=URL; repeat per site")],
 ) -> None:
     """Federated count of persons with a current implant of a type, per site (small counts suppressed)."""
     from nordfed.fed.protocol import AlgorithmError, InProcessFederation
-    from nordfed.text.store import implant_counts
+    from nordfed.text.store import NotAnnotatedError, check_annotated, implant_counts
 
     sites = {}
-    for spec in cdm:
-        if "=" not in spec:
-            _err().print(f"[red]error:[/] --cdm {escape(spec)}: expected SITE=URL")
-            raise typer.Exit(2)
-        name, url = spec.split("=", 1)
+    for name, url in _cdm_sites(cdm).items():
         sites[name] = _open(url)
+        try:
+            check_annotated(sites[name])
+        except NotAnnotatedError:
+            for c in sites.values():
+                c.close()
+            _not_annotated(url, site=name)
     try:
         df = implant_counts(InProcessFederation.from_cdms(sites), implant_type)
     except (AlgorithmError, ValueError) as exc:

@@ -17,6 +17,24 @@ from nordfed.text.lexicon import load_lexicons
 from nordfed.text.pipeline import NLP_SYSTEM, annotate, note_nlp_rows
 
 COUNT_ALGORITHM = "nordfed.text.implant_counts"
+#: literal URL: the message may go to a requester's log, and a site's real URL can hold credentials
+NOT_ANNOTATED = "no annotations in this CDM: run `nordfed text annotate --cdm URL` first"
+
+
+class NotAnnotatedError(ValueError):
+    """The CDM has notes but ``note_nlp`` has no rows of this pipeline: any count or list would be a silent 0."""
+
+
+class UnknownPersonError(LookupError):
+    """The person_id is not in the CDM's ``person`` table."""
+
+
+def check_annotated(cdm: CDM) -> None:
+    """Raise :class:`NotAnnotatedError` when the site has notes but `nordfed text annotate` has not run on it."""
+    ours = cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM note_nlp WHERE nlp_system = :sys LIMIT 1) t",
+                      {"sys": NLP_SYSTEM})
+    if not ours and cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM note LIMIT 1) t"):
+        raise NotAnnotatedError(NOT_ANNOTATED)
 
 
 def parse_modifiers(s: str | None) -> dict[str, str]:
@@ -96,7 +114,14 @@ def person_mentions(cdm: CDM, person_id: int) -> pd.DataFrame:
 
 def current_implants(cdm: CDM, person_id: int) -> list[Implant]:
     """Implants the notes say the patient has: affirmed mentions of the patient, not negated, uncertain,
-    about family, nor explanted; an implant mentioned as removed after its last affirmation is gone."""
+    about family, nor explanted; an implant mentioned as removed after its last affirmation is gone.
+
+    Raises :class:`UnknownPersonError` for a person not in the CDM and :class:`NotAnnotatedError` before
+    `nordfed text annotate` has run (both would otherwise look like "no implants").
+    """
+    if not cdm.scalar("SELECT count(*) FROM person WHERE person_id = :pid", {"pid": int(person_id)}):
+        raise UnknownPersonError(f"person {person_id} is not in this CDM")
+    check_annotated(cdm)
     df = person_mentions(cdm, person_id)
     lex = load_lexicons()
     out = []
@@ -136,10 +161,12 @@ def _implant_type_id(value: str | int) -> int:
 def implant_counts_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Persons whose notes affirm a current implant of ``params['implant_type']`` (name or concept id).
 
-    Counts between 1 and the node's minimum cell count are suppressed (returned as None).
+    Counts between 1 and the node's minimum cell count are suppressed (returned as None). A site whose notes
+    are not annotated fails with :data:`NOT_ANNOTATED` rather than reporting 0.
     """
     if data.cdm is None:
         raise DisclosureError("refused: implant counts need the site's CDM")
+    check_annotated(data.cdm)
     tid = _implant_type_id(params["implant_type"])
     n = int(data.cdm.scalar(
         "SELECT count(DISTINCT n.person_id) FROM note_nlp x JOIN note n ON n.note_id = x.note_id "
