@@ -169,3 +169,25 @@ def test_cancel_mid_run_leaves_node_serving(net, fed):
     time.sleep(1.0)  # the node finishes, its result is turned away by the hub
     assert c.task(task["id"])["runs"][0]["status"] == "cancelled"
     assert fed.run("nordfed.ping", {"echo": "after"}, sites=["NO"]) == {"NO": {"site": "NO", "echo": "after"}}
+
+
+def test_an_idle_node_leaves_its_duckdb_file_to_the_sites_own_tools(net, fed):
+    import duckdb
+
+    from nordfed.node.worker import CDM_IDLE_S
+
+    assert fed.run("nordfed.count", {}, sites=["DK"])["DK"]["persons"] == SITES["DK"]
+    path = str(net.workdir / "DK.duckdb")
+    deadline = time.monotonic() + CDM_IDLE_S + 15
+    while True:  # read-write, as `nordfed omop summary` or a local study opens it (this process holds none)
+        try:
+            con = duckdb.connect(path)
+            break
+        except duckdb.IOException as exc:
+            assert time.monotonic() < deadline, f"the node still holds its CDM: {exc}"
+            time.sleep(0.2)
+    try:
+        assert con.execute("SELECT count(*) FROM person").fetchall() == [(SITES["DK"],)]
+    finally:
+        con.close()
+    assert fed.run("nordfed.count", {}, sites=["DK"])["DK"]["persons"] == SITES["DK"]

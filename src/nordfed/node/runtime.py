@@ -22,7 +22,7 @@ import httpx
 from nordfed.node.audit import PUSH_IDLE_S, HubReplica, NodeLedger
 from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from nordfed.node.worker import WarmWorker, WorkerSpec
-from nordfed.policy.node import NodeConfig
+from nordfed.policy.node import NodeConfig, PolicyError
 from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64
 
 log = logging.getLogger("nordfed.node")
@@ -75,8 +75,33 @@ class NonceLog:
         self._fh.close()
 
 
+def check_cdm(config: NodeConfig) -> None:
+    """Refuse a ``cdm_url`` that names no OMOP CDM (:class:`PolicyError`), before the node goes online.
+
+    Open, look, close: the worker opens the CDM only for its tasks, so a typo would otherwise surface as a
+    failure of every run."""
+    if not config.cdm_url:
+        return
+    from nordfed.omop.store import CDMError, open_cdm, redacted
+
+    where = f"{config.source[0] if config.source else 'node config'}: field cdm_url"
+    try:
+        cdm = open_cdm(config.cdm_url)
+    except CDMError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+    try:
+        tables = cdm.table_names()
+    except Exception as exc:  # the engine's own error types; the node must not start either way
+        raise PolicyError(f"{where}: cannot list the tables of {redacted(config.cdm_url)}: {exc}") from None
+    finally:
+        cdm.close()
+    if "person" not in tables:
+        raise PolicyError(f"{where}: {redacted(config.cdm_url)} is not an OMOP CDM (no person table)")
+
+
 class NodeRuntime:
     def __init__(self, config: NodeConfig, identity: Identity | None = None):
+        check_cdm(config)  # before the node writes keys, state or ledger entries, and before it meets the hub
         self.config = config
         self.identity = identity or Identity.load_or_create(config.key_dir)
         state = config.state_path
@@ -310,7 +335,9 @@ class NodeRuntime:
             self.patch(run_id, status="completed", progress=1.0, result=blob, log="\n".join(lines))
             log.info("run %s (%s) completed in %s", run_id, ref, took)
         else:
-            log.warning("run %s (%s) %s: %s", run_id, ref, out.status, out.message)
+            # disclosure-control messages start with "refused: " themselves; say it once
+            said = out.message.removeprefix(f"{out.status}: ")
+            log.warning("run %s (%s) %s: %s", run_id, ref, out.status, said)
             message = out.message
             if out.status == "failed" and not self.config.policy.share_error_details:
                 message = f"{out.reason or 'the algorithm failed'}; details withheld by this site " \
@@ -318,7 +345,7 @@ class NodeRuntime:
             record = self.ledger.run_refused if out.status == "refused" else self.ledger.run_failed
             record(run, out.reason or out.status, message)
             self._ledger_state = "done"
-            lines.append(f"{me} {out.status}: {message}")
+            lines.append(f"{me} {out.status}: {message.removeprefix(f'{out.status}: ')}")
             self.patch(run_id, status=out.status, progress=1.0, log="\n".join(lines))
         self._ledger_state = "done"
         return out.status

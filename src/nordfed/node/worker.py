@@ -1,8 +1,10 @@
 """A warm worker process that runs partials with a time and memory limit.
 
-The worker is started ahead of time (imports done, algorithms registered, CDM open), so a trivial task costs
-a pipe round trip, not a fresh interpreter. On timeout the worker is killed and a new one is started.
-The node's plain tables (``tables:`` in node.yaml) are read on first use and kept in memory for later runs.
+The worker is started ahead of time (imports done, algorithms registered), so a trivial task costs a pipe
+round trip, not a fresh interpreter. On timeout the worker is killed and a new one is started.
+The site's CDM is opened for the first task and closed after :data:`CDM_IDLE_S` without one (see
+:class:`SiteCDM`). The node's plain tables (``tables:`` in node.yaml) are read on first use and kept in memory
+for later runs.
 """
 
 from __future__ import annotations
@@ -22,9 +24,16 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nordfed.omop.store import CDM
     from nordfed.policy.node import NodeConfig
 
 Outcome = Literal["completed", "refused", "failed"]
+
+#: seconds the worker keeps the CDM open after a task: a study's rounds come sooner and reuse the connection,
+#: while an idle node leaves a DuckDB file to the site's own tools (DuckDB lets one process at a time write it)
+CDM_IDLE_S = 5.0
+#: how long a task waits for a DuckDB file another process holds at that moment (say `nordfed omop summary`)
+CDM_LOCK_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class WorkerSpec:
     event_time_noise: float = 0.0
     #: the node's site secret (hex; see DisclosurePolicy.secret), passed to the worker over the local pipe
     secret: str = field(default="", repr=False)
+    #: seconds without a task after which the worker closes the CDM
+    cdm_idle_s: float = CDM_IDLE_S
 
     @classmethod
     def from_config(cls, config: NodeConfig) -> WorkerSpec:
@@ -80,6 +91,85 @@ class LazyTables(Mapping[str, "pd.DataFrame"]):
         return list(self._frames)
 
 
+FileStamp = tuple[tuple[int, int, int] | None, ...]
+
+
+def _file_stamp(url: str) -> FileStamp | None:
+    """What a DuckDB CDM's files look like now (inode, size, mtime of the file and its WAL); None for others."""
+    from nordfed.omop.store import CDMUrl
+
+    loc = CDMUrl.parse(url)
+    if loc.engine != "duckdb" or loc.target == ":memory:":
+        return None
+    path = Path(loc.target)
+    stamps: list[tuple[int, int, int] | None] = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+def _open_cdm(url: str, lock_wait_s: float) -> CDM:
+    """Open the CDM, waiting up to ``lock_wait_s`` while another process holds a DuckDB file's lock."""
+    from nordfed.omop.store import CDMError, open_cdm
+
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            return open_cdm(url)
+        except CDMError as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.2)
+
+
+class SiteCDM:
+    """The site's CDM as partials see it: connected on first use, disconnected by the worker when idle.
+
+    The same object stands for the CDM across reconnects, so the study caches keyed by ``id(cdm)`` and
+    ``cdm.url`` (:mod:`nordfed.features.design`, :mod:`nordfed.studies.partials`) still serve a study's later
+    rounds; they hold materialised frames, nothing tied to a connection. When a DuckDB file was written by
+    another process while it was closed, :meth:`changed` says so and the worker puts a new object in its place.
+    """
+
+    def __init__(self, url: str, lock_wait_s: float = CDM_LOCK_WAIT_S):
+        self.url = url
+        self.lock_wait_s = lock_wait_s
+        self._cdm: CDM | None = None
+        self._stamp: FileStamp | None = None  # the files as this object's last connection left them
+
+    def __getattr__(self, name: str) -> Any:
+        # only what the instance lacks (everything but url): dialect, location, query, raw_connection, …
+        if name.startswith("__") or name in ("_cdm", "_stamp"):  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.connect(), name)
+
+    @property
+    def is_open(self) -> bool:
+        return self._cdm is not None
+
+    def connect(self) -> CDM:
+        """The open CDM, opened now if it is not."""
+        if self._cdm is None:
+            self._cdm = _open_cdm(self.url, self.lock_wait_s)
+        return self._cdm
+
+    def close(self) -> None:
+        """Disconnect (a DuckDB file is free for other processes after this); the next use reconnects."""
+        if self._cdm is not None:
+            cdm, self._cdm = self._cdm, None
+            cdm.close()
+            self._stamp = _file_stamp(self.url)  # after close: DuckDB checkpoints its own writes then
+
+    def changed(self) -> bool:
+        """Whether someone else wrote the DuckDB file since this object closed it (PostgreSQL: cannot tell)."""
+        return self._cdm is None and self._stamp is not None and _file_stamp(self.url) != self._stamp
+
+
 @dataclass(frozen=True)
 class WorkResult:
     status: Outcome
@@ -109,36 +199,57 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
 
     # import every algorithm module now, not during the first task; report what this code base really is
     hashes = {a.name: (a.version, a.code_hash) for a in algorithms().values()}
-    cdm = None
-    if spec.cdm_url:
-        from nordfed.omop.store import open_cdm
-
-        cdm = open_cdm(spec.cdm_url)
+    cdm = SiteCDM(spec.cdm_url) if spec.cdm_url else None
+    retired: list[SiteCDM] = []  # see _fresh
     policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times,
                               event_time_noise=spec.event_time_noise, secret=bytes.fromhex(spec.secret))
-    # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials
+    # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials; it
+    # uses the CDM only through attributes, which SiteCDM hands on to a live connection
     data = SiteData(site=spec.site, cdm=cdm, frames=LazyTables(spec.tables), policy=policy)  # type: ignore[arg-type]
     conn.send(("ready", hashes))
-    while True:
-        try:
-            msg = inbox.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        seq, name, params_wire = msg
-        try:
-            out: tuple[str, Any, str] = ("completed", run_partial(get_algorithm(name), data, params_wire), "")
-        except DisclosureError as exc:
-            out = ("refused", str(exc), "disclosure control refused the result")
-        except MemoryError:
-            out = ("failed", *[f"memory limit of {spec.memory_limit_mb} MB exceeded"] * 2)
-        except Exception as exc:  # any algorithm error goes to the requester's log
-            out = ("failed", f"{type(exc).__name__}: {exc}", f"algorithm raised {type(exc).__name__}")
-        try:
-            conn.send((seq, *out))
-        except (BrokenPipeError, OSError):
-            return
+    try:
+        while True:
+            try:
+                msg = _next_task(inbox, cdm, spec.cdm_idle_s)
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            if cdm is not None:
+                cdm = data.cdm = _fresh(cdm, retired)  # type: ignore[assignment]
+            seq, name, params_wire = msg
+            try:
+                out: tuple[str, Any, str] = ("completed", run_partial(get_algorithm(name), data, params_wire), "")
+            except DisclosureError as exc:
+                out = ("refused", str(exc), "disclosure control refused the result")
+            except MemoryError:
+                out = ("failed", *[f"memory limit of {spec.memory_limit_mb} MB exceeded"] * 2)
+            except Exception as exc:  # any algorithm error goes to the requester's log
+                out = ("failed", f"{type(exc).__name__}: {exc}", f"algorithm raised {type(exc).__name__}")
+            try:
+                conn.send((seq, *out))
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        if cdm is not None:  # a clean close: DuckDB checkpoints rather than replaying its log at the next open
+            cdm.close()
+
+
+def _fresh(cdm: SiteCDM, retired: list[SiteCDM]) -> SiteCDM:
+    """``cdm``, or a new :class:`SiteCDM` when another process wrote its file while it was closed: caches keyed
+    by the old object must not serve the new data. The old one goes to ``retired``, kept alive so that no new
+    object can reuse its id."""
+    if not cdm.changed():
+        return cdm
+    retired.append(cdm)
+    return SiteCDM(cdm.url, cdm.lock_wait_s)
+
+
+def _next_task(inbox: Connection, cdm: SiteCDM | None, idle_s: float) -> Any:
+    """The next message; the CDM is closed when none comes within ``idle_s``."""
+    if cdm is not None and cdm.is_open and not inbox.poll(idle_s):
+        cdm.close()
+    return inbox.recv()
 
 
 class WarmWorker:
@@ -156,7 +267,7 @@ class WarmWorker:
         self.start()
 
     def start(self) -> None:
-        """Spawn the worker; it imports and opens the CDM while the caller goes on (see :meth:`wait_ready`)."""
+        """Spawn the worker; it imports the algorithms while the caller goes on (see :meth:`wait_ready`)."""
         # a plain subprocess (not multiprocessing spawn): independent of how the node's __main__ was started
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -173,7 +284,7 @@ class WarmWorker:
         self._ready = False
 
     def wait_ready(self) -> None:
-        """Block until the worker finished its imports and opened the CDM (start() does not wait)."""
+        """Block until the worker finished its imports (start() does not wait)."""
         if self._ready:
             return
         assert self._conn is not None and self._proc is not None
@@ -185,7 +296,8 @@ class WarmWorker:
         except EOFError:
             code = self._proc.wait()
             self.stop()
-            raise RuntimeError(f"node worker failed to start (exit code {code}); check cdm_url and limits") from None
+            raise RuntimeError(f"node worker failed to start (exit code {code}); check policy.memory_limit_mb") \
+                from None
         self._ready = True
 
     @property

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -48,7 +48,7 @@ def translate(sql: str, dialect: str, params: Mapping[str, Any] | None = None) -
     """Translate DuckDB-dialect SQL to ``dialect``, binding ``:name`` placeholders as literals.
 
     >>> translate("SELECT date_diff('day', a, b) FROM t WHERE x = :x", "postgres", {"x": "O'Neil"})[0]
-    "SELECT EXTRACT(epoch FROM b - a) / 86400 FROM t WHERE x = 'O''Neil'"
+    "SELECT (CAST(b AS DATE) - CAST(a AS DATE)) FROM t WHERE x = 'O''Neil'"
     """
     out = []
     for tree in _parse(sql):
@@ -61,6 +61,18 @@ def translate(sql: str, dialect: str, params: Mapping[str, Any] | None = None) -
                 ph.replace(exp.convert(params[name]))
         out.append(tree.sql(dialect=dialect))
     return out
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (a PostgreSQL URL may carry one; error messages travel to logs).
+
+    >>> redacted("postgresql://nf:secret@db:5432/cdm")
+    'postgresql://nf:***@db:5432/cdm'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,8 @@ class CDM:
             try:
                 self._con = psycopg.connect(self.location.target, autocommit=True)
             except psycopg.Error as exc:
-                raise CDMError(f"cannot connect to PostgreSQL CDM {self.location.target}: {exc}") from exc
+                raise CDMError(f"cannot connect to PostgreSQL CDM {redacted(self.location.target)}: "
+                               f"{str(exc).replace(self.location.target, redacted(self.location.target))}") from exc
         if self.location.schema:
             name = self.location.schema
             found = self._con.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = "
