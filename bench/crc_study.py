@@ -79,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         fed_fit = fit_lasso(fed, covariates, "outcome", lam=lam, dataset=dataset)
         timings["federated_fit_at_lambda_s"] = time.perf_counter() - t0
         frames = [fed._sites[s].frame(dataset)[[*covariates, "outcome"]] for s in fed.sites]
-        for f in frames:
-            f.attrs = {}  # the study table carries its covariate reference; concat compares attrs
         pooled = pd.concat(frames, ignore_index=True)
     x, y = pooled[covariates].to_numpy(float), pooled["outcome"].to_numpy(int)
     mu, sd = x.mean(axis=0), x.std(axis=0)

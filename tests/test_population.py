@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from nordfed.cohorts.population import PopulationSettings, create_study_population
+from nordfed.features.covariates import covariate_ref
 from nordfed.fed.protocol import SiteData
 from test_cohorts_support import concept, condition, cs, new_cdm, person
 
@@ -72,7 +74,7 @@ def test_plp_dataset_from_cdm_with_death_outcome(cdm_url):
     df = data.frame(spec)
     assert df["subject_id"].tolist() == [1, 2, 3, 4] and df["outcome"].tolist() == [1, 0, 0, 0]
     assert df["20102"].tolist() == [1, 1, 0, 0] and df["20104"].tolist() == [1, 1, 0, 0]
-    ref = df.attrs["covariate_ref"].set_index("covariate_id")
+    ref = covariate_ref(cdm, np.array([int(c) for c in df.columns if c.isdigit()])).set_index("covariate_id")
     assert ref.loc[20102, "covariate_name"].endswith("Flu") and ref.loc[20102, "analysis_id"] == 102
     wanted = data.frame({**spec, "covariate_ids": [10102, 99102, 20102]})
     assert list(wanted.columns[-3:]) == ["10102", "99102", "20102"] and wanted["99102"].sum() == 0

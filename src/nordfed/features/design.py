@@ -102,10 +102,9 @@ def design_frame(study: StudyData, covariate_ids: list[int] | None = None,
         "time_at_risk": pop["time_at_risk"].to_numpy(),
         "days_to_event": pop["days_to_event"].to_numpy(),
     })
-    frame = pd.concat([head, cov.to_frame().reset_index(drop=True)], axis=1)
-    frame.attrs["covariate_ref"] = cov.covariate_ref
-    frame.attrs["attrition"] = study.attrition
-    return frame
+    # no covariate_ref or attrition in frame.attrs: pandas deep-copies attrs into every frame derived from this
+    # one, and a fit's rounds derive thousands (2.5 s of a 16 s CRC model fit)
+    return pd.concat([head, cov.to_frame().reset_index(drop=True)], axis=1)
 
 
 @dataset("plp")

@@ -90,9 +90,7 @@ def _study_frame(cdm: CDM, params: dict[str, Any]) -> pd.DataFrame:
             extra[TRUTH_COLUMN] = aligned["lp"].to_numpy(dtype=float)
             for col in aligned.columns.drop("lp"):
                 extra[f"truth:{col}"] = aligned[col].to_numpy(dtype=float)
-    out = pd.concat([frame.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
-    out.attrs = frame.attrs
-    return out
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
 
 
 @dataset("study")
