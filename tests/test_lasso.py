@@ -226,3 +226,24 @@ def test_fit_on_the_training_part_equals_sklearn_on_those_rows() -> None:
     ref = LogisticRegression(C=1 / (len(y) * 0.01), l1_ratio=1.0, solver="liblinear", tol=1e-12,
                              intercept_scaling=1e5, max_iter=100_000).fit(x, y)
     assert np.abs(ref.coef_[0] - b).max() < 1e-4 and abs(ref.intercept_[0] - b0) < 1e-4
+
+
+def test_newton_hessian_of_a_working_set_is_that_block_of_the_whole() -> None:
+    from nordfed.fed.lasso_solver import unpack_symmetric
+
+    df, cols = simulated(600, seed=5)
+    fed = split(df, 2)
+    point = {"fold": -1, "beta": np.r_[-1.0, 0.2, np.zeros(len(cols) - 1)], "center": np.zeros(len(cols)),
+             "scale": np.ones(len(cols))}
+    whole = fed.run("nordfed.lasso.newton", {"covariates": cols, "outcome": "y", "points": [point]})
+    work = [0, 1, 3]
+    part = fed.run("nordfed.lasso.newton", {"covariates": cols, "outcome": "y",
+                                            "points": [{**point, "columns": work}]})
+    for site in fed.sites:
+        full, sub = whole[site]["results"][0], part[site]["results"][0]
+        assert np.allclose(unpack_symmetric(sub["hess"]), unpack_symmetric(full["hess"])[np.ix_(work, work)],
+                           rtol=1e-12, atol=0)
+        assert np.array_equal(sub["grad"], full["grad"]) and sub["loss"] == full["loss"]  # every coefficient's
+    with pytest.raises(ValueError, match="columns must be indices"):
+        fed.run("nordfed.lasso.newton", {"covariates": cols, "outcome": "y",
+                                         "points": [{**point, "columns": [0, len(cols) + 1]}]})

@@ -4,6 +4,13 @@ Proximal Newton: every round the sites return summed logloss, gradient and Hessi
 candidate coefficients (:mod:`nordfed.fed.lasso_site`); the client solves the penalised quadratic model by
 coordinate descent and accepts the step by an Armijo line search on the summed objective. Several problems
 (the full data and each CV fold) advance in lock-step, so a round serves them all.
+The Hessian is asked for a working set only, as glmnet's active sets: the coefficients that are or may become
+non-zero (the non-zero ones, the unpenalised ones, the sequential strong rule's candidates). The step keeps the
+others at zero, and the gradient of every coefficient, always sent, checks that they stay there: a coefficient
+violating its optimality condition joins the set (its Hessian comes with the next point's, so it costs no round of
+its own unless nothing else moves). The optimum is the same; along the CRC study's path (197 covariates, CV) the
+Hessians hold 23 % of the full ones' cells: its fit took 6.2 s instead of 10.2 s in process, in 83 rounds
+instead of 80, and the sites send a quarter of the bytes.
 Standardisation follows glmnet: pooled means and population standard deviations; coefficients are reported
 on the original scale.
 """
@@ -19,6 +26,7 @@ import numpy as np
 from nordfed.fed import lasso_site  # noqa: F401  (registers the partials)
 from nordfed.fed.lasso_solver import (
     kkt_violation,
+    kkt_violations,
     lambda_max,
     lambda_path,
     penalty,
@@ -97,6 +105,11 @@ class _Problem:
         self.path: list[np.ndarray] = []
         self.done = False
         self.kkt = np.nan
+        # the working set: the coefficients the Hessian is asked for (the unpenalised ones to begin with)
+        self.work = np.flatnonzero(np.isfinite(pf) & ((pf == 0) | (beta0 != 0)))
+        self.h_work = self.work  # the coefficients self.h belongs to
+        self.asked = self.work  # the working set of the request in flight
+        self.refresh = False  # the request in flight asks for a bigger working set's Hessian at self.beta
 
     def start(self, lambdas: np.ndarray) -> None:
         self.lambdas, self.k, self.path, self.done = np.asarray(lambdas, float), 0, [], False
@@ -104,8 +117,10 @@ class _Problem:
             self._advance()
 
     def request(self) -> dict[str, Any]:
-        beta = self.beta if self.g is None else self.cand
-        return {"fold": self.fold, "beta": beta, "center": self.center, "scale": self.scale}
+        beta = self.beta if self.g is None or self.refresh else self.cand
+        self.asked = self.work
+        return {"fold": self.fold, "beta": beta, "center": self.center, "scale": self.scale,
+                "columns": self.work.tolist()}
 
     def _objective(self, loss: float, beta: np.ndarray) -> float:
         return loss + penalty(beta, float(self.lambdas[self.k]), self.alpha, self._pf_finite)
@@ -116,8 +131,11 @@ class _Problem:
 
     def receive(self, res: Mapping[str, Any]) -> None:
         loss, g, h = res["loss"] / self.n, res["grad"] / self.n, unpack_symmetric(res["hess"]) / self.n
-        if self.g is None:
-            self.loss, self.g, self.h = loss, g, h
+        if len(h) != len(self.asked):
+            raise ValueError(f"the sites sent a Hessian of {len(h)} coefficients for a working set of "
+                             f"{len(self.asked)}")
+        if self.g is None or self.refresh:
+            self.loss, self.g, self.h, self.h_work, self.refresh = loss, g, h, self.asked, False
             self._advance()
             return
         assert self.cand is not None
@@ -126,7 +144,7 @@ class _Problem:
         # near the optimum the predicted decrease drops below rounding noise of F: trust the Newton model then
         noise = 1e-13 * max(1.0, abs(f_old))
         if f_new <= f_old + _ARMIJO * self.t * self.delta or (-self.delta < 1e2 * noise and f_new <= f_old + noise):
-            self.beta, self.loss, self.g, self.h = self.cand, loss, g, h
+            self.beta, self.loss, self.g, self.h, self.h_work = self.cand, loss, g, h, self.asked
             self.iters += 1
             self.total_iters += 1
             self._advance()
@@ -146,20 +164,40 @@ class _Problem:
         if self.k == len(self.lambdas):
             self.done = True
 
+    def _grown(self, lam: float, viol: np.ndarray) -> np.ndarray:
+        """The working set for ``lam``: what it holds, the coefficients violating their optimality condition and
+        the sequential strong rule's candidates (|gradient| >= alpha (2 lam - previous lam) pf)."""
+        assert self.g is not None
+        fin = np.isfinite(self.pf)
+        want = fin & (viol > self.tol)
+        if self.k > 0:
+            prev = float(self.lambdas[self.k - 1])
+            want |= fin & (np.abs(self.g) >= self.alpha * (2 * lam - prev) * np.where(fin, self.pf, 0.0))
+        return np.union1d(self.work, np.flatnonzero(want))
+
     def _advance(self) -> None:
         """Move to the next point to evaluate, recording every lambda already solved (warm starts)."""
         assert self.g is not None and self.h is not None
         while not self.done:
             lam = float(self.lambdas[self.k])
-            if kkt_violation(self.g, self.beta, lam, self.alpha, self.pf) < self.tol or self.iters >= self.max_iter:
+            viol = kkt_violations(self.g, self.beta, lam, self.alpha, self.pf)
+            if viol.max(initial=0.0) < self.tol or self.iters >= self.max_iter:
                 self._record()
                 continue
-            new = solve_quadratic(self.g, self.h, self.beta, lam, self.alpha, self.pf)
+            # the step moves the coefficients whose Hessian we have; the next point's request brings the Hessian
+            # of the grown set, so a joining coefficient moves one step later without a round of its own
+            self.work = self._grown(lam, viol)
+            w = self.h_work
+            new = np.zeros_like(self.beta)  # outside the working set the coefficients stay zero
+            new[w] = solve_quadratic(self.g[w], self.h, self.beta[w], lam, self.alpha, self.pf[w])
             self.d = new - self.beta
             pf = self._pf_finite
             self.delta = float(self.g @ self.d) + penalty(new, lam, self.alpha, pf) - penalty(self.beta, lam,
                                                                                               self.alpha, pf)
             if np.max(np.abs(self.d)) < 1e-14 or self.delta > -1e-17:
+                if len(self.work) > len(self.h_work):  # the violators are outside: their Hessian, at this point
+                    self.refresh = True
+                    return
                 self._record()
                 continue
             self.t = 1.0

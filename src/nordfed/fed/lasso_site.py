@@ -204,10 +204,11 @@ def moments(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     return {"parts": parts}
 
 
-@algorithm("nordfed.lasso.newton", "2")
+@algorithm("nordfed.lasso.newton", "3")
 def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Summed logloss, gradient and Hessian (its upper triangle, :func:`~nordfed.fed.lasso_solver.pack_symmetric`)
-    at each requested point ``{fold, beta, center, scale}``."""
+    at each requested point ``{fold, beta, center, scale}``; with ``columns`` (indices into ``[intercept,
+    covariates]``) the Hessian of those only, a block of the whole one."""
     t = site_table(data, params)
     out = []
     for pt in params["points"]:
@@ -224,7 +225,12 @@ def newton(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         if hessian:
             p = expit(eta)
             require_spread_weights(p * (1.0 - p), "the Hessian")
-        out.append(logistic_sums(z, y, beta, off, hessian=hessian, packed=True, eta=eta))
+        cols = pt.get("columns")
+        if cols is not None:
+            cols = np.asarray(cols, dtype=np.int64)
+            if cols.ndim != 1 or not len(cols) or cols.min() < 0 or cols.max() >= z.shape[1]:
+                raise ValueError(f"columns must be indices between 0 and {z.shape[1] - 1}")
+        out.append(logistic_sums(z, y, beta, off, hessian=hessian, packed=True, eta=eta, columns=cols))
     return {"results": out}
 
 

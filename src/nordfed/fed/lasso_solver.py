@@ -33,11 +33,12 @@ def logits(z: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None) ->
 
 def logistic_sums(
     z: np.ndarray, y: np.ndarray, beta: np.ndarray, offset: np.ndarray | None = None, hessian: bool = True,
-    packed: bool = False, eta: np.ndarray | None = None,
+    packed: bool = False, eta: np.ndarray | None = None, columns: np.ndarray | None = None,
 ) -> dict[str, np.ndarray | float]:
     """Summed logloss, its gradient and Hessian at ``beta`` (sums, not means: sites add them up); ``packed``:
     the Hessian as its upper triangle (:func:`pack_symmetric`), half the bytes on the wire; ``eta``: the
-    :func:`logits`, when the caller has them already."""
+    :func:`logits`, when the caller has them already; ``columns``: the Hessian of those columns of ``z`` only
+    (the solver's working set), the gradient still of all."""
     if eta is None:
         eta = logits(z, beta, offset)
     # log(1 + e^eta) - y*eta, stable for large |eta|
@@ -45,6 +46,8 @@ def logistic_sums(
     p = expit(eta)
     out: dict[str, np.ndarray | float] = {"loss": loss, "grad": z.T @ (p - y)}
     if hessian:
+        if columns is not None:
+            z = z[:, columns]
         w = p * (1.0 - p)
         if z.shape[1] > 32:  # symmetric rank-k update: half the flops of a general product
             zw = z * np.sqrt(w)[:, None]
@@ -177,16 +180,19 @@ def _polish(g: np.ndarray, h: np.ndarray, beta0: np.ndarray, b: np.ndarray, free
     return out
 
 
+def kkt_violations(grad: np.ndarray, beta: np.ndarray, lam: float, alpha: float, pf: np.ndarray) -> np.ndarray:
+    """Each coefficient's violation of the optimality conditions of F at ``beta`` (``grad`` = gradient of the mean
+    loss); 0 for coefficients held at zero (infinite penalty factor)."""
+    fin = np.isfinite(pf)
+    g = grad + lam * (1.0 - alpha) * np.where(fin, pf, 0.0) * beta
+    l1 = lam * alpha * np.where(fin, pf, 0.0)
+    out = np.where(beta != 0, np.abs(g + l1 * np.sign(beta)), np.maximum(np.abs(g) - l1, 0.0))
+    return np.where(fin, out, 0.0)
+
+
 def kkt_violation(grad: np.ndarray, beta: np.ndarray, lam: float, alpha: float, pf: np.ndarray) -> float:
     """Largest violation of the optimality conditions of F at ``beta`` (``grad`` = gradient of the mean loss)."""
-    fin = np.isfinite(pf)
-    g = grad[fin] + lam * (1.0 - alpha) * pf[fin] * beta[fin]
-    b = beta[fin]
-    l1 = lam * alpha * pf[fin]
-    nz = b != 0
-    v_nz = np.abs(g[nz] + l1[nz] * np.sign(b[nz]))
-    v_z = np.maximum(np.abs(g[~nz]) - l1[~nz], 0.0)
-    return float(max(v_nz.max(initial=0.0), v_z.max(initial=0.0)))
+    return float(kkt_violations(grad, beta, lam, alpha, pf).max(initial=0.0))
 
 
 def lambda_max(grad0: np.ndarray, alpha: float, pf: np.ndarray) -> float:
