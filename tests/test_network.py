@@ -158,6 +158,47 @@ def test_cli_task_flow(net):
     assert r.exit_code == 1 and "409" in r.output  # already finished
 
 
+def test_cli_session_messages_and_readable_results(net):
+    """Login with the URL the hub banner prints and the password from the environment, results as JSON, a trust
+    that changes nothing says so, and a missing or revoked login names the command that fixes it."""
+    from typer.testing import CliRunner
+
+    from nordfed.cli import app
+
+    home = net.workdir / "cli-session-home"
+    env = {"NORDFED_HOME": str(home), "COLUMNS": "200", "NORDFED_HUB_PASSWORD": net.password}
+    key_dir = net.workdir / "client-home" / "keys" / net.researcher
+    runner = CliRunner()
+    r = runner.invoke(app, ["login", "--hub", f"{net.hub_url}/api/", "-u", net.researcher, "--key-dir", str(key_dir)],
+                      env=env)
+    assert r.exit_code == 0 and f"logged in to {net.hub_url} as" in r.output, r.output
+    r = runner.invoke(app, ["task", "create", "-c", str(net.collaboration_id), "-a", "nordfed.count", "-n",
+                            str(net.nodes["DK"].id)], env=env)
+    assert r.exit_code == 0, r.output
+    task_id = r.output.split("task ")[1].split()[0]
+    r = runner.invoke(app, ["task", "result", task_id], env=env)
+    assert r.exit_code == 0 and '"persons": 60' in r.output and "'" not in r.output, r.output
+    dk_key = (net.workdir / "nodes" / "DK" / "keys" / "signing.pub").read_text().strip()
+    r = runner.invoke(app, ["node", "trust", "DK", "-c", str(net.collaboration_id), "--signing-key", dk_key], env=env)
+    assert r.exit_code == 0 and "already pinned" in r.output and "nothing changed" in r.output, r.output
+    login_again = f"run `nordfed login --hub {net.hub_url} -u {net.researcher}`"
+    Client.from_state(home).request("POST", "/api/token/revoke")  # the saved token stops working
+    r = runner.invoke(app, ["task", "status", task_id], env=env)
+    assert r.exit_code == 1 and f"expired or was revoked: {login_again}" in r.output, r.output
+    assert runner.invoke(app, ["logout"], env=env).exit_code == 0
+    r = runner.invoke(app, ["task", "status", task_id], env=env)
+    assert r.exit_code == 1 and r.output.strip() == f"error: not logged in: {login_again}", r.output
+
+
+def test_a_disclosure_refusal_says_refused_once(net, fed):
+    with pytest.raises(AlgorithmError) as exc:
+        fed.run("nordfed.characterization", {"age_width": 10}, sites=["DK"])
+    # as in process: the site is named once by the error, "refused" once by the node's message
+    assert exc.value.refused and exc.value.message == "refused: age groups are 5 years wide at this node"
+    [run] = net.client.task(fed.last_task_id)["runs"]
+    assert run["log"].splitlines()[-1] == "[DK] refused: age groups are 5 years wide at this node"
+
+
 def test_cancel_mid_run_leaves_node_serving(net, fed):
     c = net.client
     task = c.create_task(net.collaboration_id, "nordfed.ping", {"sleep": 0.8}, node_ids=[net.nodes["NO"].id])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -9,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nordfed.cli import app
+from nordfed.client.api import hub_base_url
 from nordfed.fed.protocol import get_algorithm
 
 runner = CliRunner()
@@ -68,3 +72,58 @@ def test_diagnostics_are_found_by_standard_discovery_without_the_node_package():
 
     assert builtin.count_by_sex is get_algorithm("nordfed.count").partial
     assert builtin.ping is get_algorithm("nordfed.ping").partial
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hub_url_is_taken_with_or_without_api():
+    for url in ("http://127.0.0.1:7700", "http://127.0.0.1:7700/", "http://127.0.0.1:7700/api",
+                " http://127.0.0.1:7700/api/ "):
+        assert hub_base_url(url) == "http://127.0.0.1:7700"
+    assert hub_base_url("https://hub.example.org/api") == "https://hub.example.org"
+    with pytest.raises(ValueError, match=r"'127.0.0.1:7700' needs a scheme: use http://127.0.0.1:7700"):
+        hub_base_url("127.0.0.1:7700")
+    with pytest.raises(ValueError, match="needs http:// or https://"):
+        hub_base_url("ftp://hub.example.org")
+    with pytest.raises(ValueError, match="names no host"):
+        hub_base_url("http://")
+
+
+def test_login_errors_are_one_line_naming_the_url(tmp_path):
+    env = {"NORDFED_HOME": str(tmp_path)}
+    url = f"http://127.0.0.1:{_closed_port()}"
+    r = runner.invoke(app, ["login", "--hub", url, "-u", "alice", "-p", "pw"], env=env)
+    assert r.exit_code == 1, r.exception
+    assert r.output.strip() == f"error: cannot reach the hub at {url}: [Errno 111] Connection refused"
+    r = runner.invoke(app, ["login", "--hub", url.removeprefix("http://"), "-u", "alice", "-p", "pw"], env=env)
+    assert r.exit_code == 2 and f"use {url}" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_study_run_refuses_hub_options_without_hub(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\n")
+    r = runner.invoke(app, ["study", "run", str(spec), "--collaboration", "2"])
+    assert r.exit_code == 2 and "--collaboration only applies with --hub" in r.output, r.output
+    r = runner.invoke(app, ["study", "run", str(spec), "--hub", "127.0.0.1:7700", "--collaboration", "2"])
+    assert r.exit_code == 2 and "--hub: " in r.output and "http://127.0.0.1:7700" in r.output, r.output
+
+
+def test_ctrl_c_stops_a_command_with_one_line(tmp_path):
+    with socket.socket() as hub:  # accepts the connection, never answers
+        hub.bind(("127.0.0.1", 0))
+        hub.listen(1)
+        hub.settimeout(60)
+        cmd = [sys.executable, "-c", "from nordfed.cli import app; app()", "login", "--hub",
+               f"http://127.0.0.1:{hub.getsockname()[1]}", "-u", "alice", "-p", "pw"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "NORDFED_HOME": str(tmp_path)},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        conn, _ = hub.accept()  # the command now waits for the hub's answer
+        with conn:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "interrupted" and out == "", (out, err)

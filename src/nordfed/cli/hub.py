@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from contextlib import closing
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
+from nordfed.hub.roles import ROLES
+
 hub_app = typer.Typer(help="Run the nordfed hub (coordination server) and administer it.", no_args_is_help=True)
 err = Console(stderr=True)
 T = TypeVar("T")
+HubRole = StrEnum("HubRole", {r: r for r in ROLES})  # typer lists and checks an Enum's values
+
 
 DbOption = Annotated[
     str, typer.Option("--db", help="Hub database URL: sqlite:///hub.sqlite or postgresql://host:5432/db[?schema=s]")
@@ -48,7 +55,8 @@ def start(
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     root_password: Annotated[
         str | None,
-        typer.Option(envvar="NORDFED_HUB_ROOT_PASSWORD", help="Create user 'root' with this password if missing."),
+        typer.Option(envvar="NORDFED_HUB_ROOT_PASSWORD", help="Create user 'root' with this password if missing "
+                     "(asked for on a terminal when omitted and there is no root user yet)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -61,11 +69,38 @@ def start(
     for path in (ssl_certfile, ssl_keyfile):
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file", 2)
+    root_password = _root_password(db, root_password)
     app = _on_database(db, "open", lambda: create_app(db, root_password=root_password), refused=2)
     tls = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
-    scheme = "https" if tls else "http"
-    err.print(f"nordfed hub on {scheme}://{host}:{port}/api (docs at /docs), database {db}")
+    url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+    # the URL printed is the one `nordfed login --hub` and `--url` take (the API itself is under /api)
+    err.print(f"nordfed hub on {url} (API under /api, docs at /docs), database {db}\n"
+              f"log in with: nordfed login --hub {url} -u USER", highlight=False, soft_wrap=True)
     GracefulServer(uvicorn_config(app, host, port, log_level=log_level, **tls)).run()
+
+
+def _root_password(db: str, given: str | None) -> str | None:
+    """``--root-password``; when omitted on a terminal and the hub has no user 'root' yet, asked for (hidden, twice)
+    rather than leaving a hub nobody can administer. Without a terminal (services, scripts) nothing is asked."""
+    if given is not None or not sys.stdin.isatty():
+        return given
+    if _on_database(db, "open", lambda: _has_user(db, "root"), refused=2):
+        return None
+    return typer.prompt("The hub has no user 'root' yet. Its password", hide_input=True, confirmation_prompt=True)
+
+
+def _has_user(db: str, username: str) -> bool:
+    from sqlalchemy import select
+
+    from nordfed.hub.db import open_hub_db
+    from nordfed.hub.models import User
+
+    hub_db = open_hub_db(db)
+    try:
+        with hub_db.sessions() as s:
+            return s.scalar(select(User.id).where(User.username == username)) is not None
+    finally:
+        hub_db.engine.dispose()
 
 
 @hub_app.command("create-root")
@@ -121,7 +156,9 @@ def db_current(db: DbOption = "sqlite:///hub.sqlite") -> None:
 
 # ----------------------------------------------------------------------------------- admin through the API
 # These talk to a running hub as an administrator, so the hub's own validation and permissions apply.
-UrlOption = Annotated[str, typer.Option("--url", envvar="NORDFED_HUB_URL", help="Hub base URL.")]
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="NORDFED_HUB_URL", help="Hub URL as `nordfed hub start` prints it.")
+]
 UserOption = Annotated[str, typer.Option("--username", envvar="NORDFED_HUB_USERNAME", help="Administrator name.")]
 PasswordOption = Annotated[
     str, typer.Option("--password", envvar="NORDFED_HUB_PASSWORD", prompt=True, hide_input=True, help="Its password.")
@@ -129,27 +166,26 @@ PasswordOption = Annotated[
 
 
 def _admin_call(url: str, username: str, password: str, path: str, body: dict) -> dict:
-    import httpx
+    """POST ``body`` to ``/api{path}`` logged in as ``username``, through the researcher client (one error path)."""
+    from nordfed.client.api import Client, HubError, HubUnreachable
 
     try:
-        with httpx.Client(base_url=f"{url.rstrip('/')}/api", timeout=60) as http:
-            login = http.post("/token", json={"username": username, "password": password})
-            if login.status_code != 200:
-                _fail(f"login as {username!r} failed: {_detail(login)}")
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-            response = http.post(path, json=body, headers=headers)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the hub at {url}: {exc}")
-    if response.status_code >= 400:
-        _fail(f"POST /api{path} refused ({response.status_code}): {_detail(response)}")
-    return response.json()
-
-
-def _detail(response) -> str:
-    try:
-        return str(response.json().get("detail", response.text))
-    except ValueError:
-        return response.text[:500]
+        client = Client(url)
+    except ValueError as exc:
+        _fail(f"--url: {exc}", 2)
+    with closing(client):
+        try:
+            client.login(username, password)
+        except HubUnreachable as exc:
+            _fail(str(exc))
+        except HubError as exc:
+            _fail(f"login as {username!r} failed: {exc.detail}")
+        try:
+            return client.request("POST", f"/api{path}", json=body)
+        except HubUnreachable as exc:
+            _fail(str(exc))
+        except HubError as exc:
+            _fail(f"POST /api{path} refused ({exc.status}): {exc.detail}")
 
 
 @hub_app.command("create-organization")
@@ -169,7 +205,7 @@ def create_organization(
 def create_user(
     new_username: Annotated[str, typer.Argument(metavar="USERNAME", help="The new user's name.")],
     organization_id: Annotated[int, typer.Option("--organization-id", help="Its organization.")],
-    role: Annotated[list[str], typer.Option("--role", help="Role (repeatable): researcher, viewer, ...")],
+    role: Annotated[list[HubRole], typer.Option("--role", help="Role (repeatable).")],
     new_password: Annotated[
         str,
         typer.Option("--new-password", prompt=True, hide_input=True, confirmation_prompt=True, help="Its password."),
@@ -179,7 +215,8 @@ def create_user(
     password: PasswordOption = ...,
 ) -> None:
     """Create a user (root, or an organization admin in its own organization)."""
-    body = {"username": new_username, "password": new_password, "organization_id": organization_id, "roles": role}
+    body = {"username": new_username, "password": new_password, "organization_id": organization_id,
+            "roles": [r.value for r in role]}
     user = _admin_call(url, username, password, "/users", body)
     typer.echo(f"user {user['username']!r} created (id {user['id']}, roles {', '.join(user['roles'])})")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,9 +20,9 @@ node_app = typer.Typer(help="Run a node next to a site's OMOP CDM.", no_args_is_
 task_app = typer.Typer(help="Create, follow and read tasks on the hub.", no_args_is_help=True)
 
 
-def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(1)
+def _fail(msg: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)  # one line in logs too
+    raise typer.Exit(code)
 
 
 @node_app.command("start")
@@ -35,7 +36,8 @@ def node_start(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "numexpr"):  # numexpr logs its thread count at INFO on import
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = load_node_config(config)
     except PolicyError as exc:
@@ -44,7 +46,7 @@ def node_start(
 
     try:
         NodeRuntime(cfg).serve_forever()
-    except (RuntimeError, OSError, LedgerError) as exc:
+    except (RuntimeError, OSError, LedgerError, PolicyError) as exc:  # PolicyError: cdm_url names no CDM
         _fail(str(exc))
 
 
@@ -126,37 +128,49 @@ def node_trust(
     from nordfed.privacy.crypto import VerificationError
 
     c = _client()
+    before = c.pinned_nodes()
     try:
         n = c.trust_node(collaboration, node, signing_key.strip(), encryption_key.strip() if encryption_key else None)
     except (HubError, VerificationError, ValueError) as exc:
         _fail(str(exc))
-    console.print(f"pinned the new keys of node {n['name']} (id {n['id']}) in {c.home / 'known_nodes.json'}")
+    pins = c.home / "known_nodes.json"
+    if _keys(before.get(str(n["id"]))) == _keys(n):
+        console.print(f"the keys of node {n['name']} (id {n['id']}) were already pinned in {pins}; nothing changed")
+    else:
+        console.print(f"pinned the new keys of node {n['name']} (id {n['id']}) in {pins}")
+
+
+def _keys(node: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    return (node or {}).get("signing_key"), (node or {}).get("encryption_key")
 
 
 def login(
-    hub: str = typer.Option(..., "--hub", help="Hub URL, e.g. https://hub.example.org"),
-    username: str = typer.Option(..., "--username", "-u"),
-    password: str = typer.Option(..., "--password", "-p", prompt=True, hide_input=True),
+    hub: str = typer.Option(..., "--hub", envvar="NORDFED_HUB_URL", help="Hub URL as `nordfed hub start` prints "
+                            "it, e.g. https://hub.example.org (a trailing /api is fine)."),
+    username: str = typer.Option(..., "--username", "-u", envvar="NORDFED_HUB_USERNAME"),
+    password: str = typer.Option(..., "--password", "-p", envvar="NORDFED_HUB_PASSWORD", prompt=True,
+                                 hide_input=True, help="Asked for (hidden) when not given."),
     key_dir: Path | None = typer.Option(None, "--key-dir", help="Key folder (default: $NORDFED_HOME/keys/USER)."),
 ) -> None:
     """Log in to a hub, create your key pairs on first use and publish the public halves."""
     from nordfed.client.api import Client, HubError
 
-    c = Client(hub, key_dir=key_dir)
+    try:
+        c = Client(hub, key_dir=key_dir)
+    except ValueError as exc:
+        _fail(f"--hub: {exc}", 2)
     try:
         c.login(username, password)
         ident = c.ensure_keys()
     except HubError as exc:
         _fail(str(exc))
     path = c.save_state()
-    console.print(f"logged in to {hub} as {username}; state in {path}")
+    console.print(f"logged in to {c.hub_url} as {username}; state in {path}")
     console.print(f"your signing key (nodes pin it in their policy): {ident.signing_public}")
 
 
 def logout() -> None:
     """Revoke your token at the hub (it stops working at once) and forget it; your keys stay."""
-    import httpx
-
     from nordfed.client.api import HubError
 
     c = _client()
@@ -165,7 +179,7 @@ def logout() -> None:
         return
     try:
         c.logout()
-    except (HubError, httpx.TransportError) as exc:
+    except HubError as exc:
         _fail(f"{exc}; the token was not revoked and is kept")
     path = c.save_state()
     console.print(f"logged out of {c.hub_url}; token revoked and removed from {path}")
@@ -176,7 +190,7 @@ def _client() -> Any:
 
     try:
         return Client.from_state()
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -265,7 +279,10 @@ def task_result(
         return
     for r in rows:
         console.rule(f"{r.node_name}: {r.status}")
-        console.print(r.value if r.status == "completed" else r.log)
+        if r.status == "completed":
+            console.print_json(wire.encode(r.value).decode())
+        else:
+            console.print(r.log, highlight=False, markup=False)
 
 
 @task_app.command("cancel")

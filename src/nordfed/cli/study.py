@@ -96,6 +96,7 @@ def run(
     from nordfed.studies.spec import SpecError, load_spec
     from nordfed.studies.survival import STEPS as SURVIVAL_STEPS
 
+    hub = _hub_options(hub, collaboration)
     try:
         kind = load_spec(spec).kind
     except SpecError as exc:
@@ -118,11 +119,29 @@ def run(
         except SpecError as exc:
             _fail(str(exc), 2)
         except AlgorithmError as exc:
-            _fail(f"site {exc.site} {'refused' if exc.refused else 'failed'}: {exc.message}")
+            what = "refused" if exc.refused else "failed"  # refusal messages say "refused: " themselves
+            _fail(f"site {exc.site} {what}: {exc.message.removeprefix(f'{what}: ')}")
         except (DisclosureError, ValueError, FileNotFoundError, HubError) as exc:
             _fail(str(exc))
         progress.update(task, completed=len(steps), description="done")
     _summary(results, html, js)
+
+
+def _hub_options(hub: str | None, collaboration: int | None) -> str | None:
+    """``--hub`` as the client keeps it; the options that only mean something with it are refused without it."""
+    from nordfed.client.api import hub_base_url
+
+    if hub is None:
+        if collaboration is not None:
+            _fail("--collaboration only applies with --hub (without --hub the study runs in process on the "
+                  "sites of its YAML); add --hub URL or drop --collaboration", 2)
+        return None
+    if collaboration is None:
+        _fail("--hub needs --collaboration (the collaboration id whose nodes run the study)", 2)
+    try:
+        return hub_base_url(hub)
+    except ValueError as exc:
+        _fail(f"--hub: {exc}", 2)
 
 
 def _client() -> Any:

@@ -29,12 +29,44 @@ FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
 
 
 class HubError(Exception):
-    """The hub answered with an error; ``status`` is the HTTP status and the message its ``detail``."""
+    """A hub request failed: the hub answered with an error (``status`` is the HTTP status and the message its
+    ``detail``), or, as :class:`HubUnreachable`, it could not be asked (``status`` None)."""
 
-    def __init__(self, status: int, detail: str):
-        super().__init__(f"hub error {status}: {detail}")
+    def __init__(self, status: int | None, detail: str, message: str | None = None):
+        super().__init__(message or f"hub error {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class HubUnreachable(HubError):
+    """No answer from the hub: refused connection, unknown host, TLS failure, timeout."""
+
+    def __init__(self, hub_url: str, exc: httpx.TransportError):
+        reason = str(exc) or type(exc).__name__  # httpx timeouts often have no message
+        super().__init__(None, reason, f"cannot reach the hub at {hub_url}: {reason}")
+
+
+class NotLoggedIn(HubError):
+    """The hub refused the session (HTTP 401 on the bearer token): never logged in, logged out, expired or revoked."""
+
+
+def hub_base_url(url: str) -> str:
+    """The hub's base URL as the client keeps it: ``http(s)://host[:port]`` without a trailing ``/`` or ``/api``
+    (the hub's startup banner and API paths name the ``/api`` URL, so both forms are accepted).
+
+    Raises ValueError naming the URL when it has no http:// or https:// scheme or no host.
+    """
+    base = url.strip().rstrip("/").removesuffix("/api").rstrip("/")
+    try:
+        parsed = httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"hub URL {url!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        hint = "http:// or https://" if "://" in base else f"a scheme: use http://{base} (https:// with TLS)"
+        raise ValueError(f"hub URL {url!r} needs {hint}")
+    if not parsed.host:
+        raise ValueError(f"hub URL {url!r} names no host")
+    return base
 
 
 def nordfed_home() -> Path:
@@ -64,7 +96,7 @@ class Client:
 
     def __init__(self, hub_url: str, token: str | None = None, key_dir: str | Path | None = None,
                  home: str | Path | None = None, node_keys: Mapping[str, str] | None = None):
-        self.hub_url = hub_url.rstrip("/")
+        self.hub_url = hub_base_url(hub_url)
         self.home = Path(home) if home is not None else nordfed_home()
         self.token = token
         self.key_dir = Path(key_dir) if key_dir is not None else None
@@ -84,8 +116,11 @@ class Client:
         path = h / "config.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found; run `nordfed login` first")
-        cfg = json.loads(path.read_text())
-        c = cls(cfg["hub_url"], token=cfg.get("token"), key_dir=cfg.get("key_dir"), home=h)
+        try:
+            cfg = json.loads(path.read_text())
+            c = cls(cfg["hub_url"], token=cfg.get("token"), key_dir=cfg.get("key_dir"), home=h)
+        except (ValueError, KeyError, TypeError) as exc:  # edited by hand or cut short
+            raise ValueError(f"{path}: unusable ({exc}); run `nordfed login` again") from None
         c.user = cfg.get("user", {})
         return c
 
@@ -103,15 +138,28 @@ class Client:
 
     # ------------------------------------------------------------------ http
     def request(self, method: str, path: str, **kw: Any) -> Any:
+        """One API call; every failure is a :class:`HubError` (unreachable hub and refused session included)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        r = self.http.request(method, path, headers=headers, **kw)
-        if r.status_code >= 400:
-            try:
-                detail = str(r.json().get("detail"))
-            except (ValueError, AttributeError):
-                detail = r.text[:200]
-            raise HubError(r.status_code, detail)
-        return r.json() if r.content else None
+        try:
+            r = self.http.request(method, path, headers=headers, **kw)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(self.hub_url, exc) from exc
+        if r.status_code < 400:
+            return r.json() if r.content else None
+        try:
+            detail = str(r.json().get("detail"))
+        except (ValueError, AttributeError):
+            detail = r.text[:200]
+        # A 401 about the bearer token carries WWW-Authenticate (RFC 6750); a wrong password does not.
+        if r.status_code == 401 and r.headers.get("www-authenticate", "").lower().startswith("bearer"):
+            raise NotLoggedIn(401, detail, self._login_hint())
+        raise HubError(r.status_code, detail)
+
+    def _login_hint(self) -> str:
+        again = f"run `nordfed login --hub {self.hub_url} -u {self.user.get('username') or 'USER'}`"
+        if self.token is None:
+            return f"not logged in: {again}"
+        return f"your login at {self.hub_url} expired or was revoked: {again}"
 
     def login(self, username: str, password: str) -> Client:
         d = self.request("POST", "/api/token", json={"username": username, "password": password})
@@ -143,6 +191,12 @@ class Client:
 
     def _pins_path(self) -> Path:
         return self.home / "known_nodes.json"
+
+    def pinned_nodes(self) -> dict[str, dict[str, Any]]:
+        """Node id → ``{name, signing_key, encryption_key}`` pinned for this hub (on first use or by
+        :meth:`trust_node`)."""
+        path = self._pins_path()
+        return json.loads(path.read_text()).get(self.hub_url, {}) if path.exists() else {}
 
     def nodes(self, collaboration_id: int, max_age_s: float = 0.0) -> list[dict[str, Any]]:
         """The collaboration's nodes, with their keys checked against the pins (trust on first use).
@@ -265,11 +319,10 @@ class Client:
             rows = self.request("GET", f"/api/tasks/{task_id}/results")
         if collaboration_id is None:
             collaboration_id = self.task(task_id)["collaboration_id"]
-        path = self._pins_path()
-        pins = json.loads(path.read_text()).get(self.hub_url, {}) if path.exists() else {}
+        pins = self.pinned_nodes()
         if any(str(r["node_id"]) not in pins for r in rows):
             self.nodes(collaboration_id)
-            pins = json.loads(path.read_text()).get(self.hub_url, {})
+            pins = self.pinned_nodes()
         out = []
         for r in rows:
             value = None

@@ -60,7 +60,7 @@ class HubFederation(Federation):
             if r is None:
                 raise AlgorithmError(s, "the hub returned no run for this site")
             if r.status != "completed":
-                raise AlgorithmError(s, _last_line(r.log) or r.status, refused=r.status == "refused")
+                raise AlgorithmError(s, _reason(s, r), refused=r.status == "refused")
             out[s] = r.value
         return out
 
@@ -80,6 +80,8 @@ class HubFederation(Federation):
                 raise TimeoutError(f"task {task_id} did not finish within {self.timeout:g} s")
 
 
-def _last_line(log: str) -> str:
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+def _reason(site: str, run: RunResult) -> str:
+    """Why a run did not complete: the node's last log line without the node's own ``[site]`` tag (the error names
+    the site), so a refusal reads as in process (``refused: fewer persons than ...``)."""
+    lines = [ln for ln in run.log.splitlines() if ln.strip()]
+    return lines[-1].removeprefix(f"[{site}] ") if lines else run.status

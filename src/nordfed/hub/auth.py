@@ -24,8 +24,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from nordfed.hub.models import Node, Token, User, as_utc, utcnow
+from nordfed.hub.roles import ROLES  # noqa: F401  (kept importable from here)
 
-ROLES = ("root", "collaboration_admin", "organization_admin", "researcher", "viewer")
 API_KEY_PREFIX = "nfk"
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)

@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
+from nordfed.hub.roles import Role
+
 MAX_ID = 2_147_483_647  # PostgreSQL integer
 MAX_CIPHERTEXT = 64 * 1024 * 1024  # characters of base64 per run input or result
 MAX_LOG = 1024 * 1024  # characters kept per run log (older text is dropped)
 
-Role = Literal["root", "collaboration_admin", "organization_admin", "researcher", "viewer"]
 RunStatus = Literal["pending", "active", "completed", "failed", "refused", "cancelled"]
 TaskStatus = Literal["pending", "active", "completed", "failed", "cancelled"]
 FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
