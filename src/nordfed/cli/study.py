@@ -2,12 +2,17 @@
 studies (a named subset of a collaboration's organizations that tasks belong to: create, list, show).
 
 Through a hub (`study run --hub`) every task of the run is tagged with the hub study named after the YAML's
-``name`` (created on first use, reused afterwards).
+``name`` (created on first use, reused afterwards). `study run --sites DK,SE` runs on only those sites (YAML
+sites or hub nodes), e.g. to go on without a site too small for the study.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,13 +91,17 @@ def run(
                                                             "the JSON of all numbers goes beside it")] = None,
     hub: Annotated[str | None, typer.Option("--hub", help="run through this hub (after `nordfed login`)")] = None,
     collaboration: Annotated[int | None, typer.Option("--collaboration", help="collaboration id (with --hub)")] = None,
+    sites: Annotated[str | None, typer.Option(
+        "--sites", help="run on only these sites, comma-separated (e.g. DK,SE): of the YAML's sites, or of the "
+                        "collaboration's nodes with --hub; the report names the sites used and those left out",
+        show_default=False)] = None,
 ) -> None:
     """Run a study end to end and write its HTML report and JSON."""
     from nordfed.client.api import HubError
-    from nordfed.fed.protocol import AlgorithmError
     from nordfed.privacy.disclosure import DisclosureError
-    from nordfed.studies import run_study
+    from nordfed.studies import SiteStopped, run_study
     from nordfed.studies.plp import STEPS as PLP_STEPS
+    from nordfed.studies.sites import SiteChoiceError, without_hint
     from nordfed.studies.spec import SpecError, load_spec
     from nordfed.studies.survival import STEPS as SURVIVAL_STEPS
 
@@ -101,30 +110,50 @@ def run(
         kind = load_spec(spec).kind
     except SpecError as exc:
         _fail(str(exc), 2)
-    steps = [*(PLP_STEPS if kind == "plp" else SURVIVAL_STEPS), "report"]
+    only = sites.split(",") if sites is not None else None
+    with _progress([*(PLP_STEPS if kind == "plp" else SURVIVAL_STEPS), "report"]) as step:
+        try:
+            results, html, js = run_study(spec, out, hub, collaboration, step, only)
+        except (SpecError, SiteChoiceError) as exc:
+            _fail(str(exc), 2)
+        except SiteStopped as exc:
+            what = "refused" if exc.refused else "failed"  # refusal messages say "refused: " themselves
+            _fail(f"site {exc.site} {what}: {exc.message.removeprefix(f'{what}: ')}"
+                  + without_hint([exc.site], exc.sites))
+        except (DisclosureError, ValueError, FileNotFoundError, HubError) as exc:
+            _fail(str(exc))
+    _summary(results, html, js)
+
+
+@contextmanager
+def _progress(steps: Sequence[str]) -> Iterator[Callable[[str], None]]:
+    """Report a study's steps on stderr: rich's bar where it shows (an interactive terminal); elsewhere (piped,
+    logged) the bar draws nothing, so a long run would look hung: one timestamped line per step instead."""
     err = Console(stderr=True)
+    if not err.is_interactive:
+        started = time.monotonic()
+
+        def line(name: str) -> None:
+            text = f"{name} ({steps.index(name) + 1}/{len(steps)})" if name in steps else f"  {name}"
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+        yield line
+        print(f"[{time.strftime('%H:%M:%S')}] done in {time.monotonic() - started:.0f} s", file=sys.stderr,
+              flush=True)
+        return
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, transient=True)
     with progress:
         task = progress.add_task("starting", total=len(steps))
 
-        def step(name: str) -> None:
+        def bar(name: str) -> None:
             if name in steps:
                 progress.update(task, completed=steps.index(name), description=name)
             else:  # sub-steps such as synthesising a site
                 err.print(f"  {name}", highlight=False)
 
-        try:
-            results, html, js = run_study(spec, out, hub, collaboration, step)
-        except SpecError as exc:
-            _fail(str(exc), 2)
-        except AlgorithmError as exc:
-            what = "refused" if exc.refused else "failed"  # refusal messages say "refused: " themselves
-            _fail(f"site {exc.site} {what}: {exc.message.removeprefix(f'{what}: ')}")
-        except (DisclosureError, ValueError, FileNotFoundError, HubError) as exc:
-            _fail(str(exc))
+        yield bar
         progress.update(task, completed=len(steps), description="done")
-    _summary(results, html, js)
 
 
 def _hub_options(hub: str | None, collaboration: int | None) -> str | None:

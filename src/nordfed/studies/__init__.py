@@ -6,17 +6,30 @@ and a survival study (Kaplan-Meier by group, Cox), each written as an HTML repor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from nordfed.fed.protocol import AlgorithmError
+
+
+class SiteStopped(AlgorithmError):
+    """A site failed or refused a step the study cannot do without; ``sites`` are the sites the study ran on
+    (what a rerun without that site would keep)."""
+
+    def __init__(self, err: AlgorithmError, sites: list[str]):
+        super().__init__(err.site, err.message, err.refused)
+        self.sites = sites
 
 
 def run_study(path: str | Path, out: str | Path | None = None, hub: str | None = None,
               collaboration: int | None = None, step: Callable[[str], None] | None = None,
-              ) -> tuple[dict[str, Any], Path, Path]:
+              sites: Sequence[str] | None = None) -> tuple[dict[str, Any], Path, Path]:
     """Load, run and report a study; returns (results, HTML path, JSON path).
 
-    ``out`` defaults to ``reports/<study name>.html``; ``hub``/``collaboration`` run it through a hub.
+    ``out`` defaults to ``reports/<study name>.html``; ``hub``/``collaboration`` run it through a hub; ``sites``
+    runs it on only those of its sites (:class:`~nordfed.studies.sites.SiteChoiceError` for others). A site
+    that stops the study raises :class:`SiteStopped`.
     """
     from nordfed.studies.plp import run_plp
     from nordfed.studies.report import write_report
@@ -26,13 +39,16 @@ def run_study(path: str | Path, out: str | Path | None = None, hub: str | None =
 
     spec = load_spec(path)
     target = Path(out) if out is not None else Path("reports") / f"{spec.name}.html"
-    with open_sites(spec, hub, collaboration, progress=step) as sites:
-        if isinstance(spec, PlpStudy):
-            results = run_plp(spec, sites.federation, sites.truth, step)
-        else:
-            results = run_survival(spec, sites.federation, step)
-        results["transport"] = sites.transport
+    with open_sites(spec, hub, collaboration, progress=step, only=sites) as opened:
+        try:
+            if isinstance(spec, PlpStudy):
+                results = run_plp(spec, opened.federation, opened.truth, step)
+            else:
+                results = run_survival(spec, opened.federation, step)
+        except AlgorithmError as exc:
+            raise SiteStopped(exc, opened.federation.sites) from exc
+        results["transport"] = opened.transport
         if step:
             step("report")
-        html, js = write_report(results, target, sites.transport)
+        html, js = write_report(results, target, opened.transport)
     return results, html, js

@@ -3,6 +3,9 @@
 Synthetic sites are written to ``<dir>/<site>.duckdb`` with their ground truth beside them and reused when the
 truth JSON there records the same persons and seed; a site is written in a scratch folder first and moved into
 place only when complete, so an interrupted run leaves nothing half-written.
+
+``only`` (``study run --sites``) runs a study on a subset of its sites; the sites left out are named in the
+transport line of the report and JSON, so a partial run never passes for a full one.
 """
 
 from __future__ import annotations
@@ -11,16 +14,68 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from nordfed.fed.protocol import Federation, InProcessFederation
+from nordfed.fed.protocol import AlgorithmError, Federation, InProcessFederation
 from nordfed.omop.store import CDM, CDMError, CDMUrl, open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
 from nordfed.studies.spec import PlpStudy, SurvivalStudy, Synthetic
 
 Progress = Callable[[str], None]
+
+
+class SiteChoiceError(ValueError):
+    """``--sites`` names no site or a site the study does not have; the message lists the known ones."""
+
+
+def choose_sites(known: Sequence[str], only: Sequence[str] | None, where: str) -> list[str]:
+    """The sites of ``known`` that ``only`` names (all when None), in ``known``'s order; names match exactly or
+    else case-insensitively. ``where`` says where the known names come from (for the error)."""
+    if only is None:
+        return list(known)
+    upper = {k.upper(): k for k in known}
+    names = [n.strip() for n in only if n.strip()]
+    chosen = {n if n in known else upper.get(n.upper()) for n in names}
+    unknown = [n for n in names if n not in known and n.upper() not in upper]
+    if unknown or not names:
+        what = f"unknown site(s) {', '.join(unknown)}" if unknown else "no site named"
+        raise SiteChoiceError(f"--sites: {what}; {where}: {', '.join(known)}")
+    return [k for k in known if k in chosen]
+
+
+def without_hint(leave: Sequence[str], sites: Sequence[str]) -> str:
+    """How to run the study on ``sites`` except ``leave`` ('' when none would be left)."""
+    rest = [s for s in sites if s not in leave]
+    return f"; to run the study without {', '.join(leave)}: --sites {','.join(rest)}" if rest else ""
+
+
+def _left_out(known: Sequence[str], chosen: Sequence[str]) -> str:
+    """The transport line's note on a subset run ('' for all sites)."""
+    rest = [k for k in known if k not in chosen]
+    return f"; only {', '.join(chosen)} (--sites), left out {', '.join(rest)}" if rest else ""
+
+
+class SiteSubset(Federation):
+    """Some of another federation's sites; every run names its sites, so the others never get a task (a hub
+    node left out need not have started)."""
+
+    def __init__(self, inner: Federation, sites: Sequence[str]):
+        self.inner = inner
+        self._sites = list(sites)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self._sites)
+
+    def run(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> dict[str, Any]:
+        wanted = list(sites or self._sites)
+        for s in wanted:
+            if s not in self._sites:
+                raise AlgorithmError(s, "not one of the sites chosen with --sites")
+        return self.inner.run(name, params, wanted)
 
 
 @dataclass
@@ -96,14 +151,21 @@ def _relative_to_spec(spec: PlpStudy | SurvivalStudy, url: str) -> str:
 
 
 def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collaboration: int | None = None,
-               progress: Progress | None = None) -> StudySites:
-    """The study's federation: through ``hub`` if given, else its ``sites`` or ``synthetic`` section."""
+               progress: Progress | None = None, only: Sequence[str] | None = None) -> StudySites:
+    """The study's federation: through ``hub`` if given, else its ``sites`` or ``synthetic`` section; ``only``
+    restricts it to those sites (:class:`SiteChoiceError` if it names others)."""
     if hub is not None:
-        return _hub_sites(hub, collaboration, spec.name, spec.description or None)
+        return _hub_sites(hub, collaboration, spec.name, spec.description or None, only)
     if spec.synthetic is not None:
-        urls = synthesise(spec.synthetic, spec.resolve(spec.synthetic.dir), progress)
+        known = spec.synthetic.sites
+        chosen = choose_sites(known, only, f"the study's sites (synthetic.sites of {spec.source})")
+        # only the chosen sites are made: a left-out site costs nothing
+        syn = spec.synthetic.model_copy(update={"sites": chosen})
+        urls = synthesise(syn, spec.resolve(spec.synthetic.dir), progress)
     elif spec.sites:
-        urls = {site: _relative_to_spec(spec, url) for site, url in spec.sites.items()}
+        known = list(spec.sites)
+        chosen = choose_sites(known, only, f"the study's sites (sites: of {spec.source})")
+        urls = {site: _relative_to_spec(spec, spec.sites[site]) for site in chosen}
     else:
         raise ValueError(f"{spec.source}: the study names no sites (give sites:, synthetic: or --hub)")
     policy = DisclosurePolicy(min_cell_count=spec.disclosure.min_cell_count,
@@ -129,10 +191,12 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
             continue
         if path.exists():
             truth[site] = path
-    return StudySites(InProcessFederation.from_cdms(cdms, policy), urls, truth, "in-process", list(cdms.values()))
+    return StudySites(InProcessFederation.from_cdms(cdms, policy), urls, truth,
+                      "in-process" + _left_out(known, chosen), list(cdms.values()))
 
 
-def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None) -> StudySites:
+def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None,
+               only: Sequence[str] | None) -> StudySites:
     """Every task of the run is tagged with the hub study called ``study`` (created on first use)."""
     from nordfed.client.api import Client
     from nordfed.client.federation import HubFederation
@@ -146,5 +210,19 @@ def _hub_sites(hub: str, collaboration: int | None, study: str, description: str
     if client.hub_url.rstrip("/") != hub.rstrip("/"):
         raise ValueError(f"logged in to {client.hub_url}, not {hub}; run `nordfed login --hub {hub}` first")
     found = client.ensure_study(collaboration, study, description)
-    return StudySites(HubFederation(client, collaboration, study_id=found["id"]),
-                      transport=f"hub {hub}, collaboration {collaboration}, study {found['name']} (id {found['id']})")
+    fed = HubFederation(client, collaboration, study_id=found["id"])
+    known = fed.sites
+    chosen = choose_sites(known, only, f"the nodes of collaboration {collaboration} in hub study {found['name']}")
+    _require_keys(client.nodes(collaboration, max_age_s=60.0), chosen)
+    transport = f"hub {hub}, collaboration {collaboration}, study {found['name']} (id {found['id']})"
+    return StudySites(fed if chosen == known else SiteSubset(fed, chosen),
+                      transport=transport + _left_out(known, chosen))
+
+
+def _require_keys(nodes: list[dict[str, Any]], chosen: list[str]) -> None:
+    """Fail before the first task if a chosen node never started (it has no keys to seal the task input to)."""
+    keyless = [n["name"] for n in nodes if n["name"] in chosen and not n.get("encryption_key")]
+    if keyless:
+        what = (f"node {keyless[0]} has not published keys yet (has it ever started?)" if len(keyless) == 1 else
+                f"nodes {', '.join(keyless)} have not published keys yet (have they ever started?)")
+        raise ValueError(what + without_hint(keyless, chosen))
