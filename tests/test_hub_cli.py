@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -57,6 +58,7 @@ def test_hub_start_serves_the_api(tmp_path):
         token = httpx.post(f"{base}/token", json={"username": "root", "password": "root-password-1"}).json()
         assert token["roles"] == ["root"]
         admin_commands_work_against(f"http://127.0.0.1:{port}", base)
+        listings_and_node_commands_work_against(f"http://127.0.0.1:{port}", base, tmp_path / "home")
     finally:
         proc.terminate()
         proc.wait(15)
@@ -169,3 +171,44 @@ def admin_commands_work_against(url: str, base: str) -> None:
         app, ["hub", "create-organization", "X", "SE", "--url", "http://127.0.0.1:9", "--password", "x"]
     )
     assert down.exit_code == 1 and "cannot reach the hub" in down.output
+
+
+def listings_and_node_commands_work_against(url: str, base: str, home) -> None:
+    """After admin_commands_work_against: organizations 1 (the hub's), 2 and 3, collaboration 1, user kari in
+    organization 2, node ouh (id 1) in collaboration 1."""
+    env = {"NORDFED_HOME": str(home), "COLUMNS": "200"}
+    root = ["--url", url, "--password", "root-password-1"]
+
+    def cli(*args: str) -> str:
+        r = runner.invoke(app, list(args), env=env)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    orgs = json.loads(cli("hub", "list", "organizations", "--json", *root))
+    assert [(o["id"], o["name"], o["hub"]) for o in orgs] == [
+        (1, "nordfed hub", True), (2, "Oslo University Hospital", False), (3, "Aarhus", False)]
+    table = cli("hub", "list", "organizations", *root)
+    assert "the hub's own" in next(ln for ln in table.splitlines() if "nordfed hub" in ln)
+    users = cli("hub", "list", "users", *root)
+    assert "kari" in users and "Oslo University Hospital (2)" in users and "researcher, viewer" in users
+    assert "Oslo University Hospital (2)" in cli("hub", "list", "collaborations", *root)
+    nodes = json.loads(cli("hub", "list", "nodes", "--collaboration-id", "1", "--json", *root))
+    assert [(n["id"], n["name"], n["disabled"]) for n in nodes] == [(1, "ouh", False)]
+
+    # without --password: the saved `nordfed login`, and only on its hub
+    r = runner.invoke(app, ["hub", "list", "nodes"], env=env)
+    assert r.exit_code == 1 and "nordfed login" in r.output and "--password" in r.output, r.output
+    cli("login", "--hub", url, "-u", "kari", "-p", "kari-password")
+    assert "ouh" in cli("hub", "list", "nodes")  # kari's organization's node
+    r = runner.invoke(app, ["hub", "list", "nodes", "--url", "http://127.0.0.1:9"], env=env)
+    assert r.exit_code == 2 and f"you are logged in to {url}" in r.output, r.output
+    assert "no tasks" not in cli("task", "list")  # an empty table, not an error
+
+    assert "node 'ouh' (id 1) disabled" in cli("hub", "disable-node", "1", *root)
+    assert "disabled" in next(ln for ln in cli("hub", "list", "nodes", *root).splitlines() if "ouh" in ln)
+    assert json.loads(cli("hub", "list", "nodes", "--json", *root))[0]["disabled"] is True
+    assert "node 'ouh' (id 1) enabled" in cli("hub", "enable-node", "1", *root)
+    refused = runner.invoke(app, ["hub", "disable-node", "99", *root], env=env)
+    assert refused.exit_code == 1 and "PATCH /api/nodes/99 refused (404)" in refused.output, refused.output
+    assert "node 'ouh' (id 1) deleted" in cli("hub", "delete-node", "1", *root)
+    assert json.loads(cli("hub", "list", "nodes", "--json", *root)) == []

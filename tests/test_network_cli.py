@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,13 +14,14 @@ from typer.testing import CliRunner
 
 from nordfed.cli import app
 from nordfed.client.api import hub_base_url
-from nordfed.fed.protocol import get_algorithm
+from nordfed.fed.protocol import algorithms, get_algorithm
 
 runner = CliRunner()
 
 COMMANDS = [["node"], ["node", "start"], ["node", "keys"], ["node", "ledger"], ["node", "ledger", "verify"],
             ["node", "ledger", "show"], ["node", "trust"], ["login"], ["task"], ["task", "create"],
-            ["task", "status"], ["task", "result"], ["task", "cancel"], ["algorithms"], ["demo"]]
+            ["task", "status"], ["task", "result"], ["task", "cancel"], ["task", "list"], ["algorithms"], ["demo"],
+            ["node", "init"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -35,8 +37,22 @@ def test_node_keys_and_algorithms(tmp_path):
     assert (tmp_path / "k" / "signing.key").stat().st_mode & 0o077 == 0
     r = runner.invoke(app, ["node", "keys", "--dir", str(tmp_path / "k")])
     assert r.exit_code == 1 and "refusing to overwrite" in r.output
-    r = runner.invoke(app, ["algorithms"], env={"COLUMNS": "200"})
-    assert r.exit_code == 0 and get_algorithm("nordfed.count").code_hash in r.output
+
+
+def test_algorithms_table_keeps_one_line_each_and_json_has_full_hashes():
+    count = get_algorithm("nordfed.count")
+    r = runner.invoke(app, ["algorithms"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if "nordfed.count " in ln)
+    assert count.code_hash[:12] in line and count.code_hash not in r.output  # no hash wrapped over lines
+    assert sum("nordfed." in ln for ln in r.output.splitlines()) == len(algorithms())
+    assert all(len(ln) <= 80 for ln in r.output.splitlines())
+    r = runner.invoke(app, ["algorithms", "--json"], env={"COLUMNS": "80"})
+    rows = {a["name"]: a for a in json.loads(r.output)}
+    assert rows["nordfed.count"] == {"name": "nordfed.count", "version": count.version,
+                                     "code_hash": count.code_hash, "description": rows["nordfed.count"]["description"]}
+    assert rows["nordfed.count"]["description"].startswith("Persons in the site's CDM")
+    assert set(rows) == set(algorithms())
 
 
 def test_node_start_bad_config_exits_nonzero(tmp_path):
@@ -48,6 +64,8 @@ def test_node_start_bad_config_exits_nonzero(tmp_path):
 
 def test_task_commands_need_login(tmp_path):
     r = runner.invoke(app, ["task", "status", "1"], env={"NORDFED_HOME": str(tmp_path)})
+    assert r.exit_code == 1 and "nordfed login" in r.output
+    r = runner.invoke(app, ["task", "list"], env={"NORDFED_HOME": str(tmp_path)})
     assert r.exit_code == 1 and "nordfed login" in r.output
 
 

@@ -285,6 +285,36 @@ def task_result(
             console.print(r.log, highlight=False, markup=False)
 
 
+@task_app.command("list")
+def task_list(
+    collaboration: int | None = typer.Option(None, "--collaboration", "-c", help="Only this collaboration's."),
+    study: int | None = typer.Option(None, "--study", help="Only this hub study's."),
+    status: str | None = typer.Option(None, "--status", help="Only tasks in this status (pending, active, "
+                                      "completed, failed, cancelled)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000, help="The newest N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hub's task records as JSON."),
+) -> None:
+    """List tasks you can see, newest first: algorithm, status, and how many runs finished (--json: everything)."""
+    from nordfed.client.api import FINISHED, HubError
+
+    try:
+        tasks = _client().tasks(collaboration_id=collaboration, study_id=study, status=status, limit=limit)
+    except HubError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(tasks, indent=2))
+        return
+    t = Table(title="tasks", caption="done: finished runs of all; created: MM-DD HH:MM UTC")
+    for col in ("id", "algorithm", "status", "done", "study", "created"):  # fits 80 columns
+        t.add_column(col, no_wrap=col != "algorithm")
+    for task in tasks:
+        done = sum(r["status"] in FINISHED for r in task["runs"])
+        t.add_row(str(task["id"]), f"{task['algorithm']}@{task['version']}", task["status"],
+                  f"{done}/{len(task['runs'])}", str(task.get("study_id") or ""),
+                  str(task["created_at"])[5:16].replace("T", " "))  # MM-DD HH:MM, UTC
+    console.print(t)
+
+
 @task_app.command("cancel")
 def task_cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
     """Cancel a task: pending runs will not start."""
@@ -297,17 +327,132 @@ def task_cancel(task_id: int = typer.Argument(..., help="Task id.")) -> None:
     console.print(f"task {task_id}: {t.get('status', 'cancelled')}")
 
 
-def list_algorithms() -> None:
-    """List registered algorithms with version and code hash (what a node pins in its policy)."""
+SHORT_HASH = 12  # hex digits of a code hash in tables; --json and node.yaml carry all 64
+
+
+def algorithm_pins() -> list[dict[str, str]]:
+    """Every registered algorithm as a node pins it (name, version, code hash), with its one-paragraph description."""
+    import inspect
+
     from nordfed.fed.protocol import algorithms
 
-    t = Table(title="algorithms")
-    t.add_column("name")
-    t.add_column("version")
-    t.add_column("code_hash", overflow="fold")  # the full hash is what a policy pins
-    for name, a in sorted(algorithms().items()):
-        t.add_row(name, a.version, a.code_hash)
+    def describe(fn: Any) -> str:
+        return " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
+
+    return [{"name": name, "version": a.version, "code_hash": a.code_hash, "description": describe(a.partial)}
+            for name, a in sorted(algorithms().items())]
+
+
+def list_algorithms(
+    as_json: bool = typer.Option(False, "--json", help="Print name, version, full code_hash and description as "
+                                 "JSON."),
+) -> None:
+    """List registered algorithms with version and code hash (what a node pins in its policy)."""
+    pins = algorithm_pins()
+    if as_json:  # plain print: rich would wrap long strings at the console width
+        print(json.dumps(pins, indent=2))
+        return
+    t = Table(title="algorithms", caption="code hashes shortened; full ones: nordfed algorithms --json")
+    rows = [(a["name"], a["version"], a["code_hash"][:SHORT_HASH] + "…", a["description"]) for a in pins]
+    widths = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(("name", "version", "code_hash"))]
+    for col, width in zip(("name", "version", "code_hash"), widths, strict=True):
+        t.add_column(col, width=width, no_wrap=True)  # never cut: a hash that wraps is unreadable
+    # what is left of the width (3 = padding and border per column), one line per algorithm
+    t.add_column("description", no_wrap=True, overflow="ellipsis",
+                 width=max(11, console.width - sum(w + 3 for w in widths) - 4))
+    for row in rows:
+        t.add_row(*row)
     console.print(t)
+
+
+@node_app.command("init")
+def node_init(
+    hub: str = typer.Option(..., "--hub", envvar="NORDFED_HUB_URL", help="Hub URL as `nordfed hub start` prints it."),
+    site: str = typer.Option(..., "--site", help="The node's name, as registered (`nordfed hub register-node`)."),
+    cdm: str = typer.Option(..., "--cdm", help="The site's OMOP CDM, e.g. duckdb:///dk.duckdb or "
+                            "postgresql://host:5432/db?schema=cdm (a relative DuckDB path is made absolute)."),
+    out: Path = typer.Option(Path("node.yaml"), "--out", "-o", help="File to write; key_dir 'keys' is next to it."),
+    api_key_env: str = typer.Option("NORDFED_NODE_API_KEY", "--api-key-env", metavar="VAR",
+                                    help="Environment variable the node reads its api key from."),
+    api_key_file: str | None = typer.Option(None, "--api-key-file", metavar="PATH", help="Read the api key from "
+                                            "this file instead (relative to the node.yaml's folder)."),
+    collaboration: list[int] = typer.Option(None, "--collaboration", "-c", help="Allow this collaboration id "
+                                            "(repeatable; default: none until you edit the file)."),
+    organization: list[int] = typer.Option(None, "--organization", help="Allow researchers of this organization "
+                                           "id (repeatable)."),
+    researcher: list[str] = typer.Option(None, "--researcher", metavar="USER:SIGNING_KEY", help="Pin a "
+                                         "researcher's signing key, as their `nordfed login` printed it (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented node.yaml for a site to review: every algorithm of this nordfed pinned by name, version and
+    code hash, the policy's defaults, and the api key read from the environment or a file (never written)."""
+    from nordfed.client.api import hub_base_url
+    from nordfed.policy.node import PinnedAlgorithm, node_config_template
+
+    try:
+        hub_url = hub_base_url(hub)  # the node appends /api itself
+    except ValueError as exc:
+        _fail(f"--hub: {exc}", 2)
+    if out.exists() and not force:
+        _fail(f"{out} exists; pass --force to overwrite it", 2)
+    pins = [(PinnedAlgorithm(name=a["name"], version=a["version"], code_hash=a["code_hash"]), a["description"])
+            for a in algorithm_pins()]
+    text = node_config_template(
+        hub_url, site, _absolute_duckdb(cdm), pins, api_key_env=None if api_key_file else api_key_env,
+        api_key_file=api_key_file, collaborations=collaboration or [], organizations=organization or [],
+        researchers=[_researcher(r) for r in researcher or []])
+    _check_template(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"wrote {out}: {len(pins)} algorithms pinned, the policy's defaults", highlight=False)
+    missing = [w for w, v in (("collaborations", collaboration), ("organizations", organization),
+                              ("researchers", researcher)) if not v]
+    if missing:
+        console.print(f"edit policy {', '.join(missing)} in {out} (empty lists allow nobody)", highlight=False)
+    key = f"the api key in {out.parent / api_key_file}" if api_key_file else f"{api_key_env}=<api key>"
+    console.print(f"then start the node with {key}: nordfed node start --config {out}", highlight=False,
+                  soft_wrap=True)
+
+
+def _absolute_duckdb(url: str) -> str:
+    """A relative ``duckdb:///path`` made absolute: the node resolves it against its own working folder, which is
+    rarely the one the site ran `node init` in."""
+    prefix = "duckdb:///"
+    path = url[len(prefix):] if url.startswith(prefix) else ""
+    if not path or path.startswith("/") or path.startswith(":memory:"):
+        return url
+    return prefix + str(Path(path).resolve())
+
+
+def _researcher(text: str) -> Any:
+    from pydantic import ValidationError
+
+    from nordfed.policy.node import PinnedResearcher
+
+    username, sep, key = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError("expected USER:SIGNING_KEY")
+        return PinnedResearcher(username=username.strip(), signing_key=key.strip())
+    except (ValidationError, ValueError) as exc:
+        _fail(f"--researcher {text!r}: {exc}", 2)
+
+
+def _check_template(text: str) -> None:
+    """Refuse to write a file the node would refuse (the api key aside, which is only read at node start)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from nordfed.policy.node import NodeConfig
+
+    raw = yaml.safe_load(text)
+    raw.pop("api_key_env", None)
+    raw.pop("api_key_file", None)
+    try:
+        NodeConfig.model_validate({**raw, "api_key": "x" * 32})
+    except ValidationError as exc:
+        _fail("the node would refuse this configuration: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)
 
 
 def register(app: typer.Typer) -> None:

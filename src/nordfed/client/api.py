@@ -397,6 +397,21 @@ class Client:
                     raise
         self.token = None
 
+    def organizations(self) -> list[dict[str, Any]]:
+        """Every organization on the hub (any principal may list them)."""
+        return self.request("GET", "/api/organizations")
+
+    def collaborations(self) -> list[dict[str, Any]]:
+        """The collaborations the caller can see."""
+        return self.request("GET", "/api/collaborations")
+
+    def list_nodes(self, collaboration_id: int | None = None,
+                   organization_id: int | None = None) -> list[dict[str, Any]]:
+        """The nodes the caller can see, disabled ones included; unlike :meth:`nodes`, pins no keys."""
+        params = {k: v for k, v in (("collaboration_id", collaboration_id), ("organization_id", organization_id))
+                  if v is not None}
+        return self.request("GET", "/api/nodes", params=params)
+
     def users(self, organization_id: int | None = None) -> list[dict[str, Any]]:
         params = {"organization_id": organization_id} if organization_id is not None else {}
         return self.request("GET", "/api/users", params=params)

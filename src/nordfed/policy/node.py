@@ -5,7 +5,8 @@ never takes the hub's word for who asked or what code runs.
 
 ```yaml
 hub_url: https://hub.example.org
-api_key: "..."
+api_key_env: NORDFED_NODE_API_KEY   # the api key `nordfed hub register-node` printed, read from this variable;
+                                    # or api_key_file: api.key (relative to this file), or api_key: "..." itself
 name: DK
 cdm_url: duckdb:////data/dk.duckdb   # optional when tables are given
 tables:                             # optional plain tables besides (or instead of) the CDM; paths relative
@@ -31,6 +32,9 @@ policy:
   memory_limit_mb: 4096
 ```
 
+`nordfed node init` writes a commented file of this form with every registered algorithm pinned
+(:func:`node_config_template`).
+
 Every start of the node records the sha256 of this file and of the effective policy on the ledger
 (``policy_loaded``), and a ``policy_changed`` entry when the policy differs from the one last recorded.
 """
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -228,6 +233,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise PolicyError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{p}: expected a mapping at the top level")
+    _resolve_api_key(raw, p)
     try:
         cfg = NodeConfig.model_validate(raw)
     except ValidationError as exc:
@@ -247,6 +253,28 @@ def load_node_config(path: str | Path) -> NodeConfig:
     out = cfg.model_copy(update=updates)
     out._source = (str(p.resolve()), hashlib.sha256(content).hexdigest())
     return out
+
+
+def _resolve_api_key(raw: dict[str, Any], p: Path) -> None:
+    """Replace ``api_key_env`` or ``api_key_file`` by the ``api_key`` they name, so node.yaml need not hold the
+    secret (it is recorded in the ledger's hash, shown in reviews and copied around)."""
+    given = [k for k in ("api_key", "api_key_env", "api_key_file") if k in raw]
+    if len(given) > 1:
+        raise PolicyError(f"{p}: fields {' and '.join(given)}: give only one of them")
+    if "api_key_env" in raw:
+        var = str(raw.pop("api_key_env"))
+        value = os.environ.get(var, "").strip()
+        if not value:
+            raise PolicyError(f"{p}: field api_key_env: environment variable {var} is not set (or empty); set it to "
+                              "the api key `nordfed hub register-node` printed")
+        raw["api_key"] = value
+    elif "api_key_file" in raw:
+        path = p.resolve().parent / str(raw.pop("api_key_file"))
+        try:
+            raw["api_key"] = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise PolicyError(f"{p}: field api_key_file: cannot read {path}: {reason}") from None
 
 
 def table_format(path: Path) -> str:
@@ -307,3 +335,86 @@ def write_node_config(path: str | Path, config: NodeConfig) -> None:
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     tmp.chmod(0o600)
     tmp.replace(p)
+
+
+def _y(value: Any) -> str:
+    """A YAML scalar or flow list (JSON is YAML, and quotes every string that could read as something else)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def node_config_template(
+    hub_url: str,
+    name: str,
+    cdm_url: str,
+    algorithms: list[tuple[PinnedAlgorithm, str]],
+    api_key_env: str | None = "NORDFED_NODE_API_KEY",
+    api_key_file: str | None = None,
+    collaborations: list[int] | None = None,
+    organizations: list[int] | None = None,
+    researchers: list[PinnedResearcher] | None = None,
+) -> str:
+    """A commented node.yaml for a site to review and edit (``nordfed node init``). The api key is never written:
+    it is read from ``api_key_env`` or ``api_key_file``. ``algorithms`` are (pin, description) pairs; the other
+    policy values are NodePolicy's defaults, so the file refuses only what a node refuses by default."""
+    d = NodePolicy()
+    key_line = (f"# the api key `nordfed hub register-node` printed, in this file (mode 0600)\n"
+                f"api_key_file: {_y(api_key_file)}" if api_key_file else
+                "# the api key `nordfed hub register-node` printed is read from this environment variable\n"
+                "# (or from a file: api_key_file: api.key)\n"
+                f"api_key_env: {_y(api_key_env)}")
+    people = "".join(f"\n    - {{username: {_y(r.username)}, signing_key: {_y(r.signing_key)}}}"
+                     for r in researchers or [])
+    pins = "".join(f"\n    # {desc}" * bool(desc) + f"\n    - {{name: {_y(a.name)}, version: {_y(a.version)}, "
+                   f"code_hash: {_y(a.code_hash)}}}" for a, desc in algorithms)
+    return f"""\
+# node.yaml of node {name}, written by `nordfed node init`. Review it with the site's data steward, edit it,
+# then start the node: nordfed node start --config THIS_FILE
+# Relative paths are relative to this file's folder. Never put the api key itself in this file.
+
+# the hub, as `nordfed hub start` prints it; the node only connects out to it
+hub_url: {_y(hub_url)}
+{key_line}
+# this node's name, as registered on the hub
+name: {_y(name)}
+# the site's OMOP CDM: duckdb:////absolute/file.duckdb, postgresql://host:5432/db?schema=cdm
+cdm_url: {_y(cdm_url)}
+# plain tables besides (or instead of) the CDM, name: file (.csv, .parquet)
+# tables:
+#   default: rows.parquet
+# the node's key pairs, made on first start: keep them private and backed up
+key_dir: keys
+# node.ledger (the node's audit ledger) and seen task nonces; default: key_dir
+# state_dir: state
+# after replacing the key pair on purpose: the earlier signing.pub, so older ledger entries still verify
+# previous_signing_keys: []
+# CA bundle for an https hub's certificate (default: the system's)
+# tls_ca_file: ca.pem
+poll_timeout_s: {_y(NodeConfig.model_fields["poll_timeout_s"].default)}
+
+# What this node allows. Empty lists allow nobody.
+policy:
+  # collaboration ids (`nordfed hub list collaborations`)
+  collaborations: {_y(collaborations or [])}
+  # organizations whose researchers may run tasks here (`nordfed hub list organizations`)
+  organizations: {_y(organizations or [])}
+  # each researcher's signing key as their `nordfed login` printed it, learnt from them, not from the hub:
+  #   - {{username: alice, signing_key: "base64..."}}
+  researchers:{people or " []"}
+  # the allowlist, pinned by name, version and code hash (`nordfed algorithms --json`); delete an entry to
+  # refuse that algorithm
+  algorithms:{pins or " []"}
+  # counts below this are suppressed or refused (lower only with allow_min_cell_count_below_default: true)
+  min_cell_count: {_y(d.min_cell_count)}
+  allow_min_cell_count_below_default: {_y(d.allow_min_cell_count_below_default)}
+  # true releases exact per-time survival aggregates (KM, unstratified Cox)
+  exact_event_times: {_y(d.exact_event_times)}
+  # sd of the noise added to every released Kaplan-Meier time (0 = none)
+  event_time_noise: {_y(d.event_time_noise)}
+  # false: a failed run tells the researcher (and the hub) only the error's type, not its message
+  share_error_details: {_y(d.share_error_details)}
+  # per run
+  time_limit_s: {_y(d.time_limit_s)}
+  memory_limit_mb: {_y(d.memory_limit_mb)}
+  # tasks signed longer ago than this are refused
+  max_task_age_s: {_y(d.max_task_age_s)}
+"""
