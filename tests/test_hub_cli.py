@@ -54,7 +54,7 @@ def test_hub_start_serves_the_api(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}/api"
-        _wait_healthy(base, proc)
+        _wait_healthy(base, lambda: proc.poll() is None)
         token = httpx.post(f"{base}/token", json={"username": "root", "password": "root-password-1"}).json()
         assert token["roles"] == ["root"]
         admin_commands_work_against(f"http://127.0.0.1:{port}", base)
@@ -68,10 +68,11 @@ def test_hub_start_serves_the_api(tmp_path):
     assert f"nordfed login --hub http://127.0.0.1:{port} -u USER" in banner
 
 
-def _wait_healthy(base: str, proc) -> None:
+def _wait_healthy(base: str, alive) -> None:
+    """Until the hub answers /health (its banner comes before uvicorn listens); ``alive()`` False: it exited."""
     deadline = time.monotonic() + 30
     while True:
-        assert proc.poll() is None, "hub exited"
+        assert alive(), "hub exited"
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return
@@ -96,6 +97,7 @@ def test_hub_start_on_a_terminal_asks_for_the_missing_root_password(tmp_path):
         _type_hidden(tty, b"root-password-2\n")
         screen += _read_until(tty, b"log in with")
         assert b"root-password-2" not in screen  # not echoed
+        _wait_healthy(f"http://127.0.0.1:{port}/api", lambda: os.waitpid(pid, os.WNOHANG) == (0, 0))
         token = httpx.post(f"http://127.0.0.1:{port}/api/token", json={"username": "root",
                                                                        "password": "root-password-2"})
         assert token.status_code == 200 and token.json()["roles"] == ["root"]
