@@ -140,7 +140,9 @@ def test_node_refuses_to_start_on_a_database_that_is_not_a_cdm(tmp_path):
     cfg = _node_config(tmp_path, "duckdb:///other.duckdb")
     r = _node_start(cfg)
     assert r.returncode == 1, r.stderr
-    assert f"{cfg}: field cdm_url: duckdb:///other.duckdb is not an OMOP CDM (no person table)" in r.stderr
+    # relative to node.yaml's folder, and named in full
+    assert f"{cfg}: field cdm_url: duckdb:///{tmp_path.resolve() / 'other.duckdb'} is not an OMOP CDM (no person " \
+        "table)" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
 
 

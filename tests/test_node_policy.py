@@ -60,6 +60,11 @@ def test_config_errors_name_file_and_field(tmp_path):
                  "cdm_url: duckdb:///x.duckdb\nkey_dir: k\n")
     cfg = load_node_config(p)
     assert cfg.key_dir == tmp_path / "k" and cfg.policy.min_cell_count == 10
+    # like key_dir and tables, a relative DuckDB path is node.yaml's, wherever the node is started from
+    assert cfg.cdm_url == f"duckdb:///{tmp_path.resolve() / 'x.duckdb'}"
+    p.write_text("hub_url: http://127.0.0.1:1\napi_key: \"12345678\"\nname: DK\ncdm_url: mysql://x/y\nkey_dir: k\n")
+    with pytest.raises(PolicyError, match="field cdm_url: unsupported CDM URL"):
+        load_node_config(p)
 
 
 @pytest.fixture(scope="module")

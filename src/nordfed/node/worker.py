@@ -21,17 +21,17 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from nordfed.policy.node import NodeConfig
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from nordfed.omop.store import CDM
-    from nordfed.policy.node import NodeConfig
 
 Outcome = Literal["completed", "refused", "failed"]
 
-#: seconds the worker keeps the CDM open after a task: a study's rounds come sooner and reuse the connection,
-#: while an idle node leaves a DuckDB file to the site's own tools (DuckDB lets one process at a time write it)
-CDM_IDLE_S = 5.0
+#: seconds the worker keeps the CDM open after a task: node.yaml's ``cdm_idle_s`` default
+CDM_IDLE_S: float = NodeConfig.model_fields["cdm_idle_s"].default
 #: how long a task waits for a DuckDB file another process holds at that moment (say `nordfed omop summary`)
 CDM_LOCK_WAIT_S = 10.0
 
@@ -59,7 +59,7 @@ class WorkerSpec:
         pol = config.policy
         return cls(config.name, config.cdm_url, pol.min_cell_count, pol.memory_limit_mb, pol.exact_event_times,
                    {name: str(path) for name, path in config.tables.items()}, pol.event_time_noise,
-                   site_secret(config.key_dir).hex())
+                   site_secret(config.key_dir).hex(), config.cdm_idle_s)
 
 
 class LazyTables(Mapping[str, "pd.DataFrame"]):

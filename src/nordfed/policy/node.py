@@ -181,6 +181,9 @@ class NodeConfig(BaseModel):
     #: CA bundle to verify the hub's certificate with (default: the system's); TLS is never unverified
     tls_ca_file: Path | None = None
     poll_timeout_s: float = Field(default=30.0, gt=0, le=120)
+    #: seconds the node keeps its CDM open after a task: a study's rounds reuse the connection, while an idle node
+    #: leaves a DuckDB file to the site's own tools (DuckDB lets one process at a time write it)
+    cdm_idle_s: float = Field(default=5.0, ge=0, le=3600)
     policy: NodePolicy = Field(default_factory=NodePolicy)
     #: (path, sha256 of its bytes) of the file this config was read from; set by load_node_config
     _source: tuple[str, str] | None = PrivateAttr(default=None)
@@ -246,6 +249,16 @@ def load_node_config(path: str | Path) -> NodeConfig:
         if getattr(cfg, key) is not None:
             updates[key] = base / getattr(cfg, key)
     updates["tables"] = {name: base / path for name, path in cfg.tables.items()}
+    if cfg.cdm_url:  # a relative DuckDB path, like every other path here, is relative to this file
+        from nordfed.omop.store import CDMError, CDMUrl
+
+        try:
+            loc = CDMUrl.parse(cfg.cdm_url)
+        except CDMError as exc:
+            raise PolicyError(f"{p}: field cdm_url: {exc}") from None
+        if loc.engine == "duckdb" and loc.target != ":memory:" and not Path(loc.target).is_absolute():
+            query = f"?{cfg.cdm_url.split('?', 1)[1]}" if "?" in cfg.cdm_url else ""
+            updates["cdm_url"] = f"duckdb:///{(base / loc.target).resolve()}{query}"
     for name, path in updates["tables"].items():
         problem = check_table(path)
         if problem is not None:
@@ -390,6 +403,8 @@ key_dir: keys
 # CA bundle for an https hub's certificate (default: the system's)
 # tls_ca_file: ca.pem
 poll_timeout_s: {_y(NodeConfig.model_fields["poll_timeout_s"].default)}
+# seconds the CDM stays open after a task (then the DuckDB file is free for the site's own tools)
+cdm_idle_s: {_y(NodeConfig.model_fields["cdm_idle_s"].default)}
 
 # What this node allows. Empty lists allow nobody.
 policy:
