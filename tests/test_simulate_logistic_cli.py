@@ -87,3 +87,33 @@ def test_bad_values_name_file_line_and_column(bc_csv: Path, tmp_path: Path) -> N
     code, out, err = _run("--csv", str(bad), "--site-column", "site", "--outcome", "y", "--covariates", "x0,x1",
                           "--l1", "0.01")
     assert code == 2 and f"{bad}: line 9, column 'y': 3 is not 0 or 1" in err and out == ""
+
+
+def test_table_output_matches_json(bc_csv: Path) -> None:
+    args = ["--csv", str(bc_csv), "--site-column", "site", "--outcome", "y", "--covariates", ",".join(COLS),
+            "--l1", "0.01"]
+    code, out, err = _run(*args, "--json")
+    assert code == 0, err
+    coefs = json.loads(out)["coefficients"]
+    code, out, err = _run(*args)
+    assert code == 0, err
+    assert "{" not in out and "odds ratio" in out  # a table, not JSON
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in [[c] for c in coefs]}
+    for term, b in coefs.items():
+        assert rows[term] == ([f"{b:.4f}", f"{np.exp(b):.4f}"] if b else ["0", "1.0000"])
+    assert "n 569   events 357" in out
+
+
+def test_dropped_rows_are_reported(bc_csv: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(bc_csv)
+    df.loc[[1, 2], "x1"] = np.nan
+    df.loc[[2, 9], "y"] = np.nan
+    blanks = tmp_path / "blanks.csv"
+    df.to_csv(blanks, index=False)
+    args = ["--site-column", "site", "--outcome", "y", "--covariates", "x0,x1", "--l1", "0.01", "--json"]
+    code, out, err = _run("--csv", str(blanks), *args)
+    assert code == 0, err
+    assert f"note: {blanks}: dropped 3 rows with a missing value in x1, y (complete cases)" in " ".join(err.split())
+    assert json.loads(out)["n"] == len(df) - 3
+    code, _, err = _run("--csv", str(bc_csv), *args)
+    assert code == 0 and "dropped" not in err

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.utils import median_survival_times
 from typer.testing import CliRunner
 
 from nordfed.cli import app
-from test_survival_support import rossi
+from test_survival_support import lung, rossi
 
 runner = CliRunner()
 
@@ -24,6 +25,23 @@ def rossi_csv(tmp_path: Path) -> Path:
     path = tmp_path / "rossi.csv"
     df.to_csv(path, index=False)
     return path
+
+
+def _with_blanks(csv: Path, tmp_path: Path, blanks: dict[str, list[int]]) -> Path:
+    """A copy of ``csv`` with empty cells at the given (0-based) rows of each column."""
+    df = pd.read_csv(csv)
+    for col, rows in blanks.items():
+        df.loc[rows, col] = np.nan
+    path = tmp_path / "blanks.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def _row(out: str, first: str) -> list[str]:
+    """The cells of the table row whose first cell is ``first``."""
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == [first]]
+    assert len(rows) == 1, out
+    return rows[0]
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -136,6 +154,86 @@ def test_bad_input_names_file_line_and_column(rossi_csv: Path, tmp_path: Path) -
     code, _, err = _run("km", "--csv", str(tmp_path / "nope.csv"), "--site-column", "site", "--duration", "week",
                         "--event", "arrest")
     assert code == 2 and "nope.csv: no such file" in err
+
+
+def test_km_prints_survival_table_and_median(tmp_path: Path) -> None:
+    df = lung().assign(site=lambda d: np.array(["DK", "NO", "SE"])[np.arange(len(d)) % 3])
+    csv = tmp_path / "lung.csv"
+    df.to_csv(csv, index=False)
+    code, out, err = _run("km", "--csv", str(csv), "--site-column", "site", "--duration", "time",
+                          "--event", "status")
+    assert code == 0, err
+    assert "{" not in out  # a table, not JSON
+    ref = KaplanMeierFitter().fit(df.time, df.status)
+    table = ref.event_table.join(ref.survival_function_).join(ref.confidence_interval_)
+    at = table.loc[310.0]
+    assert _row(out, "310") == ["310", f"{at.at_risk:.0f}", f"{at.observed:.0f}", f"{at.KM_estimate:.4f}",
+                                f"{at['KM_estimate_lower_0.95']:.4f}", f"{at['KM_estimate_upper_0.95']:.4f}"]
+    ci = median_survival_times(ref.confidence_interval_)
+    assert (f"median survival {ref.median_survival_time_:.0f} (95% CI {ci.iloc[0, 0]:.0f} to "
+            f"{ci.iloc[0, 1]:.0f})") in out
+
+
+def test_km_by_group_prints_medians_and_logrank(rossi_csv: Path) -> None:
+    code, out, _ = _run("km", "--csv", str(rossi_csv), "--site-column", "site", "--duration", "week",
+                        "--event", "arrest", "--group", "fin")
+    assert code == 0
+    assert _row(out, "0.0")[:2] == ["0.0", "66"] and "not reached" in " ".join(_row(out, "1.0"))
+    assert "log-rank chi2 3.8376   df 1   p 0.0501" in out
+
+
+def test_cox_prints_hazard_ratio_table(rossi_csv: Path) -> None:
+    covs = ["fin", "age", "prio"]
+    code, out, _ = _run("cox", "--csv", str(rossi_csv), "--site-column", "site", "--duration", "week",
+                        "--event", "arrest", "--covariates", ",".join(covs))
+    assert code == 0
+    df = pd.read_csv(rossi_csv)
+    ref = CoxPHFitter().fit(df[["week", "arrest", *covs]], "week", "arrest").summary.loc["age"]
+    assert _row(out, "age") == ["age", f"{ref.coef:.4f}", f"{ref['exp(coef)']:.4f}", f"{ref['se(coef)']:.4f}",
+                                f"{ref.z:.2f}", f"{ref.p:.4f}", f"{ref['exp(coef) lower 95%']:.4f}",
+                                f"{ref['exp(coef) upper 95%']:.4f}"]
+    assert "HR lower 95%" in out and "n 432   events 114   concordance 0." in out
+    assert "(within-site pairs)" in out
+
+
+def test_glm_prints_coefficient_table(rossi_csv: Path) -> None:
+    code, out, _ = _run("glm", "--csv", str(rossi_csv), "--site-column", "site", "--outcome", "arrest",
+                        "--covariates", "fin,age")
+    assert code == 0
+    df = pd.read_csv(rossi_csv)
+    ref = sm.GLM(df.arrest, sm.add_constant(df[["fin", "age"]]), family=sm.families.Binomial()).fit()
+    ci = ref.conf_int()
+    assert _row(out, "age") == ["age", f"{ref.params.age:.4f}", f"{np.exp(ref.params.age):.4f}",
+                                f"{ref.bse.age:.4f}", f"{ref.tvalues.age:.2f}", f"{ref.pvalues.age:.4f}",
+                                f"{ci.loc['age', 0]:.4f}", f"{ci.loc['age', 1]:.4f}"]
+    assert "odds ratio" in out and "n 432   df resid 429" in out
+    code, out, _ = _run("glm", "--csv", str(rossi_csv), "--site-column", "site", "--outcome", "week",
+                        "--covariates", "fin,age", "--family", "gaussian")
+    assert code == 0 and "exp(coef)" not in out and len(_row(out, "age")) == 7
+
+
+@pytest.mark.parametrize(("command", "blanks", "dropped"), [
+    (["cox", "--duration", "week", "--event", "arrest", "--covariates", "fin,age,prio"],
+     {"age": [3, 10, 20, 30, 40], "prio": [3, 50, 60, 70, 80], "mar": [1, 2]},
+     "9 rows with a missing value in age, prio"),
+    (["glm", "--outcome", "arrest", "--covariates", "fin,age,prio"],
+     {"arrest": [5], "site": [6, 7]}, "3 rows with a missing value in arrest, site"),
+    (["km", "--duration", "week", "--event", "arrest", "--group", "fin"],
+     {"fin": [0]}, "1 row with a missing value in fin"),
+])
+def test_dropped_rows_are_reported(rossi_csv: Path, tmp_path: Path, command: list[str],
+                                   blanks: dict[str, list[int]], dropped: str) -> None:
+    csv = _with_blanks(rossi_csv, tmp_path, blanks)
+    args = [command[0], "--csv", str(csv), "--site-column", "site", *command[1:]]
+    code, out, err = _run(*args, "--json")
+    assert code == 0, err
+    assert f"note: {csv}: dropped {dropped} (complete cases)" in " ".join(err.split())
+    got = json.loads(out)  # the note stays out of the JSON
+    assert (got["at_risk"][0] if command[0] == "km" else got["n"]) == 432 - int(dropped.split()[0])
+    code, _, err = _run(*args)
+    assert code == 0 and f"dropped {dropped}" in " ".join(err.split())
+    code, _, err = _run(*[str(rossi_csv) if a == str(csv) else a for a in args])
+    assert code == 0 and "dropped" not in err
 
 
 def test_help_on_every_command() -> None:

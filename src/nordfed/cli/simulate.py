@@ -7,13 +7,22 @@ The estimator commands live in ``simulate_survival`` (km, cox, glm) and ``simula
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+from rich import box
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nordfed.fed.protocol import InProcessFederation
 
 simulate_app = typer.Typer(help="Simulate a federated analysis on a CSV split into sites by a column.",
@@ -24,6 +33,11 @@ def fail(message: str) -> NoReturn:
     """Print a clear error to stderr and exit with status 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def note(message: str) -> None:
+    """Print a note on stderr, so that --json output on stdout stays machine-readable."""
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("note:", "yellow"), " ", message))
 
 
 def split_list(value: str) -> list[str]:
@@ -45,7 +59,8 @@ def load_sites(
     ``site_column``.
 
     Rows with a missing value in any of ``numeric`` or ``keep`` (extra, non-numeric columns such as a group)
-    are dropped (complete-case analysis, as lifelines and statsmodels require). Every error names the file,
+    or the site column are dropped (complete-case analysis, as lifelines and statsmodels require), and a note
+    on stderr says how many and where. Every error names the file,
     the column and, for bad values, the first bad row. The sites get the policy stated by ``min_cell_count``
     and ``exact_event_times``.
     """
@@ -77,7 +92,7 @@ def load_sites(
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
             fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]:g} is not 0 or 1")
-    df = df.dropna(subset=[*numeric, *keep])
+    df = drop_incomplete(csv, df, [*numeric, *keep, site_column])
     frames = {str(site): part[[*numeric, *keep]].reset_index(drop=True)
               for site, part in df.groupby(site_column, sort=True)}
     if len(frames) < 1:
@@ -90,14 +105,118 @@ def load_sites(
     return InProcessFederation.from_frames(frames, policy)
 
 
-def emit(result: dict[str, Any], as_json: bool) -> None:
+def drop_incomplete(csv: Path, df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Drop the rows with a missing value in any of ``columns`` (complete cases), and say how many on stderr."""
+    columns = list(dict.fromkeys(columns))
+    missing = df[columns].isna()
+    incomplete = missing.any(axis=1)
+    dropped = int(incomplete.sum())
+    if dropped:
+        where = ", ".join(c for c in columns if missing[c].any())
+        note(f"{csv}: dropped {dropped} row{'s' if dropped != 1 else ''} with a missing value in {where} "
+             "(complete cases)")
+    return df[~incomplete]
+
+
+# --------------------------------------------------------------------------------------------- output
+def fmt(x: float, digits: int = 4) -> str:
+    """A number for a table: fixed decimals in the usual range, scientific notation outside it."""
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"  # an exact zero means something (e.g. a covariate a LASSO dropped)
+    if 1e-3 <= abs(x) < 1e6:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits - 1}e}"
+
+
+def safe_exp(x: float) -> float:
+    """``e**x``, ``inf`` where that overflows (a diverging coefficient must still print)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def fmt_p(p: float) -> str:
+    """A p-value: four decimals, or two significant digits below 0.0001 (where 0.0000 would hide the size)."""
+    p = float(p)
+    return f"{p:.4f}" if not math.isfinite(p) or p >= 1e-4 else f"{p:.1e}"
+
+
+def fmt_count(x: float) -> str:
+    """A count or a time: no decimals when it is whole, as few as needed otherwise."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.6g}"
+
+
+def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A compact table: first column left-aligned (names), the rest right-aligned (numbers), never wrapped."""
+    out = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                collapse_padding=True, min_width=len(title))
+    for i, header in enumerate(headers):
+        out.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def coefficient_table(
+    title: str,
+    coefs: Mapping[str, float],
+    *,
+    exp: bool = False,
+    se: Mapping[str, float] | None = None,
+    z: Mapping[str, float] | None = None,
+    p: Mapping[str, float] | None = None,
+    ci: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+    ci_headers: tuple[str, str] = ("lower 95%", "upper 95%"),
+) -> Table:
+    """One row per term, with the columns given (statsmodels' and lifelines' names), in one order for all."""
+    columns: list[tuple[str, Any]] = [("coef", lambda t: fmt(coefs[t]))]
+    if exp:
+        columns.append(("exp(coef)", lambda t: fmt(safe_exp(coefs[t]))))
+    if se is not None:
+        columns.append(("se(coef)", lambda t: fmt(se[t])))
+    if z is not None:
+        columns.append(("z", lambda t: f"{z[t]:.2f}"))
+    if p is not None:
+        columns.append(("p", lambda t: fmt_p(p[t])))
+    if ci is not None:
+        columns += [(ci_headers[0], lambda t: fmt(ci[0][t])), (ci_headers[1], lambda t: fmt(ci[1][t]))]
+    return table(title, ["", *(h for h, _ in columns)], ([t, *(f(t) for _, f in columns)] for t in coefs))
+
+
+def facts(items: Mapping[str, Any]) -> Text:
+    """Summary figures on one line: ``name value`` pairs, the names dimmed."""
+    out = Text()
+    for i, (name, value) in enumerate(items.items()):
+        out.append("   " if i else "")
+        out.append(f"{name} ", style="dim")
+        out.append(str(value))
+    return out
+
+
+def emit(result: dict[str, Any], as_json: bool, *views: RenderableType) -> None:
+    """Print ``result`` as plain JSON with --json, else the human-readable ``views`` (tables, summary lines).
+
+    All simulate commands print through this, so their output looks alike in both forms.
+    """
     if as_json:
         json.dump(result, sys.stdout, indent=2, default=float)
         sys.stdout.write("\n")
-    else:
-        from rich import print_json
-
-        print_json(data=result, default=float)
+        return
+    console = Console()
+    wide = console.options.update_width(10_000)
+    for view in views:
+        # never cut a number off a table (a narrow terminal wraps its lines instead); a pipe or a file has no
+        # width of its own, so there summary lines stay whole too
+        need = Measurement.get(console, wide, view).maximum
+        if need > console.width and (isinstance(view, Table) or not console.is_terminal):
+            Console(width=need).print(view)
+        else:
+            console.print(view)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import RenderableType
 
-from nordfed.cli.simulate import emit, fail, load_sites, split_list
+from nordfed.cli.simulate import coefficient_table, emit, facts, fail, fmt, load_sites, split_list
 
 
 def logistic(
@@ -58,7 +60,25 @@ def logistic(
     if fit.cv is not None:
         result["cv"] = {"folds": fit.cv.n_folds, "lambda_min": fit.cv.lambda_min, "lambda_1se": fit.cv.lambda_1se,
                         "selected": select}
-    emit(result, as_json)
+    emit(result, as_json, *_views(result))
+
+
+def _views(result: dict[str, Any]) -> list[RenderableType]:
+    """The coefficients (exp(coef) = odds ratio; a penalised fit has no standard errors) and the fit's figures."""
+    alpha = result["alpha"]
+    kind = "LASSO" if alpha == 1 else "ridge" if alpha == 0 else "elastic-net"
+    figures: dict[str, Any] = {"lambda": fmt(result["lambda"]), "alpha": f"{alpha:g}", "n": result["n"],
+                               "events": result["events"], "sites": ", ".join(result["sites"]),
+                               "iterations": result["iterations"], "rounds": result["rounds"],
+                               "KKT violation": fmt(result["kkt_violation"])}
+    views: list[RenderableType] = [
+        coefficient_table(f"{kind} logistic regression (exp(coef) = odds ratio)", result["coefficients"], exp=True),
+        facts(figures)]
+    if "cv" in result:
+        cv = result["cv"]
+        views.append(facts({"CV folds": cv["folds"], "lambda min": fmt(cv["lambda_min"]),
+                            "lambda 1se": fmt(cv["lambda_1se"]), "selected": cv["selected"]}))
+    return views
 
 
 def add_commands(simulate_app: typer.Typer) -> None:
