@@ -61,8 +61,16 @@ def start(
                      "(asked for on a terminal when omitted and there is no root user yet)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    result_retention_days: Annotated[
+        int | None,
+        typer.Option(envvar="NORDFED_HUB_RESULT_RETENTION_DAYS", min=1, max=36500,
+                     help="Remove sealed task results this many days after their task finished (checked at start "
+                          "and hourly); asking for them then answers 410. Default: keep them forever."),
+    ] = None,
 ) -> None:
     """Serve the hub API (one uvicorn worker; long polls are coordinated in-process)."""
+    from datetime import timedelta
+
     from nordfed.hub.app import create_app
     from nordfed.hub.server import GracefulServer, uvicorn_config
 
@@ -72,12 +80,16 @@ def start(
         if path is not None and not path.is_file():
             _fail(f"{path}: no such file", 2)
     root_password = _root_password(db, root_password)
-    app = _on_database(db, "open", lambda: create_app(db, root_password=root_password), refused=2)
+    retention = None if result_retention_days is None else timedelta(days=result_retention_days)
+    app = _on_database(db, "open", lambda: create_app(db, root_password=root_password, result_retention=retention),
+                       refused=2)
     tls = {"ssl_certfile": str(ssl_certfile), "ssl_keyfile": str(ssl_keyfile)} if ssl_certfile else {}
     url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
     # the URL printed is the one `nordfed login --hub` and `--url` take (the API itself is under /api)
     err.print(f"nordfed hub on {url} (API under /api, docs at /docs), database {db}\n"
               f"log in with: nordfed login --hub {url} -u USER", highlight=False, soft_wrap=True)
+    kept = "forever" if retention is None else f"{result_retention_days} days after their task finished"
+    err.print(f"task results are kept {kept} (--result-retention-days)", highlight=False)
     GracefulServer(uvicorn_config(app, host, port, log_level=log_level, **tls)).run()
 
 

@@ -4,6 +4,8 @@ coordinated in-process with asyncio)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -15,12 +17,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from nordfed import __version__
 from nordfed.hub.admin import create_root
 from nordfed.hub.dashboard import router as dashboard_router
-from nordfed.hub.db import open_hub_db
+from nordfed.hub.db import HubDB, open_hub_db
 from nordfed.hub.deps import HubState
+from nordfed.hub.lifecycle import expire_results
 from nordfed.hub.routers import ROUTERS
 from nordfed.hub.schemas import ErrorOut, ValidationErrorOut
 
+log = logging.getLogger("nordfed.hub")
+
 MAX_BODY = 256 * 1024 * 1024  # bytes per request
+RETENTION_EVERY = 3600.0  # seconds between result retention passes (retention is counted in days)
 # What any endpoint may answer besides its success, as documented in /openapi.json. Without it FastAPI documents
 # its own 422 body ({"detail": [...]}), which is not what _validation_error sends, and no other error at all.
 ERROR_RESPONSES: dict[int | str, dict] = {
@@ -84,14 +90,36 @@ async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": "hub database unavailable, try again"})
 
 
+async def _retention_pass(db: HubDB, retention: timedelta) -> None:
+    # Logged, never raised: a failed pass (database briefly down) must not stop the hub or the next pass.
+    try:
+        cleared = await db.run(expire_results, db.engine, retention)
+    except Exception:
+        log.exception("result retention: pass failed; next try in %g s", RETENTION_EVERY)
+        return
+    if cleared:
+        log.info("result retention: removed the results of %d runs of tasks finished over %s ago", cleared, retention)
+
+
+async def _retention_job(db: HubDB, retention: timedelta) -> None:
+    while True:
+        await asyncio.sleep(RETENTION_EVERY)
+        await _retention_pass(db, retention)
+
+
 def create_app(
     db_url: str = "sqlite:///hub.sqlite",
     root_password: str | None = None,
     root_username: str = "root",
     user_token_ttl: timedelta = timedelta(hours=12),
     node_token_ttl: timedelta = timedelta(hours=24),
+    result_retention: timedelta | None = None,
 ) -> FastAPI:
-    """Build the hub. With ``root_password`` a root user is created on first start (left as is afterwards)."""
+    """Build the hub. With ``root_password`` a root user is created on first start (left as is afterwards).
+    With ``result_retention`` the sealed results of tasks finished longer ago are removed at start and hourly
+    (:func:`nordfed.hub.lifecycle.expire_results`); None keeps them forever."""
+    if result_retention is not None and result_retention < timedelta(0):
+        raise ValueError(f"result_retention must not be negative, got {result_retention}")
     db = open_hub_db(db_url)
     if root_password is not None:
         create_root(db, root_username, root_password, exist_ok=True)
@@ -100,7 +128,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         state.dispatcher.bind(asyncio.get_running_loop())
+        job = None
+        if result_retention is not None:
+            await _retention_pass(db, result_retention)  # before serving: a restart applies a new setting at once
+            job = asyncio.create_task(_retention_job(db, result_retention))
         yield
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
         db.engine.dispose()
 
     app = FastAPI(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from nordfed.hub.models import Run, Task, utcnow
@@ -143,3 +144,57 @@ def cancel_task(s: Session, task: Task) -> None:
         .values(status="cancelled", finished_at=utcnow())
     )
     task.status = "cancelled"
+
+
+# ------------------------------------------------------------------------------------------- result retention
+TASK_FINISHED = frozenset({"completed", "failed", "cancelled"})
+RETENTION_NOTE = "result removed after {days} days (hub retention) on {date}"
+_RETENTION_PREFIX = RETENTION_NOTE.split("{", 1)[0]
+RETENTION_BATCH = 100  # tasks per transaction: SQLite's writer lock is held briefly even on a first, large pass
+
+
+def retention_note(log: str) -> str | None:
+    """The line :func:`expire_results` appended to a run's log, if it did: always the last one, as a finished run's
+    log never grows again (only the last line is looked at: logs run to 1 Mi characters)."""
+    last = log.rstrip("\n").rsplit("\n", 1)[-1]
+    return last if last.startswith(_RETENTION_PREFIX) else None
+
+
+def _expired_tasks(cutoff: datetime):
+    # Only ``result IS NOT NULL`` is asked of the (large) result column: SQLite answers that from the record header,
+    # while any comparison of the value would read every stored result on each pass.
+    recent = or_(Run.finished_at.is_(None), Run.finished_at >= cutoff)
+    return (
+        select(Task.id)
+        .where(
+            Task.status.in_(sorted(TASK_FINISHED)),
+            exists().where(Run.task_id == Task.id, Run.result.is_not(None)),
+            ~exists().where(Run.task_id == Task.id, recent),
+        )
+        .order_by(Task.id)
+        .limit(RETENTION_BATCH)
+    )
+
+
+_CLEAR_RESULT = update(Run).where(Run.id == bindparam("b_id")).values(result=None, log=bindparam("b_log"))
+
+
+def expire_results(engine: Engine, retention: timedelta, now: datetime | None = None) -> int:
+    """Remove the sealed results of tasks whose runs all finished more than ``retention`` ago; returns how many
+    runs lost their result. Each such run gets a :data:`RETENTION_NOTE` line in its log, which is how the results
+    endpoint tells "removed by retention" (410) from "never sent". Ledger entries (hashes) are not touched.
+
+    Finished tasks and their runs never change again, so no task lock is needed (the lock order is not at stake)."""
+    now = now or utcnow()
+    days = retention.total_seconds() / 86400
+    note = RETENTION_NOTE.format(days=f"{days:g}", date=now.date().isoformat())
+    cleared = 0
+    while True:
+        with engine.begin() as con:
+            task_ids = list(con.scalars(_expired_tasks(now - retention)))
+            if not task_ids:
+                return cleared
+            runs = con.execute(select(Run.id, Run.log).where(Run.task_id.in_(task_ids), Run.result.is_not(None)))
+            params = [{"b_id": run_id, "b_log": append_log(log, note)} for run_id, log in runs]
+            con.execute(_CLEAR_RESULT, params)
+            cleared += len(params)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from nordfed.hub.auth import Principal
 from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, not_found
 from nordfed.hub.dispatch import wait_for
-from nordfed.hub.lifecycle import TaskMeta, cancel_task, lock_task
+from nordfed.hub.lifecycle import TASK_FINISHED, TaskMeta, cancel_task, lock_task, retention_note
 from nordfed.hub.models import Node, Run, Task, as_utc, collaboration_organization, utcnow
 from nordfed.hub.permissions import (
     require_results_reader,
@@ -238,9 +238,6 @@ def cancel(task_id: PathId, hub: Hub, caller: CurrentUser) -> TaskOut:
     return out
 
 
-TASK_FINISHED = frozenset({"completed", "failed", "cancelled"})
-
-
 def _finished_task(hub: HubState, task_id: int, caller) -> tuple[TaskOut, bool]:
     with hub.snapshot() as s:
         task, _ = load_task(hub, s, task_id, caller)
@@ -297,10 +294,23 @@ def _results(hub: HubState, task_id: int, caller: Principal, finished_only: bool
         require_results_reader(caller, task)
         if finished_only and task.status not in TASK_FINISHED:
             return None
-        return [
+        rows = [
             ResultOut(run_id=run_id, node_id=node_id, node_name=name, status=status, log=log, result=result)
             for run_id, node_id, name, status, log, result in con.execute(_RESULTS, {"task_id": task_id})
         ]
+    _refuse_removed(task_id, rows)
+    return rows
+
+
+def _refuse_removed(task_id: int, rows: list[ResultOut]) -> None:
+    """410 once the hub's result retention removed the results: answering the runs without them would read as
+    "the node sent nothing" (which a client must treat as an error of that node)."""
+    for row in rows:
+        note = retention_note(row.log) if row.result is None else None
+        if note is not None:
+            raise HTTPException(
+                410, f"task {task_id}: {note}; run statuses and logs remain at GET /api/tasks/{task_id}"
+            )
 
 
 @router.get("/{task_id}/results", response_model=list[ResultOut])
