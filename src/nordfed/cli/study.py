@@ -55,8 +55,10 @@ def _summary(results: dict[str, Any], html: Path, js: Path) -> None:
     if results["kind"] == "plp":
         ev = results["internal"]
         lo, hi = ev["auroc_ci"]
-        con.print(f"[bold]{results['study']}[/]: {ev['n']:,} persons, {ev['n_events']:,} outcomes; "
-                  f"pooled AUROC {ev['auroc']:.3f} ({lo:.3f}–{hi:.3f})")
+        on = (f"{results['model']['n'] + ev['n']:,} persons; on the test part ({ev['n']:,} persons, "
+              f"{ev['n_events']:,} outcomes)" if ev.get("on") == "test part" else
+              f"{ev['n']:,} persons, {ev['n_events']:,} outcomes; on the training rows")
+        con.print(f"[bold]{results['study']}[/]: {on}: pooled AUROC {ev['auroc']:.3f} ({lo:.3f}–{hi:.3f})")
         for site, r in ev["per_site"].items():
             ext = (results.get("external") or {}).get(site)
             ext_txt = (f", external (trained on the others) {ext['evaluation']['auroc']:.3f}"
