@@ -84,7 +84,8 @@ def test_node_needs_a_cdm_or_tables_and_table_names_are_plain(tmp_path):
     with pytest.raises(PolicyError, match=r"field tables\.a b"):
         load_node_config(_config(tmp_path, "tables: {'a b': rows.csv}\n"))
     cfg = load_node_config(_config(tmp_path, "tables: {default: rows.csv}\n", cdm="cdm_url: duckdb:///x.duckdb\n"))
-    assert cfg.cdm_url == "duckdb:///x.duckdb" and list(cfg.tables) == ["default"]
+    # relative to node.yaml's folder, like the tables
+    assert cfg.cdm_url == f"duckdb:///{tmp_path.resolve() / 'x.duckdb'}" and list(cfg.tables) == ["default"]
 
 
 def test_tables_load_once_on_first_use(tmp_path):
