@@ -8,7 +8,9 @@ import pytest
 
 from nordfed.cohorts.circe import CirceError, parse_cohort
 from nordfed.cohorts.instantiate import cohort_rows, inclusion_attrition, instantiate
+from nordfed.cohorts.population import population_inputs
 from nordfed.fed.protocol import InProcessFederation
+from nordfed.omop.store import open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
 from test_cohorts_support import D, concept, condition, cs, new_cdm, person, procedure, window
 
@@ -166,3 +168,23 @@ def test_unsupported_or_invalid_features_name_their_json_path(mutate, path):
     with pytest.raises(CirceError) as err:
         parse_cohort(d)
     assert err.value.path == path and path in str(err.value)
+
+
+def test_cohorts_go_to_the_results_schema_the_url_names(cdm_url):
+    # OHDSI's cohort database schema: a study writes there, and the CDM's own cohort table is left alone
+    build(cdm_url).close()
+    sep = "&" if "?" in cdm_url else "?"
+    cdm = open_cdm(f"{cdm_url}{sep}results=nf_results")
+    try:
+        assert instantiate(cdm, definition("All", end={"DateOffset": {"DateField": "StartDate", "Offset": 30}}),
+                           1) == 7
+        assert len(cohort_rows(cdm, 1)) == 7 == cdm.scalar('SELECT count(*) FROM "nf_results".cohort')
+        assert cdm.scalar("SELECT count(*) FROM cohort") == 0
+        target, _ = population_inputs(cdm, 1, "death")
+        assert len(target) == 7
+    finally:
+        if cdm.dialect == "duckdb":
+            cdm.close()
+        else:  # the test schema's fixture drops only its own schema
+            cdm.execute('DROP SCHEMA IF EXISTS "nf_results" CASCADE')
+            cdm.close()

@@ -42,21 +42,23 @@ def instantiate(cdm: CDM, definition: CohortDefinition | dict[str, Any] | str, c
     cd = as_definition(definition)
     cid = int(cohort_definition_id)
     select = cohort_sql(cd)
+    cdm.ensure_results()
+    table = cdm.cohort_table
     with cdm.transaction(), cdm.hash_joins():
-        cdm.execute("DELETE FROM cohort WHERE cohort_definition_id = :cid", {"cid": cid})
+        cdm.execute(f"DELETE FROM {table} WHERE cohort_definition_id = :cid", {"cid": cid})
         cdm.execute(
-            "INSERT INTO cohort (cohort_definition_id, subject_id, cohort_start_date, cohort_end_date) "
+            f"INSERT INTO {table} (cohort_definition_id, subject_id, cohort_start_date, cohort_end_date) "
             f"SELECT CAST(:cid AS INTEGER), subject_id, cohort_start_date, cohort_end_date FROM ({select}) c",
             {"cid": cid},
         )
-    return int(cdm.scalar("SELECT count(*) FROM cohort WHERE cohort_definition_id = :cid", {"cid": cid}))
+    return int(cdm.scalar(f"SELECT count(*) FROM {table} WHERE cohort_definition_id = :cid", {"cid": cid}))
 
 
 def cohort_rows(cdm: CDM, cohort_definition_id: int) -> pd.DataFrame:
     """The entries of one cohort: ``subject_id, cohort_start_date, cohort_end_date`` ordered by subject and date."""
     df = cdm.query(
-        "SELECT subject_id, cohort_start_date, cohort_end_date FROM cohort WHERE cohort_definition_id = :cid "
-        "ORDER BY subject_id, cohort_start_date",
+        f"SELECT subject_id, cohort_start_date, cohort_end_date FROM {cdm.cohort_table} "
+        "WHERE cohort_definition_id = :cid ORDER BY subject_id, cohort_start_date",
         {"cid": int(cohort_definition_id)},
     )
     for col in ("cohort_start_date", "cohort_end_date"):
@@ -96,7 +98,8 @@ def instantiate_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any
     cd = as_definition(params["definition"])
     cid = int(params["cohort_definition_id"])
     entries = instantiate(data.cdm, cd, cid)
-    persons = int(data.cdm.scalar("SELECT count(DISTINCT subject_id) FROM cohort WHERE cohort_definition_id = :c",
+    persons = int(data.cdm.scalar(f"SELECT count(DISTINCT subject_id) FROM {data.cdm.cohort_table} "
+                                  "WHERE cohort_definition_id = :c",
                                   {"c": cid}))
     attrition = inclusion_attrition(data.cdm, cd)
     counted = ("events", "persons", "events_satisfying_rule")

@@ -133,9 +133,10 @@ def population_inputs(cdm: CDM, target_id: int, outcome: dict[str, Any] | str) -
     ``outcome`` is ``"death"`` (the death table) or ``{"cohort_definition_id": id}`` (an instantiated
     outcome cohort; its start dates are the outcome dates).
     """
+    table = cdm.cohort_table
     cohort = cdm.query(
         "SELECT c.subject_id, c.cohort_start_date, c.cohort_end_date, op.observation_period_start_date, "
-        "op.observation_period_end_date FROM cohort c JOIN observation_period op ON op.person_id = c.subject_id "
+        f"op.observation_period_end_date FROM {table} c JOIN observation_period op ON op.person_id = c.subject_id "
         "AND c.cohort_start_date >= op.observation_period_start_date "
         "AND c.cohort_start_date <= op.observation_period_end_date "
         "WHERE c.cohort_definition_id = :t ORDER BY c.subject_id, c.cohort_start_date",
@@ -143,13 +144,13 @@ def population_inputs(cdm: CDM, target_id: int, outcome: dict[str, Any] | str) -
     )
     if outcome == "death" or (isinstance(outcome, dict) and outcome.get("type") == "death"):
         sql = ("SELECT d.person_id AS subject_id, d.death_date AS outcome_date FROM death d "
-               "WHERE d.person_id IN (SELECT subject_id FROM cohort WHERE cohort_definition_id = :t)")
+               f"WHERE d.person_id IN (SELECT subject_id FROM {table} WHERE cohort_definition_id = :t)")
         outcomes = cdm.query(sql, {"t": int(target_id)})
     elif isinstance(outcome, dict) and "cohort_definition_id" in outcome:
         outcomes = cdm.query(
-            "SELECT o.subject_id, o.cohort_start_date AS outcome_date FROM cohort o "
+            f"SELECT o.subject_id, o.cohort_start_date AS outcome_date FROM {table} o "
             "WHERE o.cohort_definition_id = :o AND o.subject_id IN "
-            "(SELECT subject_id FROM cohort WHERE cohort_definition_id = :t)",
+            f"(SELECT subject_id FROM {table} WHERE cohort_definition_id = :t)",
             {"o": int(outcome["cohort_definition_id"]), "t": int(target_id)},
         )
     else:

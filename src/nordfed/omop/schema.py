@@ -151,14 +151,16 @@ def sql_type(f: Field, dialect: str) -> str:
     return types[f.kind]
 
 
-def create_table_sql(table: Table, dialect: str, name: str | None = None, constraints: bool = True) -> str:
+def create_table_sql(table: Table, dialect: str, name: str | None = None, constraints: bool = True,
+                     in_schema: str | None = None) -> str:
     cols = []
     for f in table.fields:
         null = " NOT NULL" if f.required and constraints else ""
         cols.append(f'  "{f.name}" {sql_type(f, dialect)}{null}')
     if constraints and table.primary_key:
         cols.append(f'  PRIMARY KEY ("{table.primary_key}")')
-    return f'CREATE TABLE IF NOT EXISTS "{name or table.name}" (\n' + ",\n".join(cols) + "\n)"
+    where = f'"{in_schema}".' if in_schema else ""
+    return f'CREATE TABLE IF NOT EXISTS {where}"{name or table.name}" (\n' + ",\n".join(cols) + "\n)"
 
 
 def index_sql(table: Table) -> list[str]:

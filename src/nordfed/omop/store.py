@@ -82,6 +82,9 @@ class CDMUrl:
     schema: str | None
     #: PostgreSQL: a schema for work tables (``?scratch=``); without it they are temporary tables
     scratch: str | None = None
+    #: a schema for the tables studies write, the cohort table (``?results=``, OHDSI's cohort database schema):
+    #: the CDM schema may then be read-only
+    results: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> CDMUrl:
@@ -89,7 +92,8 @@ class CDMUrl:
         query = parse_qs(parts.query)
         schema_name = query.pop("schema", [None])[0]
         scratch = query.pop("scratch", [None])[0]
-        for name in (schema_name, scratch):
+        results = query.pop("results", [None])[0]
+        for name in (schema_name, scratch, results):
             if name is not None and not _SCHEMA_NAME.match(name):
                 raise CDMError(f"invalid schema name {name!r} in {url}")
         if scratch is not None and parts.scheme == "duckdb":
@@ -100,11 +104,11 @@ class CDMUrl:
             path = path[1:] if path.startswith("/") else path
             if path in ("", ":memory:"):
                 path = ":memory:"
-            return cls("duckdb", path, schema_name)
+            return cls("duckdb", path, schema_name, results=results)
         if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
             rest = "&".join(f"{k}={v}" for k, vs in query.items() for v in vs)
             conninfo = f"postgresql://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
-            return cls("postgres", conninfo, schema_name, scratch)
+            return cls("postgres", conninfo, schema_name, scratch, results)
         raise CDMError(
             f"unsupported CDM URL {url!r}: use duckdb:///path/to/file.duckdb or postgresql://host/db?schema=cdm"
         )
@@ -232,6 +236,19 @@ class CDM:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
             ).fetchall()
         return {r[0].lower() for r in rows}
+
+    @property
+    def cohort_table(self) -> str:
+        """Where cohorts are: ``cohort`` of the CDM, or of the ``results`` schema the URL names."""
+        results = self.location.results
+        return f'"{results}".cohort' if results else "cohort"
+
+    def ensure_results(self) -> None:
+        """Make the ``results`` schema and its cohort table if the URL names one and they are missing."""
+        results = self.location.results
+        if results:
+            self._raw(f'CREATE SCHEMA IF NOT EXISTS "{results}"')
+            self._raw(create_table_sql(schema()["cohort"], self.dialect, in_schema=results))
 
     def create_schema(self, indices: bool = True) -> None:
         """Create every CDM v5.4 table that does not exist yet (idempotent)."""
