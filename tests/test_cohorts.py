@@ -188,3 +188,33 @@ def test_cohorts_go_to_the_results_schema_the_url_names(cdm_url):
         else:  # the test schema's fixture drops only its own schema
             cdm.execute('DROP SCHEMA IF EXISTS "nf_results" CASCADE')
             cdm.close()
+
+
+def test_a_read_only_cdm_schema_needs_a_results_schema(pg_url):
+    import uuid
+
+    import psycopg
+
+    from nordfed.omop.store import CDMError, CDMUrl
+
+    build(pg_url).close()
+    loc = CDMUrl.parse(pg_url)
+    role, results = f"nf_ro_{uuid.uuid4().hex[:8]}", f"nf_res_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(loc.target, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        try:
+            admin.execute(f'GRANT USAGE ON SCHEMA "{loc.schema}" TO "{role}"')
+            admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{loc.schema}" TO "{role}"')
+            (db,) = admin.execute("SELECT current_database()").fetchone()
+            admin.execute(f'GRANT CREATE ON DATABASE "{db}" TO "{role}"')  # to make its results schema
+            server = loc.target.split("://", 1)[1].rsplit("@", 1)[-1]
+            as_role = f"postgresql://{role}@{server}?schema={loc.schema}"
+            with open_cdm(as_role) as cdm, pytest.raises(CDMError, match="permission denied"):
+                instantiate(cdm, definition("First"), 2)
+            with open_cdm(f"{as_role}&results={results}") as cdm:
+                assert instantiate(cdm, definition("First"), 2) == 5
+                assert len(population_inputs(cdm, 2, "death")[0]) == 5
+        finally:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{results}" CASCADE')
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
