@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             and r_duck["model"]["covariates"] == r_pg["model"]["covariates"]
             and abs(r_duck["internal"]["auroc"] - r_pg["internal"]["auroc"]) < 1e-9)
     out = {
-        "persons_per_site": args.persons, "cohort": r_pg["internal"]["n"], "events": r_pg["internal"]["n_events"],
+        "persons_per_site": args.persons, "cohort": r_pg["model"]["n"] + r_pg["internal"]["n"],
+        "test_n": r_pg["internal"]["n"], "test_events": r_pg["internal"]["n_events"],
         "duckdb_s": round(t_duck, 2), "postgres_s": round(t_pg, 2), "ratio": round(t_pg / t_duck, 2),
         "auroc_duckdb": r_duck["internal"]["auroc"], "auroc_postgres": r_pg["internal"]["auroc"],
         "max_abs_coef_diff": float(np.max(np.abs(coef_duck - coef_pg))) if same and len(coef_pg) else None,

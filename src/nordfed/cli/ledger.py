@@ -315,9 +315,8 @@ COLLAB_HELP = "Collaboration of the node, when nodes of several collaborations s
 
 @contextmanager
 def _hub_client() -> Iterator[Any]:
-    """The logged-in client of `nordfed login`; hub refusals and unreachable hubs end the command (exit 2)."""
-    import httpx
-
+    """The logged-in client of `nordfed login`; hub refusals and unreachable hubs (a HubError too) end the
+    command (exit 2)."""
     from nordfed.client.api import Client, HubError
 
     try:
@@ -328,8 +327,6 @@ def _hub_client() -> Iterator[Any]:
         yield client
     except HubError as exc:
         _fail(str(exc))
-    except httpx.TransportError as exc:
-        _fail(f"cannot reach the hub at {client.hub_url}: {exc}")
     finally:
         client.close()
 

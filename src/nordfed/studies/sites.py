@@ -198,7 +198,7 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
 def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None,
                only: Sequence[str] | None) -> StudySites:
     """Every task of the run is tagged with the hub study called ``study`` (created on first use)."""
-    from nordfed.client.api import Client
+    from nordfed.client.api import Client, hub_base_url
     from nordfed.client.federation import HubFederation
 
     if collaboration is None:
@@ -207,7 +207,7 @@ def _hub_sites(hub: str, collaboration: int | None, study: str, description: str
         client = Client.from_state()
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from None
-    if client.hub_url.rstrip("/") != hub.rstrip("/"):
+    if client.hub_url != hub_base_url(hub):  # the client keeps the same form of the URL
         raise ValueError(f"logged in to {client.hub_url}, not {hub}; run `nordfed login --hub {hub}` first")
     found = client.ensure_study(collaboration, study, description)
     fed = HubFederation(client, collaboration, study_id=found["id"])
