@@ -247,3 +247,30 @@ def test_newton_hessian_of_a_working_set_is_that_block_of_the_whole() -> None:
     with pytest.raises(ValueError, match="columns must be indices"):
         fed.run("nordfed.lasso.newton", {"covariates": cols, "outcome": "y",
                                          "points": [{**point, "columns": [0, len(cols) + 1]}]})
+
+
+class _Recording(InProcessFederation):
+    """The same federation, noting how many Hessian columns each lasso.newton point asks for."""
+
+    def __init__(self, fed: InProcessFederation):
+        super().__init__(fed._sites)
+        self.columns: list[int] = []
+
+    def run(self, name, params, sites=None):
+        if name == "nordfed.lasso.newton":
+            self.columns += [len(p["columns"]) for p in params["points"] if "columns" in p]
+        return super().run(name, params, sites)
+
+
+def test_path_asks_for_working_set_hessians_and_still_equals_sklearn() -> None:
+    df, cols = simulated(2000, seed=8)
+    fed = _Recording(split(df, 3))
+    fit = fit_lasso(fed, cols, "y", n_lambda=15, lambda_min_ratio=0.05, standardize=False)
+    # along the path most points need the Hessian of a few coefficients, never more than all of them
+    assert min(fed.columns) < len(cols) + 1 and max(fed.columns) <= len(cols) + 1
+    assert np.mean(fed.columns) < 0.8 * (len(cols) + 1)
+    x, y = df[cols].to_numpy(), df["y"].to_numpy()
+    for k in (3, 9, 14):  # the same optimum as a solver that sees every coefficient
+        lam = float(fit.lambdas[k])
+        b0, b = fit.original(k)
+        assert pooled_kkt(x, y, b0, b, lam, 1.0) < 1e-6
