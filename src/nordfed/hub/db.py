@@ -8,6 +8,8 @@ The tables are brought to this nordfed's schema revision at open (Alembic: :mod:
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +78,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_con, _record) -> None:  # pragma: no cover - driver callback
         dbapi_con.isolation_level = None
         if not memory:
-            dbapi_con.execute("PRAGMA journal_mode=WAL")
+            _wal(dbapi_con)
         dbapi_con.execute("PRAGMA foreign_keys=ON")
         dbapi_con.execute("PRAGMA synchronous=NORMAL")
 
@@ -85,6 +87,22 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _wal(dbapi_con: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Put the database in WAL mode (it stays so, in the file). Switching needs an exclusive lock, and SQLite
+    answers "database is locked" at once rather than waiting when another connection is switching too (hubs
+    starting together on a fresh file); so it is only done when needed, and retried."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if str(dbapi_con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                dbapi_con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _postgres_engine(url: str, create: bool) -> Engine:
