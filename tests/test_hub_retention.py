@@ -152,3 +152,33 @@ def test_hub_start_result_retention_days(tmp_path):
         proc.terminate()
         proc.wait(15)
     assert "task results are kept 30 days after their task finished" in proc.stdout.read().decode()
+
+
+def _pages(url: str) -> tuple[int, int]:
+    """``(page_count, auto_vacuum)`` of a SQLite hub file."""
+    db = open_hub_db(url, create=False)
+    try:
+        with db.engine.connect() as con:
+            return con.exec_driver_sql("PRAGMA page_count").scalar(), con.exec_driver_sql("PRAGMA auto_vacuum").scalar()
+    finally:
+        db.engine.dispose()
+
+
+def test_sqlite_file_gives_back_the_space_of_removed_results(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    with HubServer(create_app(url, root_password=ROOT_PASSWORD)) as server:
+        net = build_network(server.url)
+        tasks = _tasks(net, url)
+    db = open_hub_db(url, create=False)
+    try:  # the old task's results become large, as a study's Hessians are
+        with db.engine.begin() as con:
+            con.execute(update(Run).where(Run.task_id == tasks["old"]["id"]).values(result="x" * 4_000_000))
+    finally:
+        db.engine.dispose()
+    full, mode = _pages(url)
+    assert mode == 2  # INCREMENTAL, set when the file was made
+    with HubServer(create_app(url, result_retention=DAYS)):
+        pass  # the pass at start removes the old results, then frees their pages
+    after, _ = _pages(url)
+    page = 4096
+    assert full - after > 0.9 * 2 * 4_000_000 / page, (full, after)  # two runs' results, given back

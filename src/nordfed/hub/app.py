@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from nordfed import __version__
 from nordfed.hub.admin import create_root
 from nordfed.hub.dashboard import router as dashboard_router
-from nordfed.hub.db import HubDB, open_hub_db
+from nordfed.hub.db import HubDB, open_hub_db, release_free_pages
 from nordfed.hub.deps import HubState
 from nordfed.hub.lifecycle import expire_results
 from nordfed.hub.routers import ROUTERS
@@ -99,6 +99,10 @@ async def _retention_pass(db: HubDB, retention: timedelta) -> None:
         return
     if cleared:
         log.info("result retention: removed the results of %d runs of tasks finished over %s ago", cleared, retention)
+        try:
+            await db.run(release_free_pages, db.engine)
+        except Exception:
+            log.exception("result retention: giving the freed space back failed")
 
 
 async def _retention_job(db: HubDB, retention: timedelta) -> None:

@@ -78,6 +78,10 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_con, _record) -> None:  # pragma: no cover - driver callback
         dbapi_con.isolation_level = None
         if not memory:
+            if not dbapi_con.execute("PRAGMA page_count").fetchone()[0]:
+                # a new file: deleted rows (results past their retention) can then give their pages back to the
+                # file system (:func:`release_free_pages`); SQLite only takes this before the first table exists
+                dbapi_con.execute("PRAGMA auto_vacuum=INCREMENTAL")
             _wal(dbapi_con)
         dbapi_con.execute("PRAGMA foreign_keys=ON")
         dbapi_con.execute("PRAGMA synchronous=NORMAL")
@@ -103,6 +107,19 @@ def _wal(dbapi_con: sqlite3.Connection, wait_s: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def release_free_pages(engine: Engine) -> None:
+    """Give a SQLite file's free pages back to the file system. Only a file with ``auto_vacuum=INCREMENTAL`` can:
+    new hub files are made so; an older one switches with ``PRAGMA auto_vacuum=INCREMENTAL; VACUUM`` (hub stopped).
+    PostgreSQL's autovacuum does the same by itself."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as con:
+        if con.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2:  # INCREMENTAL
+            con.commit()
+            # executescript steps the pragma to the end; one execute() frees a single page per step
+            con.connection.driver_connection.executescript("PRAGMA incremental_vacuum;")
 
 
 def _postgres_engine(url: str, create: bool) -> Engine:
