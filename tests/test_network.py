@@ -166,7 +166,7 @@ def test_cli_session_messages_and_readable_results(net):
     from nordfed.cli import app
 
     home = net.workdir / "cli-session-home"
-    env = {"NORDFED_HOME": str(home), "COLUMNS": "200", "NORDFED_HUB_PASSWORD": net.password}
+    env = {"NORDFED_HOME": str(home), "COLUMNS": "200", "NORDFED_PASSWORD": net.password}
     key_dir = net.workdir / "client-home" / "keys" / net.researcher
     runner = CliRunner()
     r = runner.invoke(app, ["login", "--hub", f"{net.hub_url}/api/", "-u", net.researcher, "--key-dir", str(key_dir)],

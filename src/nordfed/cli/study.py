@@ -1,9 +1,11 @@
 """`nordfed study`: run a ready-made study from its YAML (PLP or survival), validate study files, and manage hub
 studies (a named subset of a collaboration's organizations that tasks belong to: create, list, show).
 
-Through a hub (`study run --hub`) every task of the run is tagged with the hub study named after the YAML's
-``name`` (created on first use, reused afterwards). `study run --sites DK,SE` runs on only those sites (YAML
-sites or hub nodes), e.g. to go on without a site too small for the study.
+`study run --sites DK,SE` runs on only those sites (YAML sites or hub nodes), e.g. to go on without a site too
+small for the study. Through a hub (`study run --hub`) every task of the run is tagged with a hub study of the
+organizations of the nodes taking part: named after the YAML's ``name`` on all the collaboration's nodes and
+``name on DK,SE`` with `--sites DK,SE` (created on first use, reused afterwards; a study of that name for other
+organizations is refused).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,7 +29,8 @@ study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described b
 
 
 def _fail(message: str, code: int = 1) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    # escaped: messages quote names from YAMLs and the hub, where "[x]" would be taken for rich markup and dropped
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -94,7 +94,7 @@ def annotate_cmd(
     from nordfed.omop.store import CDMError
     from nordfed.text.classifier import ContextClassifier
     from nordfed.text.pipeline import NLP_SYSTEM
-    from nordfed.text.store import annotate_cdm
+    from nordfed.text.store import annotate_cdm, annotation_recorded
 
     clf = None
     if model is not None:
@@ -117,7 +117,15 @@ def annotate_cmd(
         except CDMError as exc:
             _err().print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
-    _out().print(f"wrote {n:,} note_nlp rows ({NLP_SYSTEM})")
+        notes, recorded = int(cdm.scalar("SELECT count(*) FROM note")), annotation_recorded(cdm)
+    _out().print(f"wrote {n:,} note_nlp rows ({NLP_SYSTEM}) from {notes:,} notes", highlight=False)
+    if n == 0 and notes and recorded:
+        _out().print("no findings in the notes; the run is recorded in the CDM's metadata table, so `nordfed text "
+                     "implants` and `text count` answer with none", highlight=False)
+    elif n == 0 and notes:
+        _err().print("[yellow]warning:[/] no findings in the notes, and this CDM has no metadata table to record "
+                     "the run in: `nordfed text implants` and `text count` will take it for not annotated",
+                     highlight=False)
 
 
 @text_app.command("implants")

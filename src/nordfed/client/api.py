@@ -357,8 +357,11 @@ class Client:
         """A study with its task count and tasks by status."""
         return self.request("GET", f"/api/studies/{study_id}")
 
-    def ensure_study(self, collaboration_id: int, name: str, description: str | None = None) -> dict[str, Any]:
-        """The collaboration's study called ``name``, created (with all its organizations) when missing."""
+    def ensure_study(self, collaboration_id: int, name: str, description: str | None = None,
+                     organization_ids: Sequence[int] | None = None) -> dict[str, Any]:
+        """The collaboration's study called ``name``, created when missing with ``organization_ids`` (default: all of
+        the collaboration's). A study found by name is returned as it is, whatever its organizations: the caller
+        compares them."""
         def find() -> dict[str, Any] | None:
             return next((st for st in self.studies(collaboration_id) if st["name"] == name), None)
 
@@ -366,7 +369,7 @@ class Client:
         if found is not None:
             return found
         try:
-            return self.create_study(collaboration_id, name, description)
+            return self.create_study(collaboration_id, name, description, organization_ids)
         except HubError as exc:  # created meanwhile by someone else
             found = find() if exc.status == 409 else None
             if found is None:

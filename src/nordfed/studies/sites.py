@@ -17,12 +17,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nordfed.fed.protocol import AlgorithmError, Federation, InProcessFederation
 from nordfed.omop.store import CDM, CDMError, CDMUrl, open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
 from nordfed.studies.spec import PlpStudy, SurvivalStudy, Synthetic
+
+if TYPE_CHECKING:
+    from nordfed.client.api import Client
 
 Progress = Callable[[str], None]
 
@@ -197,7 +200,8 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
 
 def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None,
                only: Sequence[str] | None) -> StudySites:
-    """Every task of the run is tagged with the hub study called ``study`` (created on first use)."""
+    """Every task of the run is tagged with a hub study of the organizations of the chosen nodes (created on first
+    use, see :func:`hub_study_name`); a chosen node that never started fails the run before the study is made."""
     from nordfed.client.api import Client, hub_base_url
     from nordfed.client.federation import HubFederation
 
@@ -209,14 +213,64 @@ def _hub_sites(hub: str, collaboration: int | None, study: str, description: str
         raise ValueError(str(exc)) from None
     if client.hub_url != hub_base_url(hub):  # the client keeps the same form of the URL
         raise ValueError(f"logged in to {client.hub_url}, not {hub}; run `nordfed login --hub {hub}` first")
-    found = client.ensure_study(collaboration, study, description)
+    nodes = client.nodes(collaboration)
+    known = [n["name"] for n in nodes]
+    chosen = choose_sites(known, only, f"the nodes of collaboration {collaboration}")
+    _require_keys(nodes, chosen)
+    found = _hub_study(client, collaboration, hub_study_name(study, chosen, known), description, nodes, chosen)
     fed = HubFederation(client, collaboration, study_id=found["id"])
-    known = fed.sites
-    chosen = choose_sites(known, only, f"the nodes of collaboration {collaboration} in hub study {found['name']}")
-    _require_keys(client.nodes(collaboration, max_age_s=60.0), chosen)
     transport = f"hub {hub}, collaboration {collaboration}, study {found['name']} (id {found['id']})"
-    return StudySites(fed if chosen == known else SiteSubset(fed, chosen),
+    # an organization may have more nodes than those chosen: the subset keeps its others out
+    return StudySites(fed if fed.sites == chosen else SiteSubset(fed, chosen),
                       transport=transport + _left_out(known, chosen))
+
+
+def hub_study_name(name: str, chosen: Sequence[str], known: Sequence[str]) -> str:
+    """The hub study of a run: the YAML's ``name`` on all the collaboration's nodes, ``name on DK,SE`` on some.
+
+    A hub study names the organizations taking part, so a run on other sites is another study: ``--sites DK,SE``
+    after a full run (or before it) must neither list FI's organization as taking part nor have the full run's
+    study narrowed under the tasks it already holds."""
+    return name if list(chosen) == list(known) else f"{name} on {','.join(chosen)}"
+
+
+def _hub_study(client: Client, collaboration: int, name: str, description: str | None,
+               nodes: Sequence[Mapping[str, Any]], chosen: Sequence[str]) -> dict[str, Any]:
+    """The collaboration's study called ``name`` for the organizations of the ``chosen`` nodes, made when missing.
+
+    A study of that name for other organizations is refused, not reused nor changed: reusing it would list
+    organizations that take no part (or miss some that do), and changing it would rewrite the membership its
+    earlier tasks ran under. Organizations without a node in the collaboration run none of its tasks, so a study
+    that also lists them (``study create`` takes all of the collaboration's by default) is the same study here.
+    """
+    org_of = {n["name"]: n["organization_id"] for n in nodes}
+    wanted = sorted({org_of[s] for s in chosen})
+    found = client.ensure_study(collaboration, name, description, organization_ids=wanted)
+    with_nodes = set(org_of.values())
+    has = sorted(set(found["organization_ids"]) & with_nodes)
+    if has != wanted:
+        raise ValueError(f"hub study {name!r} (id {found['id']}) of collaboration {collaboration} is for other "
+                         f"organizations than this run's sites: {_difference(has, wanted, nodes)}; a hub study is "
+                         "not reused for other organizations: rename the study (name: in its YAML), or have the "
+                         "study's creator or a collaboration admin change its organizations")
+    return found
+
+
+def _difference(has: Sequence[int], wanted: Sequence[int], nodes: Sequence[Mapping[str, Any]]) -> str:
+    """What the study lacks and what it has beyond the run, its organizations named by their nodes, as the user
+    knows them."""
+    def named(orgs: list[int]) -> str:
+        return ", ".join(f"{'+'.join(n['name'] for n in nodes if n['organization_id'] == o)}'s (organization {o})"
+                         for o in orgs)
+
+    parts = []
+    missing = [o for o in wanted if o not in has]
+    if missing:
+        parts.append(f"it lacks {named(missing)}")
+    extra = [o for o in has if o not in wanted]
+    if extra:
+        parts.append(f"it has {named(extra)}, which the run leaves out")
+    return " and ".join(parts)
 
 
 def _require_keys(nodes: list[dict[str, Any]], chosen: list[str]) -> None:

@@ -19,10 +19,14 @@ from nordfed.text.pipeline import NLP_SYSTEM, annotate, note_nlp_rows
 COUNT_ALGORITHM = "nordfed.text.implant_counts"
 #: literal URL: the message may go to a requester's log, and a site's real URL can hold credentials
 NOT_ANNOTATED = "no annotations in this CDM: run `nordfed text annotate --cdm URL` first"
+#: ``metadata.name`` of the record a `nordfed text annotate` run leaves (value_as_number: note_nlp rows written), so
+#: a run that found nothing is told from none; per pipeline version, as ``note_nlp.nlp_system`` is
+RUN_RECORD = f"note_nlp by {NLP_SYSTEM}"[:250]
 
 
 class NotAnnotatedError(ValueError):
-    """The CDM has notes but ``note_nlp`` has no rows of this pipeline: any count or list would be a silent 0."""
+    """The CDM has notes but neither ``note_nlp`` rows of this pipeline nor a record of its run: any count or list
+    would be a silent 0."""
 
 
 class UnknownPersonError(LookupError):
@@ -30,11 +34,37 @@ class UnknownPersonError(LookupError):
 
 
 def check_annotated(cdm: CDM) -> None:
-    """Raise :class:`NotAnnotatedError` when the site has notes but `nordfed text annotate` has not run on it."""
+    """Raise :class:`NotAnnotatedError` when the site has notes but `nordfed text annotate` has not run on it.
+
+    A run that found nothing writes no ``note_nlp`` rows; its record in ``metadata`` (:func:`annotate_cdm`) tells
+    it from no run at all, so the site answers 0 rather than "run annotate first"."""
     ours = cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM note_nlp WHERE nlp_system = :sys LIMIT 1) t",
                       {"sys": NLP_SYSTEM})
-    if not ours and cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM note LIMIT 1) t"):
+    if ours or not cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM note LIMIT 1) t"):
+        return
+    if not annotation_recorded(cdm):
         raise NotAnnotatedError(NOT_ANNOTATED)
+
+
+def annotation_recorded(cdm: CDM) -> bool:
+    """Whether this pipeline version's `nordfed text annotate` left its record in ``metadata`` (False in a CDM
+    without a ``metadata`` table)."""
+    if "metadata" not in cdm.table_names():
+        return False
+    return bool(cdm.scalar("SELECT count(*) FROM (SELECT 1 FROM metadata WHERE name = :name LIMIT 1) t",
+                           {"name": RUN_RECORD}))
+
+
+def _record_run(cdm: CDM, notes: int, rows: int, day: dt.date) -> None:
+    """Replace this pipeline's run record in ``metadata`` (inside the caller's transaction). A CDM without a
+    ``metadata`` table gets none: its owner may not allow nordfed to add tables."""
+    if "metadata" not in cdm.table_names():
+        return
+    cdm.execute("DELETE FROM metadata WHERE name = :name", {"name": RUN_RECORD})
+    next_id = int(cdm.scalar("SELECT coalesce(max(metadata_id), 0) FROM metadata")) + 1
+    cdm.insert("metadata", pd.DataFrame([{
+        "metadata_id": next_id, "metadata_concept_id": 0, "metadata_type_concept_id": 0, "name": RUN_RECORD,
+        "value_as_string": f"{notes} notes annotated", "value_as_number": float(rows), "metadata_date": day}]))
 
 
 def parse_modifiers(s: str | None) -> dict[str, str]:
@@ -45,8 +75,9 @@ def annotate_cdm(cdm: CDM, batch: int = 500, classifier: ContextClassifier | Non
                  progress: Callable[[int, int], None] | None = None, nlp_date: dt.date | None = None) -> int:
     """Annotate every note of the site and replace this NLP system's ``note_nlp`` rows in one transaction.
 
-    Re-running gives the same rows (other systems' rows are left alone). ``progress(done, total)`` is called
-    after each batch. Returns the number of rows written.
+    Re-running gives the same rows (other systems' rows are left alone). The run is recorded in ``metadata``
+    (:func:`annotation_recorded`), so one that found nothing still counts as annotated. ``progress(done, total)`` is
+    called after each batch. Returns the number of rows written.
     """
     total = int(cdm.scalar("SELECT count(*) FROM note"))
     day = nlp_date or dt.date.today()
@@ -75,6 +106,7 @@ def annotate_cdm(cdm: CDM, batch: int = 500, classifier: ContextClassifier | Non
         if not df.empty:
             df.insert(0, "note_nlp_id", range(start, start + len(df)))
             cdm.insert("note_nlp", df)
+        _record_run(cdm, done, len(rows), day)
     return len(rows)
 
 
