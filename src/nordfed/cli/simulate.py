@@ -6,10 +6,12 @@ The estimator commands live in ``simulate_survival`` (km, cox, glm) and ``simula
 
 from __future__ import annotations
 
+import csv as csvlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -44,6 +46,58 @@ def split_list(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
 
+def distinct_columns(roles: Mapping[str, Sequence[str]]) -> None:
+    """Fail when one column is named twice among the options (``{"--duration": ["week"], "--covariates": [...]}``):
+    a column in two roles (or twice in a list) is a mistake, and the fit would fail on it deep inside."""
+    seen: dict[str, str] = {}
+    for option, columns in roles.items():
+        for col in columns:
+            if col in seen:
+                where = f"twice in {option}" if seen[col] == option else f"in both {seen[col]} and {option}"
+                fail(f"column {col!r} is named {where}")
+            seen[col] = option
+
+
+#: a check of a column's values: the mask of bad values, and what a bad value is not
+Check = tuple[Callable[["pd.Series"], "pd.Series"], str]
+BINARY: Check = (lambda v: ~v.isin([0.0, 1.0]), "is not 0 or 1")
+NON_NEGATIVE: Check = (lambda v: v < 0, "is negative")
+UNIT_INTERVAL: Check = (lambda v: (v < 0) | (v > 1), "is not between 0 and 1")
+
+
+def _is_blank(record: list[str]) -> bool:
+    return not record or (len(record) == 1 and not record[0].strip())  # pandas skips both
+
+
+def record_lines(csv: Path, used: Sequence[str]) -> list[int]:
+    """The line on which each data row of ``csv`` starts (pandas' rows: blank lines skipped, a quoted field may
+    span lines), so errors can name the line a user sees in an editor.
+
+    Fails on what pandas would silently misread: a row with more or fewer fields than the header (one extra
+    field on every row, e.g. a trailing comma, makes pandas shift all columns by one) and a ``used`` column
+    named twice in the header (pandas would read the first and rename the other).
+    """
+    with csv.open(newline="", encoding="utf-8-sig") as f:
+        reader = csvlib.reader(f)
+        header = next(reader, [])
+        twice = [c for c, n in Counter(header).items() if n > 1 and c in used]
+        if twice:
+            cols = [i + 1 for i, h in enumerate(header) if h == twice[0]]
+            fail(f"{csv}: column {twice[0]!r} appears {len(cols)} times in the header (columns "
+                 f"{', '.join(map(str, cols))}); name each column once")
+        lines = []
+        last = reader.line_num
+        for record in reader:
+            start, last = last + 1, reader.line_num
+            if _is_blank(record):
+                continue
+            if len(record) != len(header):
+                hint = " (a trailing comma?)" if len(record) == len(header) + 1 and record[-1] == "" else ""
+                fail(f"{csv}: line {start} has {len(record)} fields but the header has {len(header)}{hint}")
+            lines.append(start)
+    return lines
+
+
 def load_sites(
     csv: Path,
     site_column: str,
@@ -54,9 +108,10 @@ def load_sites(
     keep: list[str] | None = None,
     binary: list[str] | None = None,
     exact_event_times: bool = False,
+    checks: Mapping[str, Check] | None = None,
 ) -> InProcessFederation:
-    """Read ``csv``, check the named columns are present and numeric (``binary`` ones 0 or 1), split rows by
-    ``site_column``.
+    """Read ``csv``, check the named columns are present and finite numbers (``binary`` ones 0 or 1, each of
+    ``checks`` passing its check), split rows by ``site_column``.
 
     Rows with a missing value in any of ``numeric`` or ``keep`` (extra, non-numeric columns such as a group)
     or the site column are dropped (complete-case analysis, as lifelines and statsmodels require), and a note
@@ -71,27 +126,36 @@ def load_sites(
     from nordfed.privacy.disclosure import DisclosurePolicy
 
     keep = [c for c in (keep or []) if c not in numeric]
+    checks = {**{c: BINARY for c in binary or []}, **(checks or {})}
     if not csv.is_file():
         fail(f"{csv}: no such file")
     try:
-        df = pd.read_csv(csv)
+        # site names are names: read as text, so "01" stays "01" and a blank cell does not turn 1 into "1.0"
+        df = pd.read_csv(csv, dtype={site_column: str})
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         fail(f"{csv}: cannot read as CSV: {exc}")
     missing = [c for c in [site_column, *numeric, *keep] if c not in df.columns]
     if missing:
         fail(f"{csv}: missing column(s) {', '.join(missing)}; the file has {', '.join(map(str, df.columns))}")
+    lines = record_lines(csv, [site_column, *numeric, *keep])
+    if len(lines) != len(df):  # a dialect the two readers see differently: count data rows instead
+        lines = [i + 2 for i in range(len(df))]
+
+    def first_bad(col: str, bad: pd.Series, what: str) -> None:
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            value = df[col].iloc[i]
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"  # text quoted, numbers as written
+            fail(f"{csv}: line {lines[i]}, column {col!r}: {shown} {what}")
+
     for col in numeric:
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
-            fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]!r} is not a number")
+        first_bad(col, values.isna() & df[col].notna(), "is not a number")
+        # "inf" reads as a number, and one infinite value turns every sum of the fit into nan
+        first_bad(col, pd.Series(np.isinf(values.to_numpy(dtype=float))), "is not a finite number")
         df[col] = values.astype(float)
-    for col in binary or []:
-        bad = df[col].notna() & ~df[col].isin([0.0, 1.0])
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-            fail(f"{csv}: line {row}, column {col!r}: {df[col][bad].iloc[0]:g} is not 0 or 1")
+    for col, (is_bad, what) in checks.items():
+        first_bad(col, df[col].notna() & is_bad(df[col]), what)
     df = drop_incomplete(csv, df, [*numeric, *keep, site_column])
     frames = {str(site): part[[*numeric, *keep]].reset_index(drop=True)
               for site, part in df.groupby(site_column, sort=True)}
@@ -99,8 +163,13 @@ def load_sites(
         fail(f"{csv}: no complete rows")
     small = {s: len(f) for s, f in frames.items() if len(f) < min_rows}
     if small:
-        detail = ", ".join(f"{s} ({n} rows)" for s, n in small.items())
-        fail(f"{csv}: too few rows per site (at least {min_rows} needed): {detail}")
+        detail = ", ".join(f"{s} ({n} rows)" for s, n in list(small.items())[:5])
+        more = f" and {len(small) - 5} more of {len(frames)} sites (is {site_column!r} the site column?)" \
+            if len(small) > 5 else ""
+        fail(f"{csv}: too few rows per site (at least {min_rows} needed): {detail}{more}")
+    if len(frames) == 1:
+        note(f"{csv}: column {site_column!r} names one site ({next(iter(frames))}): nothing is federated, the "
+             "fit is that site's own")
     policy = DisclosurePolicy(min_cell_count=min_cell_count, exact_event_times=exact_event_times)
     return InProcessFederation.from_frames(frames, policy)
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import RenderableType
 
-from nordfed.cli.simulate import coefficient_table, emit, facts, fail, fmt, load_sites, split_list
+from nordfed.cli.simulate import coefficient_table, distinct_columns, emit, facts, fail, fmt, load_sites, split_list
 
 
 def logistic(
@@ -35,6 +35,7 @@ def logistic(
         fail("--covariates: give at least one column")
     if outcome in covs:
         fail(f"--covariates: the outcome {outcome!r} cannot also be a covariate")
+    distinct_columns({"--site-column": [site_column], "--outcome": [outcome], "--covariates": covs})
     if l1 is None and cv is None:
         fail("give --l1 LAMBDA or --cv K")
     if l1 is not None and l1 < 0:
@@ -47,6 +48,8 @@ def logistic(
         fail(f"--n-lambda must be at least 2, got {n_lambda}")
     if select not in ("min", "1se"):
         fail(f"--select must be 'min' or '1se', got {select!r}")
+    if seed < 0:
+        fail(f"--seed must be non-negative, got {seed}")  # numpy's generators take no negative seed
     fed = load_sites(csv, site_column, [*covs, outcome], min_cell_count=min_cell_count, binary=[outcome])
     try:
         fit = fit_lasso(fed, covs, outcome, lam=None if cv else l1, alpha=alpha, standardize=not no_standardize,

@@ -12,7 +12,12 @@ import typer
 from rich.console import RenderableType
 
 from nordfed.cli.simulate import (
+    BINARY,
+    NON_NEGATIVE,
+    UNIT_INTERVAL,
+    Check,
     coefficient_table,
+    distinct_columns,
     emit,
     facts,
     fail,
@@ -138,8 +143,10 @@ def km(
     """Pooled Kaplan-Meier curve with Greenwood CIs (log-log), per group with a log-rank test."""
     from nordfed.fed.km import fit_km
 
+    distinct_columns({"--site-column": [site_column], "--duration": [duration], "--event": [event]})
     fed = load_sites(csv, site_column, [duration, event], min_rows=min_cell_count, min_cell_count=min_cell_count,
-                     keep=[group] if group else None, exact_event_times=exact_event_times)
+                     keep=[group] if group else None, exact_event_times=exact_event_times,
+                     checks={duration: NON_NEGATIVE, event: BINARY})
     res = _run(lambda: fit_km(fed, duration=duration, event=event, group=group, time_grid=time_grid), csv)
     out: dict[str, Any] = {k: getattr(res, k) for k in ("times", "survival", "ci_lower", "ci_upper", "at_risk",
                                                          "events")}
@@ -174,8 +181,11 @@ def cox(
     covs = split_list(covariates)
     if not covs:
         fail("--covariates names no column")
+    distinct_columns({"--site-column": [site_column], "--duration": [duration], "--event": [event],
+                      "--covariates": covs})
     fed = load_sites(csv, site_column, [duration, event, *covs], min_rows=min_cell_count,
-                     min_cell_count=min_cell_count, exact_event_times=exact_event_times)
+                     min_cell_count=min_cell_count, exact_event_times=exact_event_times,
+                     checks={duration: NON_NEGATIVE, event: BINARY})
     res = _run(lambda: fit_cox(fed, duration=duration, event=event, covariates=covs, ties=ties,
                                strata_by_site=strata_by_site), csv)
     out = res.to_dict()
@@ -202,9 +212,15 @@ def glm(
 
     if family not in FAMILIES:
         fail(f"--family must be one of {', '.join(FAMILIES)}, not {family!r}")
-    covs = split_list(covariates)
+    covs = split_list(covariates)  # none: an intercept-only model
+    distinct_columns({"--site-column": [site_column], "--outcome": [outcome], "--covariates": covs,
+                      "--offset": [offset] if offset else []})
     numeric = [outcome, *covs, *([offset] if offset else [])]
-    fed = load_sites(csv, site_column, numeric, min_rows=min_cell_count, min_cell_count=min_cell_count)
+    # the family's range of the outcome, checked here so the error names the line (the sites name no row)
+    outcome_range: dict[str, Check] = {"binomial": UNIT_INTERVAL, "poisson": NON_NEGATIVE}
+    checks = {outcome: outcome_range[family]} if family in outcome_range else None
+    fed = load_sites(csv, site_column, numeric, min_rows=min_cell_count, min_cell_count=min_cell_count,
+                     checks=checks)
     res = _run(lambda: fit_glm(fed, outcome=outcome, covariates=covs, family=family, offset=offset), csv)
     emit(res.to_dict(), as_json, *_glm_views(res))
 

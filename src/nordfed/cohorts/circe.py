@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +122,7 @@ class CohortDefinition:
     prior_days: int = 0
     post_days: int = 0
     primary_limit: str = "First"
-    additional: Group | None = None
+    additional: Group | None = None  # None: no AdditionalCriteria, so QualifiedLimit does not apply (as Circe)
     qualified_limit: str = "First"
     inclusion_rules: tuple[InclusionRule, ...] = ()
     expression_limit: str = "First"
@@ -132,9 +134,40 @@ class CohortDefinition:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+class _Object(dict[str, Any]):
+    """A JSON object as parsed, remembering keys that appeared more than once (JSON keeps only the last)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.duplicates = tuple(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return obj
+
+
+def _no_duplicates(value: Any, path: str) -> None:
+    """A key given twice in one object would silently lose its first value (e.g. one of two InclusionRules
+    lists), so it is an error naming the key's JSON path."""
+    if isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            raise CirceError(f"{path}.{key}", "appears twice in the same object (JSON would keep only the last)")
+        for key, child in value.items():
+            _no_duplicates(child, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _no_duplicates(child, f"{path}[{i}]")
+
+
+def _kind(value: Any) -> str:
+    """A value's JSON type, for messages (``null`` rather than Python's NoneType)."""
+    names = {type(None): "null (or nothing)", bool: "true/false", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+
+
 def _obj(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise CirceError(path, f"expected an object, got {type(value).__name__}")
+        raise CirceError(path, f"expected an object, got {_kind(value)}")
     return value
 
 
@@ -142,15 +175,19 @@ def _list(value: Any, path: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise CirceError(path, f"expected a list, got {type(value).__name__}")
+        raise CirceError(path, f"expected a list, got {_kind(value)}")
     return value
 
 
-def _int(value: Any, path: str, default: int | None = None) -> int:
+def _int(value: Any, path: str, default: int | None = None, minimum: int | None = None) -> int:
     if value is None and default is not None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise CirceError(path, f"expected an integer, got {value!r}")
+    # NaN and Infinity parse as JSON numbers in Python but are no count of days
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            or int(value) != value):
+        raise CirceError(path, f"expected an integer, got {_kind(value) if value is None else repr(value)}")
+    if minimum is not None and value < minimum:
+        raise CirceError(path, f"must be at least {minimum}, got {int(value)}")
     return int(value)
 
 
@@ -178,7 +215,9 @@ def _check_keys(obj: dict[str, Any], path: str, known: set[str], ignored: set[st
 def _limit(value: Any, path: str) -> str:
     if value is None:
         return "First"
-    t = _obj(value, path).get("Type", "First")
+    obj = _obj(value, path)
+    _check_keys(obj, path, {"Type"})
+    t = obj.get("Type", "First")
     if t not in LIMITS:
         raise CirceError(f"{path}.Type", f"must be one of {', '.join(LIMITS)}, got {t!r}")
     return str(t)
@@ -201,7 +240,7 @@ def _range(value: Any, path: str, dates: bool) -> Range | None:
                 return dt.date.fromisoformat(str(v)[:10])
             except ValueError:
                 raise CirceError(p, f"expected a date YYYY-MM-DD, got {v!r}") from None
-        if not isinstance(v, int | float) or isinstance(v, bool):
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
             raise CirceError(p, f"expected a number, got {v!r}")
         return v
 
@@ -211,6 +250,10 @@ def _range(value: Any, path: str, dates: bool) -> Range | None:
         raise CirceError(f"{path}.Value", "is required")
     if op in ("bt", "!bt") and extent is None:
         raise CirceError(f"{path}.Extent", f"is required for Op {op!r}")
+    if op in ("bt", "!bt") and extent < value_:
+        # between 80 and 18 matches nothing (and its negation everything): a swapped range, not a criterion
+        raise CirceError(f"{path}.Extent", f"{obj.get('Extent')!r} is below Value {obj.get('Value')!r}; "
+                                           "give the range low to high")
     return Range(op, value_, extent)
 
 
@@ -289,14 +332,29 @@ def _window(value: Any, path: str) -> Window:
         coeff = _int(b.get("Coeff"), f"{p}.Coeff", default=1)
         if coeff not in (-1, 1):
             raise CirceError(f"{p}.Coeff", f"must be -1 or 1, got {coeff}")
+        if days is not None and _int(days, f"{p}.Days") < 0:
+            # Circe multiplies: Days -90 with Coeff -1 is 90 days AFTER the index, not before
+            raise CirceError(f"{p}.Days", f"must not be negative, got {days} (Coeff gives the direction: "
+                                          "-1 before the index date, 1 after)")
         return WindowBound(None if days is None else _int(days, f"{p}.Days"), coeff)
 
-    return Window(
+    window = Window(
         start=bound(obj.get("Start"), f"{path}.Start"),
         end=bound(obj.get("End"), f"{path}.End"),
         use_index_end=_bool(obj.get("UseIndexEnd"), f"{path}.UseIndexEnd"),
         use_event_end=_bool(obj.get("UseEventEnd"), f"{path}.UseEventEnd"),
     )
+    lo, hi = window.start, window.end
+    if lo.days is not None and hi.days is not None and lo.days * lo.coeff > hi.days * hi.coeff:
+        # no date lies in such a window: "at least 1" would drop everyone and "exactly 0" keep everyone
+        raise CirceError(path, f"starts {_signed(lo)} and ends {_signed(hi)} the index date: it starts after "
+                               "it ends, so no event can fall in it")
+    return window
+
+
+def _signed(b: WindowBound) -> str:
+    days = int(b.days or 0)
+    return f"{days} days {'before' if b.coeff < 0 else 'after'}"
 
 
 def _occurrence(value: Any, path: str) -> Occurrence:
@@ -308,9 +366,7 @@ def _occurrence(value: Any, path: str) -> Occurrence:
     col = obj.get("CountColumn") or "DOMAIN_CONCEPT"
     if col not in ("DOMAIN_CONCEPT", "START_DATE"):
         raise CirceError(f"{path}.CountColumn", f"must be DOMAIN_CONCEPT or START_DATE, got {col!r}")
-    count = _int(obj.get("Count"), f"{path}.Count")
-    if count < 0:
-        raise CirceError(f"{path}.Count", "must not be negative")
+    count = _int(obj.get("Count"), f"{path}.Count", minimum=0)
     return Occurrence(t, count, _bool(obj.get("IsDistinct"), f"{path}.IsDistinct"), col)
 
 
@@ -330,9 +386,13 @@ def _group(value: Any, path: str, codesets: set[int]) -> Group:
         p = f"{path}.CriteriaList[{i}]"
         c = _obj(c, p)
         _check_keys(c, p, {"Criteria", "StartWindow", "EndWindow", "Occurrence", "IgnoreObservationPeriod"})
+        if c.get("StartWindow") is None:
+            # Circe has no default; reading a missing window as "any time" would change what the rule means
+            raise CirceError(f"{p}.StartWindow", "is required (the days before and after the index date to look "
+                                                 "in; Days null for no limit)")
         criteria.append(CorrelatedCriterion(
             criterion=_domain_criterion(c.get("Criteria"), f"{p}.Criteria", codesets),
-            start_window=_window(c.get("StartWindow") or {}, f"{p}.StartWindow"),
+            start_window=_window(c["StartWindow"], f"{p}.StartWindow"),
             end_window=_window(c["EndWindow"], f"{p}.EndWindow") if c.get("EndWindow") else None,
             occurrence=_occurrence(c.get("Occurrence"), f"{p}.Occurrence"),
             ignore_observation_period=_bool(c.get("IgnoreObservationPeriod"), f"{p}.IgnoreObservationPeriod"),
@@ -346,9 +406,11 @@ def _end_strategy(value: Any, path: str) -> tuple[str, int] | None:
     if _is_unset(value):
         return None
     obj = _obj(value, path)
-    if obj.get("CustomEra"):
+    if obj.get("CustomEra") is not None:  # even {}: Circe would run a custom era with its defaults
         raise CirceError(f"{path}.CustomEra", "is not supported by nordfed's Circe subset (use DateOffset)")
     _check_keys(obj, path, {"DateOffset"})
+    if obj.get("DateOffset") is None:
+        return None  # {"CustomEra": null}: neither strategy, so the end of the observation period, as Circe
     off = _obj(obj["DateOffset"], f"{path}.DateOffset")
     _check_keys(off, f"{path}.DateOffset", {"DateField", "Offset"})
     date_field = off.get("DateField", "StartDate")
@@ -369,6 +431,9 @@ def _censor_window(value: Any, path: str) -> tuple[dt.date | None, dt.date | Non
             out.append(None if v is None else dt.date.fromisoformat(str(v)[:10]))
         except ValueError:
             raise CirceError(f"{path}.{key}", f"expected a date YYYY-MM-DD, got {v!r}") from None
+    if out[0] is not None and out[1] is not None and out[0] > out[1]:
+        raise CirceError(f"{path}.EndDate", f"{out[1]} is before StartDate {out[0]}: the window would censor every "
+                                            "entry")
     return out[0], out[1]
 
 
@@ -376,9 +441,10 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
     """Parse Circe JSON (a dict or JSON text) into a :class:`CohortDefinition`; errors name the JSON path."""
     if isinstance(definition, str):
         try:
-            definition = json.loads(definition)
+            definition = json.loads(definition, object_pairs_hook=_pairs)
         except json.JSONDecodeError as exc:
             raise CirceError("$", f"not valid JSON: {exc}") from None
+        _no_duplicates(definition, "$")
     root = _obj(definition, "$")
     _check_keys(root, "$", {
         "ConceptSets", "PrimaryCriteria", "QualifiedLimit", "ExpressionLimit", "InclusionRules", "EndStrategy",
@@ -401,8 +467,11 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
         p = f"$.InclusionRules[{i}]"
         r = _obj(r, p)
         _check_keys(r, p, {"name", "expression"}, ignored={"description"})
-        rules.append(InclusionRule(str(r.get("name") or f"rule {i}"), _group(r.get("expression") or {},
-                                                                              f"{p}.expression", codesets)))
+        if r.get("expression") is None:
+            # a rule without an expression would keep every entry: its criteria were lost, not absent
+            raise CirceError(f"{p}.expression", "is required")
+        rules.append(InclusionRule(str(r.get("name") or f"rule {i}"), _group(r["expression"], f"{p}.expression",
+                                                                              codesets)))
     collapse = _obj(root.get("CollapseSettings") or {}, "$.CollapseSettings")
     _check_keys(collapse, "$.CollapseSettings", {"CollapseType", "EraPad"})
     if collapse.get("CollapseType", "ERA") != "ERA":
@@ -411,10 +480,12 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
     return CohortDefinition(
         concept_sets=concept_sets,
         primary=primary,
-        prior_days=_int(ow.get("PriorDays"), "$.PrimaryCriteria.ObservationWindow.PriorDays", default=0),
-        post_days=_int(ow.get("PostDays"), "$.PrimaryCriteria.ObservationWindow.PostDays", default=0),
+        prior_days=_int(ow.get("PriorDays"), "$.PrimaryCriteria.ObservationWindow.PriorDays", default=0,
+                        minimum=0),
+        post_days=_int(ow.get("PostDays"), "$.PrimaryCriteria.ObservationWindow.PostDays", default=0, minimum=0),
         primary_limit=_limit(pc.get("PrimaryCriteriaLimit"), "$.PrimaryCriteria.PrimaryCriteriaLimit"),
-        additional=None if _is_unset(additional) else _group(additional, "$.AdditionalCriteria", codesets),
+        # null means none; {} is an (empty) group to Circe, which then applies QualifiedLimit (see cohorts.sql)
+        additional=None if additional is None else _group(additional, "$.AdditionalCriteria", codesets),
         qualified_limit=_limit(root.get("QualifiedLimit"), "$.QualifiedLimit"),
         inclusion_rules=tuple(rules),
         expression_limit=_limit(root.get("ExpressionLimit"), "$.ExpressionLimit"),
@@ -422,7 +493,7 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
         censoring=tuple(_domain_criterion(c, f"$.CensoringCriteria[{i}]", codesets)
                         for i, c in enumerate(_list(root.get("CensoringCriteria"), "$.CensoringCriteria"))),
         censor_window=_censor_window(root.get("CensorWindow"), "$.CensorWindow"),
-        era_pad=_int(collapse.get("EraPad"), "$.CollapseSettings.EraPad", default=0),
+        era_pad=_int(collapse.get("EraPad"), "$.CollapseSettings.EraPad", default=0, minimum=0),
         title=str(root.get("Title") or root.get("title") or root.get("name") or ""),
     )
 
@@ -431,6 +502,12 @@ def load_cohort(path: str | Path) -> CohortDefinition:
     """Read and parse a Circe JSON file; errors name the file and the JSON path."""
     p = Path(path)
     try:
-        return parse_cohort(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:  # a folder, no permission, ...
+        raise CirceError(str(p), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CirceError(str(p), f"not UTF-8 text (byte {exc.start}): save the JSON as UTF-8") from None
+    try:
+        return parse_cohort(text)
     except CirceError as exc:
         raise CirceError(f"{p}:{exc.path}", str(exc).split(": ", 1)[1]) from None

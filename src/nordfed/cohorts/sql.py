@@ -154,8 +154,12 @@ def _ctes(cd: CohortDefinition) -> list[tuple[str, str]]:
                                       "FROM primary_events p JOIN additional_ok a ON a.event_id = p.event_id "
                                       "WHERE a.ok = 1"))
         ctes.append(("qualified_events", _limit_sql("qualified_all", cd.qualified_limit)))
-    else:
+    elif cd.additional is not None:
         ctes.append(("qualified_events", _limit_sql("primary_events", cd.qualified_limit)))
+    else:
+        # Circe applies QualifiedLimit only when AdditionalCriteria is given: ATLAS exports its default
+        # {"Type": "First"} with every definition, and with PrimaryCriteriaLimit All it must keep all events
+        ctes.append(("qualified_events", f"SELECT {EVENT_COLS} FROM primary_events"))
     flags = []
     for i, rule in enumerate(cd.inclusion_rules):
         ctes.append((f"rule_{i}", group_sql(rule.expression, "qualified_events")))

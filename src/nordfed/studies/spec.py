@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,6 +54,13 @@ class Population(_Strict):
         if self.start_anchor == self.end_anchor and self.risk_window_end < self.risk_window_start:
             raise ValueError(f"riskWindowEnd ({self.risk_window_end}) is before riskWindowStart "
                              f"({self.risk_window_start})")
+        longest = self.risk_window_end - self.risk_window_start + 1
+        if self.start_anchor == self.end_anchor and self.require_time_at_risk and self.min_time_at_risk > longest:
+            # nobody can be at risk that long: every person without the outcome would leave the population
+            # (PatientLevelPrediction only warns), and the outcome rate would read as 100 %
+            raise ValueError(f"minTimeAtRisk ({self.min_time_at_risk}) is longer than the risk window "
+                             f"(riskWindowStart {self.risk_window_start} to riskWindowEnd {self.risk_window_end}: "
+                             f"{longest} days); lower it or set requireTimeAtRisk: false")
         return self
 
     def settings(self) -> dict[str, Any]:
@@ -84,7 +92,7 @@ class Model(_Strict):
     lambda_min_ratio: float | None = Field(None, gt=0, lt=1)
     cv_folds: int = Field(5, ge=2, le=20)
     selection: Literal["min", "1se"] = "min"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _alpha(self) -> Model:
@@ -147,7 +155,7 @@ class Disclosure(_Strict):
 class Synthetic(_Strict):
     sites: list[str] = Field(min_length=1)
     persons: int = Field(ge=100)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     dir: str = "data/synthetic"
 
     @field_validator("sites", mode="before")
@@ -189,6 +197,14 @@ class _Study(_Strict):
     ground_truth: GroundTruth = Field(default_factory=GroundTruth)
     _source: str = PrivateAttr(".")
 
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _norway(cls, sites: Any) -> Any:
+        if isinstance(sites, dict) and any(isinstance(s, bool) for s in sites):
+            raise ValueError("a site code read as true/false: YAML turns a bare NO (or YES, ON, OFF) into a "
+                             'boolean; quote the codes, e.g. "NO": duckdb:///no.duckdb')
+        return sites
+
     @model_validator(mode="after")
     def _where(self) -> _Study:
         if self.sites is not None and self.synthetic is not None:
@@ -216,8 +232,34 @@ class PlpStudy(_Study):
     @field_validator("covariates")
     @classmethod
     def _covariates(cls, value: dict[str, Any]) -> dict[str, Any]:
-        CovariateSettings.from_dict(value)  # unknown names raise ValueError with the known ones
+        settings = CovariateSettings.from_dict(value)  # unknown names raise ValueError with the known ones
+        _check_covariate_types(value)
+        for start in ("long_term_start_days", "short_term_start_days"):
+            if getattr(settings, start) > settings.end_days:
+                raise ValueError(f"{start} ({getattr(settings, start)}) is after end_days ({settings.end_days}): "
+                                 "its windows would be empty")
         return value
+
+
+def _check_covariate_types(value: dict[str, Any]) -> None:
+    """The sites take the settings as given and only test them for truth: a quoted "false" (a non-empty
+    string) would switch an analysis on, so each setting must have its default's type."""
+    for f in fields(CovariateSettings):
+        if f.name not in value:
+            continue
+        v = value[f.name]
+        if isinstance(f.default, bool):
+            if not isinstance(v, bool):
+                raise ValueError(f"{f.name} must be true or false, got {'nothing' if v is None else repr(v)}")
+        elif isinstance(f.default, int) and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{f.name} must be a whole number of days, got {'nothing' if v is None else repr(v)}")
+
+
+def _ordered_window(window: tuple[int, int]) -> tuple[int, int]:
+    if window[0] > window[1]:
+        raise ValueError(f"window {window[0]}, {window[1]} starts after it ends (give the first day first, in "
+                         "days relative to the index date, e.g. -90, 0)")
+    return window
 
 
 class Categorical(_Strict):
@@ -228,10 +270,24 @@ class Categorical(_Strict):
     levels: dict[str, list[int]] = Field(min_length=2)
     reference: str | None = None
 
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, window: tuple[int, int]) -> tuple[int, int]:
+        return _ordered_window(window)
+
     @model_validator(mode="after")
     def _reference(self) -> Categorical:
         if self.reference is not None and self.reference not in self.levels:
             raise ValueError(f"reference {self.reference!r} is not one of the levels {', '.join(self.levels)}")
+        # a concept in two levels would be read as the last of them only
+        seen: dict[int, str] = {}
+        for label, ids in self.levels.items():
+            if not ids:
+                raise ValueError(f"level {label!r} lists no concept id")
+            for cid in ids:
+                if cid in seen:
+                    raise ValueError(f"concept {cid} is in level {seen[cid]!r} and in level {label!r}")
+                seen[cid] = label
         return self
 
 
@@ -241,12 +297,38 @@ class Value(_Strict):
     concept_id: int
     window: tuple[int, int] = (-30, 0)
 
+    @field_validator("window")
+    @classmethod
+    def _ordered(cls, window: tuple[int, int]) -> tuple[int, int]:
+        return _ordered_window(window)
+
 
 class SurvivalCovariates(_Strict):
     age: bool = True
     sex: bool = True
     categorical: dict[str, Categorical] = Field(default_factory=dict)
     values: dict[str, Value] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SurvivalCovariates:
+        """Every covariate becomes a column of the sites' analysis table (a categorical one also one column per
+        level, ``<name>_<level>``); a second covariate of the same name would silently overwrite the first."""
+        taken = {"row_id": "a column of the analysis table", "subject_id": "a column of the analysis table",
+                 "index_date": "a column of the analysis table", "duration": "a column of the analysis table",
+                 "event": "a column of the analysis table"}
+        if self.age:
+            taken["age"] = "age: true"
+        if self.sex:
+            taken["male"] = "sex: true"
+        columns = [(n, f"categorical.{n}") for n in self.categorical]
+        columns += [(f"{n}_{label}", f"categorical.{n} level {label!r}") for n, c in self.categorical.items()
+                    for label in c.levels]
+        columns += [(n, f"values.{n}") for n in self.values]
+        for name, what in columns:
+            if name in taken:
+                raise ValueError(f"{what} makes a column {name!r}, as does {taken[name]}; rename one")
+            taken[name] = what
+        return self
 
 
 class SurvivalAnalysis(_Strict):
@@ -255,6 +337,14 @@ class SurvivalAnalysis(_Strict):
     ties: Literal["efron", "breslow"] = "efron"
     strata_by_site: bool = False
     at_risk_times: list[int] = Field(default_factory=lambda: [0, 90, 180, 270, 365])
+
+    @field_validator("cox")
+    @classmethod
+    def _once(cls, cox: list[str]) -> list[str]:
+        twice = sorted({c for c in cox if cox.count(c) > 1})
+        if twice:  # the same column twice makes the Cox model's information matrix singular
+            raise ValueError(f"names {', '.join(twice)} twice")
+        return cox
 
 
 class SurvivalStudy(_Study):
@@ -288,18 +378,64 @@ class _Doc(BaseModel):
     study: StudySpec
 
 
+def _fields(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The YAML keys of a pydantic error location (without the model's own ``study`` and kind tags)."""
+    if loc[:1] == ("study",):
+        loc = loc[1:]
+        if loc[:1] in (("plp",), ("survival",)):
+            loc = loc[1:]
+    return loc
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("study", "plp", "survival")]
     out = ""
-    for p in parts:
+    for p in map(str, _fields(loc)):
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
     return out or "(top level)"
 
 
-def parse_spec(doc: Any, source: str | Path = "<study>") -> PlpStudy | SurvivalStudy:
-    """Validate a loaded YAML document; :class:`SpecError` lists every problem as ``field: message``."""
+class _StudyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error: safe_load keeps the last, so a
+    second ``model:`` block would silently replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own construct_mapping says so
+            if twice:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in this mapping (YAML would keep only the last)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based YAML line of the deepest node on an error's path; None for the document itself."""
+    line = None
+    for part in _fields(loc):
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if str(k.value) == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_spec(doc: Any, source: str | Path = "<study>", nodes: yaml.Node | None = None) -> PlpStudy | SurvivalStudy:
+    """Validate a loaded YAML document; :class:`SpecError` lists every problem as ``field: message``, with the
+    YAML line where ``nodes`` (the composed document) gives it."""
     if not isinstance(doc, dict):
-        raise SpecError(source, [f"expected a mapping of study settings, got {type(doc).__name__}"])
+        got = "an empty file" if doc is None else f"a {type(doc).__name__}"
+        raise SpecError(source, [f"expected a mapping of study settings (name:, target:, ...), got {got}"])
     doc = {"kind": "plp", **doc}
     try:
         spec = _Doc(study=doc).study
@@ -309,10 +445,25 @@ def parse_spec(doc: Any, source: str | Path = "<study>") -> PlpStudy | SurvivalS
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            problems.append(f"{_loc(tuple(err['loc']))}: {msg}")
+            line = _line(nodes, tuple(err["loc"]))
+            problems.append(f"{_loc(tuple(err['loc']))}: {msg}" + (f" (line {line})" if line else ""))
         raise SpecError(source, problems) from None
     spec._source = str(source)
     return spec
+
+
+def _read_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
+    """The document and its node tree (for line numbers); YAML errors become a :class:`SpecError`."""
+    loader = _StudyLoader(text)
+    try:
+        nodes = loader.get_single_node()
+        return (loader.construct_document(nodes) if nodes is not None else None), nodes
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})"]) from None
+    finally:
+        loader.dispose()
 
 
 def load_spec(path: str | Path) -> PlpStudy | SurvivalStudy:
@@ -322,20 +473,22 @@ def load_spec(path: str | Path) -> PlpStudy | SurvivalStudy:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(p, [f"cannot read: {exc.strerror or exc}"]) from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(p, [f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})"]) from None
-    spec = parse_spec(doc, p)
+    except UnicodeDecodeError as exc:
+        raise SpecError(p, [f"not UTF-8 text (byte {exc.start}): save the YAML as UTF-8"]) from None
+    doc, nodes = _read_yaml(p, text)
+    spec = parse_spec(doc, p, nodes)
     problems = []
     cohorts = [("target", spec.target)]
     if isinstance(spec.outcome, OutcomeCohort):
         cohorts.append(("outcome.cohort", spec.outcome.cohort))
     for field_name, rel in cohorts:
+        where = _line(nodes, tuple(field_name.split(".")))
+        at = f" (line {where})" if where else ""
         if not spec.resolve(rel).exists():
-            problems.append(f"{field_name}: cohort file {rel} not found (looked in {spec.resolve(rel).parent})")
+            problems.append(f"{field_name}: cohort file {rel} not found (looked in {spec.resolve(rel).parent}){at}")
+            continue
+        if not spec.resolve(rel).is_file():
+            problems.append(f"{field_name}: {rel} is a folder, not a cohort JSON file{at}")
             continue
         try:
             load_cohort(spec.resolve(rel))
