@@ -348,3 +348,14 @@ def test_federated_covariate_tidying_matches_pooled_counts(tmp_path):
     frame = SiteData(site="S0", cdm=cdms["S0"]).frame(plan.dataset_params(spec))
     assert list(frame.columns[6:]) == [str(c) for c in plan.covariate_ids]
     assert frame["1901"].max() <= 1.0 and frame["1901"].max() > 0
+
+
+@pytest.mark.parametrize("given, message", [({"gender": "false"}, "gender must be true or false, got 'false'"),
+                                            ({"end_days": "0"}, "end_days must be a whole number of days"),
+                                            ({"end_days": True}, "end_days must be a whole number of days"),
+                                            ({"gendre": True}, "unknown covariate setting")])
+def test_covariate_settings_refuse_values_of_another_type(given, message):
+    # a site gets the settings from a task's input too, not only through a checked YAML: a quoted "false" is a
+    # non-empty string, which switched the analysis on
+    with pytest.raises(ValueError, match=message):
+        CovariateSettings.from_dict(given)

@@ -56,11 +56,24 @@ class CovariateSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CovariateSettings:
+        """The settings a study gives (a YAML's ``covariates:`` or a task's input), checked: unknown names and
+        values of another type than the default's are refused (a quoted "false", a non-empty string, would
+        switch an analysis on where the flags are only tested for truth)."""
         names = {f.name for f in fields(cls)}
         unknown = set(d or {}) - names
         if unknown:
             raise ValueError(f"unknown covariate setting(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(sorted(names))}")
+        for f in fields(cls):
+            if f.name not in (d or {}):
+                continue
+            v = (d or {})[f.name]
+            shown = "nothing" if v is None else repr(v)
+            if isinstance(f.default, bool):
+                if not isinstance(v, bool):
+                    raise ValueError(f"{f.name} must be true or false, got {shown}")
+            elif isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{f.name} must be a whole number of days, got {shown}")
         return cls(**(d or {}))
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -232,27 +231,12 @@ class PlpStudy(_Study):
     @field_validator("covariates")
     @classmethod
     def _covariates(cls, value: dict[str, Any]) -> dict[str, Any]:
-        settings = CovariateSettings.from_dict(value)  # unknown names raise ValueError with the known ones
-        _check_covariate_types(value)
+        settings = CovariateSettings.from_dict(value)  # unknown names and wrong types raise ValueError
         for start in ("long_term_start_days", "short_term_start_days"):
             if getattr(settings, start) > settings.end_days:
                 raise ValueError(f"{start} ({getattr(settings, start)}) is after end_days ({settings.end_days}): "
                                  "its windows would be empty")
         return value
-
-
-def _check_covariate_types(value: dict[str, Any]) -> None:
-    """The sites take the settings as given and only test them for truth: a quoted "false" (a non-empty
-    string) would switch an analysis on, so each setting must have its default's type."""
-    for f in fields(CovariateSettings):
-        if f.name not in value:
-            continue
-        v = value[f.name]
-        if isinstance(f.default, bool):
-            if not isinstance(v, bool):
-                raise ValueError(f"{f.name} must be true or false, got {'nothing' if v is None else repr(v)}")
-        elif isinstance(f.default, int) and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"{f.name} must be a whole number of days, got {'nothing' if v is None else repr(v)}")
 
 
 def _ordered_window(window: tuple[int, int]) -> tuple[int, int]:
