@@ -121,7 +121,11 @@ def to_csr(entries: Entries) -> tuple[sp.csr_matrix, np.ndarray]:
     Measured slower at a million rows on two cores, and so not done: building the matrix analysis step by step
     while later tables are scanned (DuckDB's scan already keeps both cores busy, and the parts must then be
     concatenated); a counting sort of the whole matrix by column, then by row (its appends to rows come in no order
-    the prefetcher can follow; inside one chunk, in cache, the same two sorts are what the merge does).
+    the prefetcher can follow; inside one chunk, in cache, the same two sorts are what the merge does); one compiled
+    pass from each engine batch straight into pages per chunk of rows, joining, coding (hash table) and windowing
+    each record with no record or entry arrays in between (0.66-0.68 s against 0.56-0.60 s in one A/B run, with
+    18 % less peak memory: a hash lookup and a page write per entry cost more than the sequential passes they
+    replace).
     """
     blocks, n_rows = entries.blocks, entries.n_rows
     cov_ids = covariate_ids(entries)
