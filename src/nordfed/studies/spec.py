@@ -160,10 +160,7 @@ class Synthetic(_Strict):
     @field_validator("sites", mode="before")
     @classmethod
     def _norway(cls, sites: Any) -> Any:
-        if isinstance(sites, list) and any(isinstance(s, bool) for s in sites):
-            raise ValueError("a site code read as true/false: YAML turns a bare NO (or YES, ON, OFF) into a "
-                             'boolean; quote the codes, e.g. ["DK", "NO", "SE"]')
-        return sites
+        return _quoted_codes(sites, '["DK", "NO", "SE"]')
 
     @field_validator("sites")
     @classmethod
@@ -176,6 +173,15 @@ class Synthetic(_Strict):
         if len({s.upper() for s in sites}) != len(sites):
             raise ValueError("a synthetic site is listed twice")
         return [s.upper() for s in sites]
+
+
+def _quoted_codes(sites: Any, example: str) -> Any:
+    """Site codes (a list, or a mapping's keys) as given, unless YAML read one as a boolean: a bare NO (or YES,
+    ON, OFF) is one."""
+    if isinstance(sites, list | dict) and any(isinstance(s, bool) for s in sites):
+        raise ValueError("a site code read as true/false: YAML turns a bare NO (or YES, ON, OFF) into a "
+                         f"boolean; quote the codes, e.g. {example}")
+    return sites
 
 
 class GroundTruth(_Strict):
@@ -199,10 +205,7 @@ class _Study(_Strict):
     @field_validator("sites", mode="before")
     @classmethod
     def _norway(cls, sites: Any) -> Any:
-        if isinstance(sites, dict) and any(isinstance(s, bool) for s in sites):
-            raise ValueError("a site code read as true/false: YAML turns a bare NO (or YES, ON, OFF) into a "
-                             'boolean; quote the codes, e.g. "NO": duckdb:///no.duckdb')
-        return sites
+        return _quoted_codes(sites, '"NO": duckdb:///no.duckdb')
 
     @model_validator(mode="after")
     def _where(self) -> _Study:
