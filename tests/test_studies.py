@@ -89,6 +89,9 @@ def test_plp_study_runs_end_to_end_and_writes_the_report(plp_run: tuple[dict, Pa
     assert results["internal"]["on"] == "test part"
     assert abs(results["internal"]["n"] - 0.25 * pooled[-1]["persons"]) <= 6  # rounded per site and class
     assert "On the test part: 25% of each site&#39;s persons" in text
+    from nordfed.reports.layouts import NORMALISED_NOTE
+
+    assert results["settings"]["preprocessing"]["normalize"] and NORMALISED_NOTE[:60] in text  # odds ratios' scale
     assert pooled[0]["persons"] >= pooled[-1]["persons"] > 600
     assert set(results["external"]) == {"DK", "NO", "SE"}
     assert results["model"]["non_zero"] >= 3

@@ -88,8 +88,15 @@ def test_sites_runs_the_study_on_those_sites_only_and_says_so(subset_run: tuple[
     results = json.loads(html.with_suffix(".json").read_text())
     assert results["sites"] == ["DK", "SE"]  # the YAML's order, whatever the case typed
     assert results["transport"] == "in-process; only DK, SE (--sites), left out FI"
+    assert results["sites_left_out"] == ["FI"]
     text = html.read_text()
     assert "2 sites: DK, SE" in text and "left out FI" in text
+    assert '<div class="left-out"><dt>Left out</dt><dd>FI</dd></div>' in text  # in the header, not only the footer
+    from nordfed.studies.report import survival_html
+
+    titles = [ax.get_title() for sec in survival_html(results).sections for b in sec.blocks if b.kind == "figure"
+              for ax in b.payload.figure.axes]
+    assert "Kaplan-Meier: survival by stage" in titles  # the YAML's km_by, not "group"
 
 
 def test_steps_are_plain_lines_when_stderr_is_not_a_terminal(subset_run: tuple[Result, Path]) -> None:

@@ -29,6 +29,9 @@ class ReportMetadata:
 
     study: str = ""
     sites: list[str] = field(default_factory=list)
+    #: sites of the study that this run did not use (``study run --sites``): named in the header, where a reader
+    #: comparing two reports looks, not only in the provenance table
+    sites_left_out: list[str] = field(default_factory=list)
     date: str = field(default_factory=lambda: date.today().isoformat())
     nordfed_version: str = nordfed.__version__
     #: algorithm name → version or "version (code hash)"

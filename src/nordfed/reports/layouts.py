@@ -43,6 +43,8 @@ class PlpResults:
     #: synthetic data only: the generating coefficients and (optionally) the true AUROC
     truth: Mapping[str, float] | None = None
     truth_metrics: Mapping[str, float] | None = None
+    #: continuous covariates were divided by their maximum before fitting (PatientLevelPrediction's normalisation)
+    normalised: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,6 +62,8 @@ class SurvivalResults:
     cox: Any = None
     truth: Mapping[str, float] | None = None
     time_label: str = "Time (days)"
+    #: what ``km_by_group`` is grouped by (e.g. "stage"): titles the group figure and its legend
+    group_label: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -80,6 +84,16 @@ def _headcount(steps: Sequence[Any] | None) -> tuple[Any, Any]:
     return pick(last, "persons", "n"), pick(last, "outcomes", "events")
 
 
+NORMALISED_NOTE = ("Continuous covariates (lab values, scores, counts) were divided by their largest value across the "
+                   "sites before fitting, as PatientLevelPrediction does: their odds ratio compares the largest "
+                   "value with zero, not one unit more with one unit less. Binary covariates (0/1) are unaffected.")
+
+
+def _short_setting(label: str) -> str:
+    """``"DK (trained on NO, SE)"`` → ``"DK"``, ``"temporal: trained before …"`` → ``"temporal"``."""
+    return label.split(":")[0].split(" (")[0]
+
+
 def _report(title: str, subtitle: str, metadata: ReportMetadata | Mapping[str, Any] | None,
             min_cell_count: int) -> StudyReport:
     return StudyReport(title, subtitle, metadata, min_cell_count=min_cell_count)
@@ -90,21 +104,29 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
     """A PLP study report with the sections of :data:`PLP_SECTIONS` (those with data)."""
     rep = _report(title, subtitle, metadata, min_cell_count)
     ev = as_mapping(res.internal) if res.internal is not None else {}
+    # measured on the rows the model was fitted on: every number and figure that is copied out of the report
+    # must say so, not only the section's introduction
+    apparent = str(ev.get("on")) == "training rows"
+    kind = "apparent" if apparent else "internal"
     persons, outcomes = _headcount(res.attrition)
     if persons is not None:
         rep.add_headline("Persons", _count(persons, min_cell_count),
                          f"{_count(outcomes, min_cell_count)} with the outcome" if outcomes is not None else "")
     if ev.get("auroc") is not None:
-        rep.add_headline("AUROC (internal)", *_ci_text(ev["auroc"], ev.get("auroc_ci")))
+        value, ci = _ci_text(ev["auroc"], ev.get("auroc_ci"))
+        rep.add_headline(f"AUROC ({kind})", value, f"{ci}; optimistic: training rows" if apparent else ci)
     if ev.get("calibration_slope") is not None:
-        rep.add_headline("Calibration slope", f"{ev['calibration_slope']:.2f}",
+        rep.add_headline("Calibration slope (apparent)" if apparent else "Calibration slope",
+                         f"{ev['calibration_slope']:.2f}",
                          f"intercept {ev.get('calibration_intercept', float('nan')):.2f}")
     if res.external:
         aucs = [as_mapping(v).get("auroc") for v in res.external.values()]
         aucs = [a for a in aucs if a is not None]
         if aucs:
+            # the range may include a temporal validation: the detail says what it spans
             rep.add_headline("AUROC across sites", f"{min(aucs):.3f}–{max(aucs):.3f}",
-                             f"{len(aucs)} external validation(s)")
+                             f"lowest–highest of {len(aucs)} external validation{'s' if len(aucs) != 1 else ''}"
+                             f" ({', '.join(_short_setting(k) for k in res.external)})")
     if res.coefficients is not None:
         nz = sum(1 for k, v in res.coefficients.items() if v and k != "(Intercept)")
         rep.add_headline("Model", f"{nz} covariates", "non-zero coefficients")
@@ -125,6 +147,9 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
             s.add_table(tables.sites_side_by_side(**{"caption": name, **spec}))
     if res.coefficients is not None:
         s = rep.add_section("Model", "Coefficients of the pooled model, largest effects first.")
+        if res.normalised:
+            # an odds ratio of 8 for CRP reads as "per mg/L" unless the scale is stated
+            s.add_note(NORMALISED_NOTE)
         if res.hyperparameters:
             s.add_metrics({k: str(v) for k, v in res.hyperparameters.items()})
         if any(v and k != "(Intercept)" for k, v in res.coefficients.items()):
@@ -136,23 +161,28 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
         on = {"test part": f"On the test part: {ev.get('test_fraction', 0):.0%} of each site's persons, held out "
                            "(stratified by outcome) before the model was fitted.",
               "training rows": "On the persons the model was fitted on: apparent performance, optimistic."}
-        s = rep.add_section("Internal performance", on.get(str(ev.get("on")), ""))
+        s = rep.add_section("Internal performance", "" if apparent else on.get(str(ev.get("on")), ""))
+        if apparent:
+            s.add_note(on["training rows"] + " No persons were held out (evaluation.test_fraction: 0); judge the "
+                       "model by the external validation below.")
+        tag = "apparent: training rows, optimistic" if apparent else "internal validation"
         figs = []
         if res.internal_roc:
-            figs.append((plots.roc_plot(res.internal_roc, "ROC, internal validation"), "Receiver operating "
+            figs.append((plots.roc_plot(res.internal_roc, f"ROC, {tag}"), "Receiver operating "
                          "characteristic of the pooled model."))
         if ev.get("calibration_table"):
             figs.append((plots.calibration_plot(ev["calibration_table"], ev.get("calibration_intercept"),
                                                 ev.get("calibration_slope"), ev.get("e_avg"), ev.get("ici"),
-                                                min_cell_count=min_cell_count),
+                                                title=f"Calibration, {tag}", min_cell_count=min_cell_count),
                          "Observed vs expected risk by decile of predicted risk (neighbouring deciles merged "
                          "where a site would have suppressed one)."))
         if figs:
             s.add_figures(figs)
+        caption = "Apparent performance (training rows, optimistic)" if apparent else "Internal performance"
         if ev:
-            s.add_table(tables.validation_table({"pooled (internal)": ev}, "Internal performance"))
+            s.add_table(tables.validation_table({f"pooled ({kind})": ev}, caption))
         if ev.get("per_site"):
-            s.add_table(tables.validation_table(ev["per_site"], "Internal performance by site"))
+            s.add_table(tables.validation_table(ev["per_site"], f"{caption} by site"))
     if res.external or res.external_roc:
         s = rep.add_section("External validation by site", "Each site scored by a model trained on the other sites "
                             "(leave one site out), unless labelled otherwise.")
@@ -214,9 +244,10 @@ def survival_report(res: SurvivalResults, title: str, subtitle: str = "",
                 p = lr["p_value"]
                 caption = (f"Log-rank test: χ² = {lr.get('chi2', float('nan')):.1f}, "
                            + ("p < 0.001." if p < 0.001 else f"p = {p:.3f}."))
+            by = res.group_label if name == "Survival by group" and res.group_label else name.split()[-1]
             rep.add_section(name).add_figure(plots.km_plot(
-                curves, f"Kaplan-Meier: {name.lower()}", res.at_risk_times, at_risk, res.time_label, min_cell_count),
-                caption)
+                curves, f"Kaplan-Meier: survival by {by}", res.at_risk_times, at_risk, res.time_label, min_cell_count,
+                legend_title=by.capitalize()), caption)
     if cox:
         s = rep.add_section("Cox model")
         s.add_table(tables.cox_table(cox))

@@ -19,12 +19,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import offset_copy
 
 from nordfed.reports.tables import as_mapping, pick
 
 #: Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 POOLED = "#222222"
+#: text colour for numbers printed in figures (dark enough for small text on white)
+INK = "#1f2933"
 DPI = 144
 #: shown at 96 CSS px per inch, so the 144-dpi PNG is sharp on high-density screens and the figure keeps its size
 CSS_PX_PER_INCH = 96
@@ -45,6 +48,9 @@ class Chart:
     suppressed: list[str] = field(default_factory=list)
     #: resolution the PNG was drawn at; sets its on-screen size (PNG bytes from elsewhere: use 96)
     dpi: int = DPI
+    #: the matplotlib figure the PNG was drawn from (None for PNG bytes from elsewhere), kept so that what the
+    #: reader sees (texts, their positions, colours) can be checked, not only the PNG's bytes
+    figure: Figure | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_figure(cls, fig: Figure, alt: str = "", notes: Sequence[str] = (),
@@ -52,7 +58,7 @@ class Chart:
         FigureCanvasAgg(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": "nordfed"})
-        return cls(buf.getvalue(), alt, list(notes), list(suppressed))
+        return cls(buf.getvalue(), alt, list(notes), list(suppressed), figure=fig)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -199,7 +205,8 @@ def calibration_points(table: Sequence[Any]) -> list[dict[str, Any]]:
         if not suppressed and n and obs is not None:
             lo, hi = _wilson(obs, n)
         pts.append({"bin": pick(r, "bin", "group", default=i + 1), "n": n, "expected": None if suppressed else e_rate,
-                    "observed": None if suppressed else o_rate, "lower": lo, "upper": hi, "suppressed": suppressed})
+                    "observed": None if suppressed else o_rate, "lower": lo, "upper": hi, "suppressed": suppressed,
+                    "risk_from": pick(r, "risk_from"), "risk_to": pick(r, "risk_to")})
     return pts
 
 
@@ -227,6 +234,12 @@ def calibration_plot(table: Sequence[Any], intercept: float | None = None, slope
             yerr = [np.clip(y - lo, 0.0, None), np.clip(hi - y, 0.0, None)]
             ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=PALETTE[0], alpha=0.55, lw=1, capsize=2,
                         label="95% CI (Wilson)")
+        spans = [p for p in shown if p["risk_from"] is not None and p["risk_to"] is not None]
+        if spans:
+            # merged deciles make wide bins: a point alone hides that it stands for 0-14 % predicted risk
+            ax.hlines([p["observed"] for p in spans], [p["risk_from"] for p in spans],
+                      [min(p["risk_to"], top) for p in spans], color=PALETTE[0], alpha=0.35, lw=3.5, zorder=1,
+                      label="predicted risk range of the bin")
         bits = []
         if intercept is not None:
             bits.append(f"intercept {intercept:.2f}")
@@ -260,14 +273,30 @@ def _step(times: np.ndarray, values: np.ndarray, start: float = 1.0) -> tuple[np
     return times, values
 
 
+def _survival_floor(items: list[dict[str, Any]]) -> float:
+    """Lower end of the survival axis: 0, or a tenth below the lowest curve or band when all stay above 0.5.
+
+    One-year survival after surgery lives between 0.75 and 1; on a 0-1 axis the groups' curves and their
+    bands merge into one line at the top. CohortMethod's plots trim the axis the same way; the axis label says so.
+    """
+    lows = []
+    for c in items:
+        lo = pick(c, "ci_lower", "lower")
+        vals = np.asarray(lo if lo is not None else c["survival"], float)
+        lows.append(float(np.nanmin(vals)) if vals.size else 1.0)
+    vmin = min(lows, default=0.0)
+    return 0.0 if vmin < 0.5 else math.floor((vmin - 0.02) * 10) / 10
+
+
 def km_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "Kaplan-Meier survival",
             at_risk_times: Sequence[float] | None = None, at_risk: Mapping[str, Sequence[int | None]] | None = None,
             time_label: str = "Time (days)", min_cell_count: int = 10,
-            ylim: tuple[float, float] = (0.0, 1.02)) -> Chart:
+            ylim: tuple[float, float] | None = None, legend_title: str | None = None) -> Chart:
     """Survival step curves with pointwise 95% bands (``times``, ``survival``, ``ci_lower``, ``ci_upper``).
 
     ``at_risk`` maps a curve label to its numbers at risk at ``at_risk_times`` (``None`` = suppressed);
-    they are printed in a table under the plot.
+    they are printed in a table under the plot. ``ylim`` None starts the axis at 0, or above it when every
+    curve stays high (the axis label then names where it starts).
     """
     items = [{"label": k, **as_mapping(v)} for k, v in curves.items()] if isinstance(curves, Mapping) \
         else [dict(as_mapping(c)) for c in curves]
@@ -294,14 +323,18 @@ def km_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "Kaplan-Meie
                 _, yh = _step(t, np.asarray(hi, float))
                 ax.fill_between(xl, yl, yh, step="post", color=color, alpha=0.15, lw=0)
             tmax = max(tmax, float(x.max()) if x.size else 0.0)
-        ax.set(ylim=ylim, ylabel="Survival probability", title=title)
+        floor = _survival_floor(items) if ylim is None else ylim[0]
+        ax.set(ylim=ylim or (floor, 1.02), title=title,
+               ylabel="Survival probability" + (f" (axis starts at {floor:g})" if floor > 0 else ""))
         ax.set_xlim(0, max(tmax, *(at_risk_times or [0])) * 1.02 or 1)
-        ax.legend(loc="lower left", frameon=True, framealpha=0.9)
+        ax.legend(loc="lower left", frameon=True, framealpha=0.9, title=legend_title)
         if axr is None:
             ax.set_xlabel(time_label)
         else:
             _at_risk_table(axr, items, at_risk_times, at_risk, min_cell_count, time_label)
     notes = ["Shaded bands: pointwise 95% confidence intervals."]
+    if floor > 0:
+        notes.append(f"The survival axis starts at {floor:g}, not 0.")
     supp = []
     if show_risk and any(v is None for vals in at_risk.values() for v in vals):
         supp.append(f"Numbers at risk below {min_cell_count} are suppressed and shown as <{min_cell_count}.")
@@ -311,6 +344,11 @@ def km_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "Kaplan-Meie
 
 def _at_risk_table(axr: Any, items: list[dict[str, Any]], times: Sequence[float],
                    at_risk: Mapping[str, Sequence[int | None]], min_cell_count: int, time_label: str) -> None:
+    """Numbers at risk under the curves, as lifelines' ``add_at_risk_counts`` prints them.
+
+    The numbers are dark: palette colours such as orange are readable as lines but not as small text on white;
+    a coloured line sample before each row's label ties the row to its curve.
+    """
     axr.grid(False)
     for side in ("left", "top", "right", "bottom"):
         axr.spines[side].set_visible(side == "bottom")
@@ -318,7 +356,8 @@ def _at_risk_table(axr: Any, items: list[dict[str, Any]], times: Sequence[float]
     n = len(items)
     axr.set_ylim(-0.5, n - 0.5)
     axr.text(0.0, 1.0, "Number at risk", transform=axr.transAxes, fontsize=8.5, fontweight="bold",
-             va="bottom", ha="left")
+             va="bottom", ha="left", color=INK)
+    fig = axr.get_figure()
     for k, c in enumerate(items):
         vals = at_risk.get(str(c["label"]))
         if vals is None:
@@ -326,12 +365,15 @@ def _at_risk_table(axr: Any, items: list[dict[str, Any]], times: Sequence[float]
         if len(vals) != len(times):
             raise ValueError(f"km_plot: {len(vals)} numbers at risk for {c['label']!r} but {len(times)} times")
         y = n - 1 - k
-        # offset in points so the label clears the (centred) count printed at time 0
-        axr.annotate(_shorten(str(c["label"]), 22), xy=(0, y), xycoords=("axes fraction", "data"), xytext=(-16, 0),
-                     textcoords="offset points", ha="right", va="center", fontsize=8, color=PALETTE[k % len(PALETTE)])
+        row = axr.get_yaxis_transform()  # x in axes fraction, y in data
+        # offsets in points so the label clears the (centred) count printed at time 0
+        axr.annotate(_shorten(str(c["label"]), 22), xy=(0, y), xycoords=row, xytext=(-34, 0),
+                     textcoords="offset points", ha="right", va="center", fontsize=8, color=INK)
+        axr.plot([0, 0], [y, y], transform=offset_copy(row, fig=fig, x=-25, units="points"), clip_on=False,
+                 color=PALETTE[k % len(PALETTE)], lw=2.4, marker="_", ms=12, mew=2.4)
         for t, v in zip(times, vals, strict=True):
             axr.text(t, y, f"<{min_cell_count}" if v is None else f"{int(v)}", ha="center", va="center",
-                     fontsize=8, color=PALETTE[k % len(PALETTE)])
+                     fontsize=8, color=INK)
     axr.set_xticks(list(times))
     axr.set_xlabel(time_label)
 
@@ -353,6 +395,18 @@ def _spaced_ticks(ticks: list[float], lo: float, hi: float) -> list[float]:
                 kept.append(t)
                 last = t
     return sorted(set(kept))
+
+
+def _estimate_column(ax: Any, items: list[tuple[str, float]], ci: Mapping[str, tuple[float, float]],
+                     f: Any, header: str) -> None:
+    """Estimate and 95% CI printed right of each row, as forest plots in papers do: the reader gets the numbers
+    without reading them off a log axis."""
+    row = ax.get_yaxis_transform()  # x in axes fraction, y in data
+    for i, (k, v) in enumerate(items):
+        text = f"{f(v):.2f}" + (f" ({f(ci[k][0]):.2f}–{f(ci[k][1]):.2f})" if k in ci else "")
+        ax.text(1.03, i, text, transform=row, ha="left", va="center", fontsize=8.5, color=INK)
+    ax.text(1.03, len(items) - 0.4, f"{header} (95% CI)", transform=row, ha="left", va="bottom", fontsize=8.5,
+            fontweight="bold", color=INK)
 
 
 def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[float, float]] | None = None,
@@ -403,6 +457,8 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
                 ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
+        if has_ci:
+            _estimate_column(ax, items, ci, f, effect if odds_ratios else "Coefficient")
         ax.set_yticks(y, [_axis_label(k, 60) for k, _ in items])
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"{effect} (log scale)" if odds_ratios else "Coefficient (log-odds scale)")

@@ -219,6 +219,17 @@ def _missing_metric(v: Any) -> bool:
     return all(_missing(x) for x in v) if isinstance(v, tuple) else _missing(v)
 
 
+def _site_rate(s: Mapping[str, Any]) -> Any:
+    """One site's (observed rate, persons) for a risk group, or :data:`SUPPRESSED`.
+
+    A site that withheld the group reports it as ``n`` 0 with ``sites_suppressed`` set; read literally that is
+    "no persons in this group", shown "–", which hides that the site has persons there but too few outcomes.
+    """
+    if pick(s, "sites_suppressed", default=0):
+        return SUPPRESSED
+    return pick(s, "observed_rate"), pick(s, "n")
+
+
 def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]] | None = None,
                      caption: str = "Risk groups") -> Table:
     """Risk groups (``group``, ``bundle``, ``risk_from``/``risk_to``, ``n``, ``observed_rate``) pooled and per site."""
@@ -233,8 +244,7 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
         if row["n"] is None or (isinstance(row["n"], LowerBound) and row["n"].value == 0):
             row["rate"] = row["expected"] = SUPPRESSED  # nothing released: a rate here would be invented
         for site, site_rows in per_site.items():
-            s = as_mapping(site_rows[i])
-            row[f"site:{site}"] = (pick(s, "observed_rate"), pick(s, "n"))
+            row[f"site:{site}"] = _site_rate(as_mapping(site_rows[i]))
         rows.append(row)
     cols = [Column("group", "Group"), Column("bundle", "Bundle"), Column("range", "Predicted risk"),
             Column("n", "Persons", "count"), Column("expected", "Expected", "percent"),
@@ -243,6 +253,9 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
     if all(r["expected"] is None for r in rows):
         cols = [c for c in cols if c.key != "expected"]
     notes = ["Per site: observed outcome rate (persons)."] if per_site else []
+    if any(v is SUPPRESSED for r in rows for k, v in r.items() if k.startswith("site:")):
+        notes.append("suppr. at a site: the site withheld the group because it had too few persons or outcomes "
+                     "in it (disclosure control); it does not mean the group is empty there.")
     if any(isinstance(r["n"], LowerBound) for r in rows):
         notes.append(LOWER_BOUND_NOTE)
         notes.append("The expected and observed rates of a group marked † are those of the sites that released "

@@ -48,6 +48,7 @@ def run_study(path: str | Path, out: str | Path | None = None, hub: str | None =
         except AlgorithmError as exc:
             raise SiteStopped(exc, opened.federation.sites) from exc
         results["transport"] = opened.transport
+        results["sites_left_out"] = opened.left_out
         if step:
             step("report")
         html, js = write_report(results, target, opened.transport)

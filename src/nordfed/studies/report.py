@@ -54,6 +54,7 @@ def _metadata(results: dict[str, Any], transport: str, algorithms: list[str]) ->
 
     reg = registry()
     return ReportMetadata(study=results["study"], sites=list(results["sites"]),
+                          sites_left_out=list(results.get("sites_left_out") or []),
                           synthetic="ground_truth" in results or bool(results.get("synthetic")),
                           algorithms={a: f"{reg[a].version} ({reg[a].code_hash[:12]})" for a in algorithms if a in reg},
                           extra={"transport": transport})
@@ -107,6 +108,7 @@ def plp_html(results: dict[str, Any], transport: str = "in-process") -> Any:
                          "covariates offered": results["preprocessing"]["covariates"],
                          "non-zero": mdl["non_zero"],
                          **{f"removed: {k}": v for k, v in results["preprocessing"]["removed"].items() if v}},
+        normalised=bool(s["preprocessing"]["normalize"]),
         internal=internal, internal_roc=roc, external=external or None, external_roc=external_roc or None,
         risk_groups=results["risk_groups"], notes=[*notes, *([results["description"]] if results["description"]
                                                             else [])],
@@ -179,7 +181,7 @@ def survival_html(results: dict[str, Any], transport: str = "in-process") -> Any
         attrition=attrition, km_by_group=km.get("by_group") or None, km_by_site=km.get("per_site") or None,
         at_risk_times=results.get("at_risk_times"), at_risk_by_group=results.get("at_risk_by_group"),
         at_risk_by_site=results.get("at_risk_by_site"), logrank=km.get("logrank"),
-        cox=results.get("cox"), notes=notes)
+        cox=results.get("cox"), notes=notes, group_label=s["analysis"].get("km_by") or "")
     algos = ["nordfed.cohorts.instantiate", "nordfed.studies.attrition", "nordfed.km.counts",
              "nordfed.cox.summary", "nordfed.cox.risk_sets", "nordfed.cox.stratum", "nordfed.cox.concordance"]
     return survival_report(res, f"{results['study']}: survival", f"{len(results['sites'])} sites: "

@@ -90,6 +90,8 @@ class StudySites:
     truth: dict[str, Path] = field(default_factory=dict)
     transport: str = "in-process"
     _cdms: list[CDM] = field(default_factory=list)
+    #: the study's sites (YAML sites or the collaboration's nodes) that ``--sites`` left out
+    left_out: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         for cdm in self._cdms:
@@ -195,7 +197,8 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
         if path.exists():
             truth[site] = path
     return StudySites(InProcessFederation.from_cdms(cdms, policy), urls, truth,
-                      "in-process" + _left_out(known, chosen), list(cdms.values()))
+                      "in-process" + _left_out(known, chosen), list(cdms.values()),
+                      left_out=[k for k in known if k not in chosen])
 
 
 def _hub_sites(hub: str, collaboration: int | None, study: str, description: str | None,
@@ -222,7 +225,7 @@ def _hub_sites(hub: str, collaboration: int | None, study: str, description: str
     transport = f"hub {hub}, collaboration {collaboration}, study {found['name']} (id {found['id']})"
     # an organization may have more nodes than those chosen: the subset keeps its others out
     return StudySites(fed if fed.sites == chosen else SiteSubset(fed, chosen),
-                      transport=transport + _left_out(known, chosen))
+                      transport=transport + _left_out(known, chosen), left_out=[k for k in known if k not in chosen])
 
 
 def hub_study_name(name: str, chosen: Sequence[str], known: Sequence[str]) -> str:
