@@ -211,3 +211,18 @@ def test_calibration_shows_how_wide_each_merged_bin_is():
     assert [tuple(np.round(s[:, 0], 3)) for s in segments][:2] == [(0.0, 0.141), (0.141, 0.257)]
     assert segments[2][1, 0] == ax.get_xlim()[1]  # the open-ended top bin ends at the axis, not at 100 %
     assert _overlaps(chart) == []
+
+
+def test_coefficient_bars_have_a_legend_entry_per_colour():
+    from matplotlib.colors import to_hex
+
+    from nordfed.reports import plots
+
+    chart = coefficient_plot({"age": 0.4, "albumin": -0.3}, truth={"age": 0.5, "albumin": -0.2})
+    legend = chart.figure.legends[0]
+    entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    assert set(entries) == {"estimate, raises the risk", "estimate, lowers the risk", "ground truth"}
+    # each entry in the colour its bars are drawn in (one "estimate" entry showed only the first bar's)
+    assert to_hex(entries["estimate, raises the risk"].get_facecolor()) == to_hex(plots.PALETTE[5])
+    assert to_hex(entries["estimate, lowers the risk"].get_facecolor()) == to_hex(plots.PALETTE[0])
+    assert coefficient_plot({"age": 0.4, "albumin": -0.3}).figure.legends  # without truth markers too

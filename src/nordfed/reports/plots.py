@@ -440,7 +440,11 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
         elif odds_ratios:
             ax.scatter(vals, y, color=colors, s=26, zorder=3, label="estimate")
         else:
-            ax.barh(y, vals, color=colors, height=0.62, label="estimate")
+            bars = ax.barh(y, vals, color=colors, height=0.62)
+            # a legend entry per colour (the first bar of each): one "estimate" entry showed only the first colour
+            for colour, what in ((PALETTE[5], "raises the risk"), (PALETTE[0], "lowers the risk")):
+                if colour in colors:
+                    bars.patches[colors.index(colour)].set_label(f"estimate, {what}")
         if truth:
             ty = [(i, f(truth[k])) for i, (k, _) in enumerate(items) if k in truth]
             if ty:
@@ -463,8 +467,8 @@ def coefficient_plot(coefficients: Mapping[str, float], ci: Mapping[str, tuple[f
         ax.grid(axis="y", visible=False)
         ax.set_xlabel(f"{effect} (log scale)" if odds_ratios else "Coefficient (log-odds scale)")
         ax.set_title(title)
-        if has_ci or truth:
-            fig.legend(loc="outside lower center", ncol=2, frameon=False)
+        if has_ci or truth or not odds_ratios:  # bars: the legend says what their two colours mean
+            fig.legend(loc="outside lower center", ncol=3, frameon=False)
     notes = [f"{dropped} further non-zero coefficients with smaller magnitude are not drawn."] if dropped else []
     alt = f"{title}: {len(items)} non-zero coefficients"
     return Chart.from_figure(fig, alt, notes)
