@@ -91,8 +91,10 @@ def test_risk_groups_pooled_suppression_hides_rates():
                "expected_rate": 0.09, "sites_suppressed": 0}]
     per_site = {"A": [{"n": None, "observed_rate": None}, {"n": 200, "observed_rate": 0.12}],
                 "B": [{"n": None, "observed_rate": None}, {"n": 100, "observed_rate": 0.06}]}
-    rows = _texts(risk_group_table(pooled, per_site))
+    table = risk_group_table(pooled, per_site)
+    rows = _texts(table)
     assert rows[0] == ["1", "usual care", "0.0–5.0\u202f%", "suppr.", "suppr.", "suppr.", "<10", "<10"]
+    assert not any("lower bound" in n for n in table.notes)  # no † shown, so no † footnote
     assert rows[1][3:] == ["300", "9.0\u202f%", "10.0\u202f%", "12.0\u202f% (200)", "6.0\u202f% (100)"]
     # one site suppressed: the count is a lower bound and the rates are the other site's, and the notes say so
     partial = [{**pooled[1], "n": 200, "observed_rate": 0.12, "expected_rate": 0.1, "sites_suppressed": 1}]

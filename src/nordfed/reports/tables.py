@@ -256,7 +256,7 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
     if any(v is SUPPRESSED for r in rows for k, v in r.items() if k.startswith("site:")):
         notes.append("suppr. at a site: the site withheld the group because it had too few persons or outcomes "
                      "in it (disclosure control); it does not mean the group is empty there.")
-    if any(isinstance(r["n"], LowerBound) for r in rows):
+    if any(isinstance(r["n"], LowerBound) and r["n"].value for r in rows):  # a 0 one shows "suppr.", no †
         notes.append(LOWER_BOUND_NOTE)
         notes.append("The expected and observed rates of a group marked † are those of the sites that released "
                      "it, not of all sites.")
@@ -291,7 +291,8 @@ def sites_side_by_side(tables: Mapping[str, Iterable[Any]], keys: str | Sequence
     cols += [Column(f"site:{s}", s, kind) for s in tables]
     if pooled is not None:
         cols.append(Column("pooled", "Pooled", kind))
-    notes = [LOWER_BOUND_NOTE] if any(isinstance(r.get("pooled"), LowerBound) for r in rows) else []
+    notes = [LOWER_BOUND_NOTE] if any(isinstance(r.get("pooled"), LowerBound) and r["pooled"].value
+                                      for r in rows) else []
     return Table(cols, rows, caption, notes)
 
 
