@@ -94,9 +94,13 @@ def test_sites_runs_the_study_on_those_sites_only_and_says_so(subset_run: tuple[
     assert '<div class="left-out"><dt>Left out</dt><dd>FI</dd></div>' in text  # in the header, not only the footer
     from nordfed.studies.report import survival_html
 
-    titles = [ax.get_title() for sec in survival_html(results).sections for b in sec.blocks if b.kind == "figure"
-              for ax in b.payload.figure.axes]
-    assert "Kaplan-Meier: survival by stage" in titles  # the YAML's km_by, not "group"
+    figures = [b.payload.figure for sec in survival_html(results).sections for b in sec.blocks if b.kind == "figure"]
+    assert "Kaplan-Meier: survival by stage" in [ax.get_title() for f in figures for ax in f.axes]  # not "group"
+    # Cox rows as a reader names them; the JSON keeps the column names
+    rows = {t.get_text() for f in figures for ax in f.axes if ax.get_title().startswith("Hazard")
+            for t in ax.get_yticklabels()}
+    assert {"age (per year)", "male vs female", "stage III-IV vs I-II"} <= rows
+    assert "stage_III-IV" in results["cox"]["coefficients"]
 
 
 def test_steps_are_plain_lines_when_stderr_is_not_a_terminal(subset_run: tuple[Result, Path]) -> None:

@@ -181,12 +181,39 @@ def survival_html(results: dict[str, Any], transport: str = "in-process") -> Any
         attrition=attrition, km_by_group=km.get("by_group") or None, km_by_site=km.get("per_site") or None,
         at_risk_times=results.get("at_risk_times"), at_risk_by_group=results.get("at_risk_by_group"),
         at_risk_by_site=results.get("at_risk_by_site"), logrank=km.get("logrank"),
-        cox=results.get("cox"), notes=notes, group_label=s["analysis"].get("km_by") or "")
+        cox=_labelled_cox(results.get("cox"), cox_labels(s["covariates"])), notes=notes,
+        group_label=s["analysis"].get("km_by") or "")
     algos = ["nordfed.cohorts.instantiate", "nordfed.studies.attrition", "nordfed.km.counts",
              "nordfed.cox.summary", "nordfed.cox.risk_sets", "nordfed.cox.stratum", "nordfed.cox.concordance"]
     return survival_report(res, f"{results['study']}: survival", f"{len(results['sites'])} sites: "
                            f"{', '.join(results['sites'])}", _metadata(results, transport, algos),
                            min_cell_count=s["disclosure"]["min_cell_count"])
+
+
+def cox_labels(covariates: dict[str, Any]) -> dict[str, str]:
+    """What a reader calls each Cox column: a level against its reference, age per year, male against female.
+
+    >>> cox_labels({"categorical": {"stage": {"levels": {"I-II": [1], "III": [2]}, "reference": None}}})
+    {'age': 'age (per year)', 'male': 'male vs female', 'stage_III': 'stage III vs I-II'}
+    """
+    labels = {"age": "age (per year)", "male": "male vs female"}
+    for name, cat in (covariates.get("categorical") or {}).items():
+        ref = cat.get("reference") or next(iter(cat["levels"]))
+        labels |= {f"{name}_{level}": f"{name} {level} vs {ref}" for level in cat["levels"] if level != ref}
+    return labels
+
+
+def _labelled_cox(cox: dict[str, Any] | None, labels: dict[str, str]) -> dict[str, Any] | None:
+    """The Cox result with its covariates named for the report (the JSON keeps the column names)."""
+    if not cox:
+        return cox
+    out = dict(cox)
+    for key, value in cox.items():
+        if isinstance(value, dict) and set(value) <= set(cox.get("coefficients", {})):
+            out[key] = {labels.get(k, k): v for k, v in value.items()}
+    if isinstance(cox.get("covariates"), list):
+        out["covariates"] = [labels.get(k, k) for k in cox["covariates"]]
+    return out
 
 
 def write_report(results: dict[str, Any], out: Path, transport: str = "in-process") -> tuple[Path, Path]:
