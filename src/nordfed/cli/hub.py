@@ -320,6 +320,50 @@ def delete_node(
     typer.echo(f"node {node['name']!r} (id {node['id']}) deleted")
 
 
+def _user_id(client: Any, user: str) -> int:
+    """A user's id from its id or username, among the users this login may list."""
+    if user.isdigit():
+        return int(user)
+    found = [u["id"] for u in _call(client, "GET", "/users") if u["username"] == user]
+    if not found:
+        _fail(f"no user named {user!r} among the users this login may manage (`nordfed hub list users`)")
+    return found[0]
+
+
+def _set_user(user: str, disabled: bool, url: str, username: str, password: str) -> dict:
+    with closing(_logged_in(url, username, password)) as client:
+        return _call(client, "PATCH", f"/users/{_user_id(client, user)}", {"disabled": disabled})
+
+
+UserArgument = Annotated[str, typer.Argument(metavar="USER", help="Username or id (`nordfed hub list users`).")]
+
+
+@hub_app.command("disable-user")
+def disable_user(
+    user: UserArgument,
+    url: UrlOption = "http://127.0.0.1:7700",
+    username: UserOption = "root",
+    password: PasswordOption = ...,
+) -> None:
+    """Disable a user who left (root or an organization admin of its organization): her tokens stop working at
+    once, logins are refused and her unfinished tasks are cancelled, so no node runs them. Her finished tasks and
+    results stay on record; `enable-user` lets her log in again (cancelled tasks stay cancelled)."""
+    out = _set_user(user, True, url, username, password)
+    typer.echo(f"user {out['username']!r} (id {out['id']}) disabled: tokens revoked, unfinished tasks cancelled")
+
+
+@hub_app.command("enable-user")
+def enable_user(
+    user: UserArgument,
+    url: UrlOption = "http://127.0.0.1:7700",
+    username: UserOption = "root",
+    password: PasswordOption = ...,
+) -> None:
+    """Enable a disabled user again: she may log in again."""
+    out = _set_user(user, False, url, username, password)
+    typer.echo(f"user {out['username']!r} (id {out['id']}) enabled")
+
+
 # ------------------------------------------------------------------------------------------- listings
 list_app = typer.Typer(help="List what the hub holds, as far as the login may see it (read-only).",
                        no_args_is_help=True)

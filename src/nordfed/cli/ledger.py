@@ -114,6 +114,15 @@ def _rows(path: Path) -> list[tuple[Any, ...]]:
     return sorted(rows, key=lambda r: r[0] if isinstance(r[0], int) else 0)
 
 
+def _differing(mine: Any, other: Any) -> str:
+    """" in payload, …": which fields of two versions of an entry differ; an entry edited without re-hashing keeps
+    its entry_hash, so the two hashes alone would read the same."""
+    if not isinstance(mine, dict) or not isinstance(other, dict):
+        return ""
+    fields = [k for k in sorted(mine.keys() | other.keys()) if mine.get(k) != other.get(k)]
+    return f" in {', '.join(fields)}" if fields else ""
+
+
 def compare_copies(mine: list[tuple[Any, ...]], other: list[tuple[Any, ...]], name: str) -> list[Problem]:
     """Entries of the ``other`` copy (the hub's) that this one lacks or holds differently; entries this copy has
     beyond the other's head are not problems (not replicated yet)."""
@@ -136,7 +145,8 @@ def compare_copies(mine: list[tuple[Any, ...]], other: list[tuple[Any, ...]], na
         if seq not in have:
             missing.append(seq)
         elif canon(have[seq]) != canon(r):
-            problems.append(Problem(seq, "fork", f"differs from entry {seq} of {name} "
+            fields = _differing(canon(have[seq]), canon(r))
+            problems.append(Problem(seq, "fork", f"differs from entry {seq} of {name}{fields} "
                                     f"(here {str(have[seq][6])[:12]}…, there {str(r[6])[:12]}…)"))
     if missing:  # one problem per run of consecutive missing entries
         start = prev = missing[0]

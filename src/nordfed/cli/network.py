@@ -163,12 +163,27 @@ def login(
         _fail(f"--hub: {exc}", 2)
     try:
         c.login(username, password)
+        before = c.request("GET", "/api/users/me").get("signing_key")  # what the hub published for her so far
         ident = c.ensure_keys()
     except HubError as exc:
         _fail(str(exc))
     path = c.save_state()
     console.print(f"logged in to {c.hub_url} as {username}; state in {path}")
     console.print(f"your signing key (nodes pin it in their policy): {ident.signing_public}")
+    if before and before != ident.signing_public:
+        _warn_replaced_keys(username, before, c.key_dir)
+
+
+def _warn_replaced_keys(username: str, before: str, key_dir: Path | None) -> None:
+    """A login from another machine or key folder replaces the keys the hub publishes; the sites do not learn
+    that from the hub (they pin her key themselves), so say what changes for her."""
+    err.print(
+        f"[yellow]warning:[/yellow] the keys in {key_dir} replace those the hub published for {username} (signing "
+        f"key {before}). Sites that pin the earlier key refuse your tasks until their node.yaml pins this one "
+        "(policy.researchers) and the node restarts: give each site your new signing key. Results of your earlier "
+        "tasks open only with the earlier key folder; log in with --key-dir to it to read them.",
+        highlight=False, soft_wrap=True,
+    )
 
 
 def logout() -> None:
@@ -234,6 +249,7 @@ def task_create(
 ) -> None:
     """Create an end-to-end encrypted task (sealed per node) and optionally follow it."""
     from nordfed.client.api import HubError
+    from nordfed.privacy.crypto import VerificationError
 
     try:
         p = json.loads(params)
@@ -246,7 +262,7 @@ def task_create(
         if wait:
             task = follow(c, task["id"], timeout)
             console.print(_run_table(task))
-    except (HubError, KeyError, ValueError, TimeoutError) as exc:
+    except (HubError, VerificationError, KeyError, ValueError, TimeoutError) as exc:  # a changed node key too
         _fail(str(exc))
 
 

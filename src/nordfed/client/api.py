@@ -224,9 +224,12 @@ class Client:
                 hub_pins[str(n["id"])] = {"name": n["name"], **keys}
                 changed = True
             elif {k: pinned.get(k) for k in keys} != keys:
-                raise VerificationError(f"node {n['name']} (id {n['id']}): keys differ from those pinned on first "
-                                        f"use in {path}; if the site confirms it replaced its keys, pin the new "
-                                        "ones with `nordfed node trust`")
+                raise VerificationError(
+                    f"node {n['name']} (id {n['id']}): the hub publishes keys that differ from those pinned on first "
+                    f"use in {path} (signing key {pinned.get('signing_key')} then, {n['signing_key']} now); nothing "
+                    "was sent. Ask the site whether it replaced them; if it confirms the new key, pin it with "
+                    f"`nordfed node trust {n['name']} -c {collaboration_id} --signing-key KEY_FROM_THE_SITE` (and "
+                    "--encryption-key when that changed too)")
         if changed:
             self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.write_text(json.dumps(pins, indent=2))

@@ -146,6 +146,30 @@ def cancel_task(s: Session, task: Task) -> None:
     task.status = "cancelled"
 
 
+OWNER_DISABLED_LOG = "cancelled: its owner was disabled by an administrator"
+
+
+def cancel_owner_tasks(s: Session, user_id: int, note: str = OWNER_DISABLED_LOG) -> list[int]:
+    """Cancel every unfinished task of a user who is being disabled; returns their ids (wake their waiters after
+    the commit). A researcher who left must not have her queued tasks run at the sites afterwards: the nodes pin
+    her signing key, not her account, so only the hub can stop them. Runs a node is executing answer its PATCH
+    with 409, so their results are never stored either."""
+    task_ids = list(s.scalars(
+        select(Task.id).where(Task.owner_id == user_id, Task.status.in_(("pending", "active"))).order_by(Task.id)
+    ))
+    for task_id in task_ids:  # lock order: the task row first, then its runs
+        task = lock_task(s, task_id)
+        if task is None or task.status not in ("pending", "active"):
+            continue
+        for run in s.scalars(
+            select(Run).where(Run.task_id == task_id, Run.status.in_(("pending", "active"))).with_for_update()
+        ):
+            run.log = append_log(run.log, note)
+        cancel_task(s, task)
+    s.flush()
+    return task_ids
+
+
 # ------------------------------------------------------------------------------------------- result retention
 TASK_FINISHED = frozenset({"completed", "failed", "cancelled"})
 RETENTION_NOTE = "result removed after {days} days (hub retention) on {date}"

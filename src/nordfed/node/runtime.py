@@ -22,8 +22,8 @@ import httpx
 from nordfed.node.audit import PUSH_IDLE_S, HubReplica, NodeLedger
 from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from nordfed.node.worker import WarmWorker, WorkerSpec
-from nordfed.policy.node import NodeConfig, PolicyError
-from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64
+from nordfed.policy.node import NodeConfig, PolicyError, stale_pins
+from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64, unseal
 
 log = logging.getLogger("nordfed.node")
 
@@ -142,8 +142,24 @@ class NodeRuntime:
         d = r.json()
         self.session = Session(d["access_token"], d["node_id"], d["name"], d["organization_id"], d["collaboration_id"])
         keys = {"encryption_key": self.identity.encryption_public, "signing_key": self.identity.signing_public}
+        before = self._call("GET", "/api/nodes/me").json()
+        if before.get("signing_key") and {k: before.get(k) for k in keys} != keys:
+            self._announce_new_keys(before)
         self._call("PUT", "/api/nodes/me/keys", json=keys)
         return self.session
+
+    def _announce_new_keys(self, before: Mapping[str, Any]) -> None:
+        """The node's keys differ from those it registered before (key_dir wiped, restored or replaced):
+        researchers' clients pinned the earlier ones and refuse to send it tasks until they pin these, which they
+        must learn from the site, not from the hub."""
+        assert self.session is not None
+        ident, s = self.identity, self.session
+        log.warning(
+            "node %s: its keys differ from those it registered before (signing key %s, now %s); researchers' "
+            "clients refuse to send it tasks until they pin the new keys. Give them these, out of band: "
+            "nordfed node trust %s -c %s --signing-key %s --encryption-key %s",
+            s.name, before.get("signing_key"), ident.signing_public, s.name, s.collaboration_id,
+            ident.signing_public, ident.encryption_public)
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """One hub call; logs in again once on 401 (expired token), retries twice on a dropped connection."""
@@ -200,11 +216,28 @@ class NodeRuntime:
         if s.collaboration_id not in pol.collaborations:
             log.warning("node %s is registered in collaboration %s, which its policy does not allow: every run "
                         "will be refused", s.name, s.collaboration_id)
+        self._warn_stale_pins()
         rec = self._call("POST", "/api/nodes/me/session").json()
         log.info("node %s (id %s) online at %s; requeued %s, failed %s after crashes", s.name, s.node_id,
                  self.config.hub_url, rec.get("requeued", 0), rec.get("failed", 0))
         self.replica.hub_head = None  # (re)connected: ask the hub what it holds, then push the rest
         self.push_ledger()
+
+    def _warn_stale_pins(self) -> None:
+        """After an upgrade of nordfed without re-pinning, every run of the changed algorithms is refused: say so
+        once at start, naming them, rather than only in each refusal."""
+        if self.local_hashes or self.worker is None:
+            return  # checked at the first start; a reconnect changes neither
+        try:
+            self.worker.wait_ready()
+        except RuntimeError:
+            return  # the worker did not start: the first run reports it, as before
+        self.local_hashes = self.worker.hashes
+        stale = stale_pins(self.config.policy, self.local_hashes)
+        if stale:
+            log.warning("%d pinned algorithm(s) do not match the code of this nordfed and will be refused until "
+                        "node.yaml pins it again (`nordfed algorithms --json` or a fresh `nordfed node init`): %s",
+                        len(stale), "; ".join(stale))
 
     def push_ledger(self, batches: int | None = None) -> None:
         try:
@@ -352,16 +385,32 @@ class NodeRuntime:
 
     def _open_input(self, run: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """Decrypt the task input and verify the researcher's signature against this node's pinned keys."""
+        keys = self.config.policy.researcher_keys()
         try:
-            return open_task_input(self.identity, str(run["input"]), self.config.policy.researcher_keys()), None
+            return open_task_input(self.identity, str(run["input"]), keys), None
         except VerificationError as exc:
-            return None, f"task input rejected: {exc}"
+            return None, f"task input rejected: {exc}{self._signer_hint(run, keys)}"
+
+    def _signer_hint(self, run: Mapping[str, Any], keys: Mapping[str, str]) -> str:
+        """What the site does about a researcher whose signature fails or who is not pinned: most often she has new
+        keys (``nordfed login`` on another machine) or is new, and only node.yaml can say she may run here."""
+        try:
+            _, body = unseal(self.identity, str(run["input"]))
+            username = str(json.loads(body)["username"])
+        except (VerificationError, ValueError, KeyError, TypeError):
+            return ""  # not for this node's key, or not a task payload: nothing to add
+        if username in keys:
+            return (f" under the signing key this node pins for researcher {username!r} ({keys[username][:12]}…): "
+                    "if her keys changed (`nordfed login` on another machine or key folder), the site pins her new "
+                    "signing key in node.yaml (policy.researchers) and restarts the node")
+        return (f"; to allow {username!r}, the site adds her signing key (printed by her `nordfed login`) to node.yaml "
+                "(policy.researchers) and restarts the node")
 
     def _admit(self, run: Mapping[str, Any], signed: Mapping[str, Any]) -> str | None:
         """Apply the policy to a verified input: why it may not run here, or None."""
         pol = self.config.policy
         assert self.session is not None
-        reason = pol.check(run, signed, self.session.collaboration_id)
+        reason = pol.check(run, signed, self.session.collaboration_id, self.local_hashes)
         if reason is None and (signed["algorithm"] not in self.local_hashes
                                or self.local_hashes[signed["algorithm"]] != (signed["version"], signed["code_hash"])):
             reason = f"local code of {signed['algorithm']} does not match the pinned version/code hash"

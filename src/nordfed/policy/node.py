@@ -136,11 +136,13 @@ class NodePolicy(BaseModel):
     def researcher_keys(self) -> dict[str, str]:
         return {r.username: r.signing_key for r in self.researchers}
 
-    def check(self, run: Mapping[str, Any], signed: Mapping[str, Any], collaboration_id: int) -> str | None:
+    def check(self, run: Mapping[str, Any], signed: Mapping[str, Any], collaboration_id: int,
+              local: Mapping[str, tuple[str, str]] | None = None) -> str | None:
         """Why this run may not execute here, or None when it may.
 
         ``run`` is what the hub says (algorithm, version, code hash); ``signed`` is the researcher-signed,
-        already verified input. Both must agree and both must be allowed.
+        already verified input. Both must agree and both must be allowed. ``local`` (name → (version, code hash)
+        of the code this node runs) lets a refused pin say which side is out of date.
         """
         if collaboration_id not in self.collaborations:
             return f"collaboration {collaboration_id} is not allowed by this node's policy"
@@ -151,9 +153,11 @@ class NodePolicy(BaseModel):
         if pinned is None:
             return f"algorithm {signed['algorithm']!r} is not in this node's allowlist"
         if pinned.version != str(signed["version"]):
-            return f"algorithm {pinned.name} version {signed['version']!r} is not pinned (pinned: {pinned.version})"
+            return (f"algorithm {pinned.name} version {signed['version']!r} is not pinned (pinned: {pinned.version})"
+                    + pin_hint(pinned, signed, local))
         if pinned.code_hash != signed["code_hash"]:
-            return f"algorithm {pinned.name}@{pinned.version} code hash {str(signed['code_hash'])[:12]}… is not pinned"
+            return (f"algorithm {pinned.name}@{pinned.version} code hash {str(signed['code_hash'])[:12]}… is not "
+                    f"pinned (pinned: {pinned.code_hash[:12]}…)" + pin_hint(pinned, signed, local))
         researcher = next(r for r in self.researchers if r.username == signed["username"])
         org = signed.get("organization_id")
         if researcher.organization_id is not None and org != researcher.organization_id:
@@ -162,6 +166,39 @@ class NodePolicy(BaseModel):
         if org not in self.organizations:
             return f"organization {org} is not allowed by this node's policy"
         return None
+
+
+PIN_HOW = "`nordfed algorithms --json` on the node, or a fresh `nordfed node init`, then restart the node"
+
+
+def pin_hint(pinned: PinnedAlgorithm, signed: Mapping[str, Any], local: Mapping[str, tuple[str, str]] | None) -> str:
+    """Which side of a refused pin is out of date (the researcher's nordfed or the node's pin), and what to run:
+    after an upgrade of either, the two disagree and a bare "not pinned" leaves both guessing."""
+    mine = (local or {}).get(pinned.name)
+    if mine is None:
+        return ""
+    theirs = (str(signed.get("version")), str(signed.get("code_hash")))
+    if mine == theirs:
+        return (f"; this node runs the researcher's code, so its node.yaml pin is older: the site reviews and pins "
+                f"this nordfed's algorithms ({PIN_HOW})")
+    if mine == (pinned.version, pinned.code_hash):
+        return ("; this node runs the pinned code and the researcher's nordfed differs: she uses the nordfed version "
+                "the site runs (or the site upgrades, then pins the new code)")
+    return (f"; this node's own code ({mine[0]}, {mine[1][:12]}…) matches neither: the site pins it after upgrading "
+            f"({PIN_HOW})")
+
+
+def stale_pins(policy: NodePolicy, local: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Pinned algorithms whose version or code hash is not that of the code this node runs (every run of them
+    is refused), each as one line naming both; typical after upgrading nordfed without re-pinning."""
+    out = []
+    for a in policy.algorithms:
+        mine = local.get(a.name)
+        if mine is None:
+            out.append(f"{a.name}@{a.version}: not in this nordfed")
+        elif mine != (a.version, a.code_hash):
+            out.append(f"{a.name}: pinned {a.version} {a.code_hash[:12]}…, this nordfed has {mine[0]} {mine[1][:12]}…")
+    return out
 
 
 class NodeConfig(BaseModel):

@@ -7,12 +7,21 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from nordfed.hub.auth import Principal
-from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, HubState, PathId, not_found
+from nordfed.hub.deps import (
+    CollabInfo,
+    CurrentPrincipal,
+    CurrentUser,
+    Hub,
+    HubState,
+    PathId,
+    not_found,
+    principal_for_token,
+)
 from nordfed.hub.dispatch import wait_for
 from nordfed.hub.lifecycle import TASK_FINISHED, TaskMeta, cancel_task, lock_task, retention_note
 from nordfed.hub.models import Node, Run, Task, as_utc, collaboration_organization, utcnow
@@ -22,6 +31,7 @@ from nordfed.hub.permissions import (
     require_task_creator,
     require_task_reader,
 )
+from nordfed.hub.routers.runs import RECHECK, bearer_token
 from nordfed.hub.routers.studies import check_task_targets
 from nordfed.hub.schemas import MAX_ID, ResultOut, RunOut, TaskCreate, TaskOut, TaskStatus
 
@@ -256,11 +266,23 @@ def _if_finished(hub: HubState, task_id: int, caller, final: bool) -> TaskOut | 
     return _finished_task(hub, task_id, caller)[0]
 
 
+async def _still_authorized(hub: HubState, token: str) -> None:
+    """401 when the caller's token was revoked (or expired) while its long poll waited: a researcher logged out
+    everywhere or disabled must not be handed her task, let alone its sealed results, when it finishes later."""
+    await principal_for_token(hub, token)
+
+
 @router.get("/{task_id}/wait", response_model=TaskOut)
 async def wait_task(
-    task_id: PathId, hub: Hub, caller: CurrentPrincipal, timeout: Annotated[float, Query(ge=0, le=600)] = 30.0
+    request: Request,
+    task_id: PathId,
+    hub: Hub,
+    caller: CurrentPrincipal,
+    timeout: Annotated[float, Query(ge=0, le=600)] = 30.0,
 ) -> TaskOut:
-    """Long-poll until every run of the task is finished or ``timeout`` seconds passed; returns the task."""
+    """Long-poll until every run of the task is finished or ``timeout`` seconds passed; returns the task.
+    The token is checked again after every wake (at least every RECHECK seconds): 401 once it is revoked."""
+    token = bearer_token(request.headers)
     deadline = time.monotonic() + timeout
     with hub.dispatcher.waiting(("task", task_id)) as current_event:
         event = current_event()
@@ -274,7 +296,8 @@ async def wait_task(
                 if not waited:
                     return out
                 return await hub.db.run(_if_finished, hub, task_id, caller, True)
-            await wait_for(event, remaining)
+            await wait_for(event, min(remaining, RECHECK))
+            await _still_authorized(hub, token)
             waited = True
             event = current_event()
             found = await hub.db.run(_if_finished, hub, task_id, caller, False)
@@ -315,10 +338,16 @@ def _refuse_removed(task_id: int, rows: list[ResultOut]) -> None:
 
 @router.get("/{task_id}/results", response_model=list[ResultOut])
 async def task_results(
-    task_id: PathId, hub: Hub, caller: CurrentUser, wait: Annotated[float, Query(ge=0, le=600)] = 0.0
+    request: Request,
+    task_id: PathId,
+    hub: Hub,
+    caller: CurrentUser,
+    wait: Annotated[float, Query(ge=0, le=600)] = 0.0,
 ) -> list[ResultOut]:
     """Every run's status, log and sealed result. With ``wait``, long-poll first (like ``/wait``) until every run
-    finished or ``wait`` seconds passed: one request instead of ``/wait`` then ``/results`` for a researcher."""
+    finished or ``wait`` seconds passed: one request instead of ``/wait`` then ``/results`` for a researcher.
+    As for ``/wait``, a token revoked meanwhile answers 401, never the results."""
+    token = bearer_token(request.headers)
     deadline = time.monotonic() + wait
     with hub.dispatcher.waiting(("task", task_id)) as current_event:
         event = current_event()
@@ -327,7 +356,8 @@ async def task_results(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or hub.dispatcher.closing:
                 return await hub.db.run(_results, hub, task_id, caller, False)  # as they are now
-            await wait_for(event, remaining)
+            await wait_for(event, min(remaining, RECHECK))
+            await _still_authorized(hub, token)
             event = current_event()
             rows = await hub.db.run(_results, hub, task_id, caller, True)
         return rows

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from nordfed.hub.auth import hash_secret, revoke_tokens, verify_secret
 from nordfed.hub.deps import CurrentPrincipal, CurrentUser, Hub, HubState, PathId, forbidden, not_found
+from nordfed.hub.lifecycle import cancel_owner_tasks
 from nordfed.hub.models import Organization, Task, User
 from nordfed.hub.permissions import ORG_ADMIN_GRANTABLE, can_manage_user, require_org_admin
 from nordfed.hub.routers.auth import CallerToken
@@ -142,7 +143,8 @@ async def patch_user(user_id: PathId, body: UserPatch, hub: Hub, caller: Current
             raise HTTPException(401, "current_password is wrong")
     new_hash = await run_in_threadpool(hash_secret, body.password) if body.password is not None else None
 
-    def store() -> tuple[UserOut, bool]:
+    def store() -> tuple[UserOut, bool, list[int]]:
+        cancelled: list[int] = []
         with hub.tx() as s:
             user = _load(s, user_id)
             _check_patch(caller, user, body)  # again: the user may have changed meanwhile
@@ -157,11 +159,14 @@ async def patch_user(user_id: PathId, body: UserPatch, hub: Hub, caller: Current
                 user.disabled, changed = body.disabled, True
                 if body.disabled:
                     revoke_tokens(s, user_id=user.id)
-            return _out(user), changed
+                    cancelled = cancel_owner_tasks(s, user.id)
+            return _out(user), changed, cancelled
 
-    out, changed = await run_in_threadpool(store)
+    out, changed, cancelled = await run_in_threadpool(store)
     if changed:
         hub.forget_tokens(principals=[("user", user_id)])
+    if cancelled:
+        hub.dispatcher.notify("task", cancelled)  # wake their waiters: the tasks finished
     return out
 
 
