@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -108,6 +109,11 @@ def test_a_node_with_new_keys_is_announced_and_refused_in_one_line_naming_the_tr
     assert r.exit_code == 1
     assert "Traceback" not in r.output and r.output.startswith("error: node DK (id")
     assert f"nordfed node trust DK -c {net.collaboration_id} --signing-key KEY_FROM_THE_SITE" in r.output
+    study = Path(__file__).parents[1] / "studies" / "crc_survival_by_stage.yaml"
+    r = _cli(net, home, "study", "run", str(study), "--hub", net.hub_url, "--collaboration",
+             str(net.collaboration_id), "--out", str(net.workdir / "never.html"))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output  # a study stops the same way
+    assert "KEY_FROM_THE_SITE" in r.output and not (net.workdir / "never.html").exists()
     # the site hands over its new keys; the researcher pins them and goes on
     r = _cli(net, home, *trust.split()[1:], "--encryption-key", new_encryption)
     assert r.exit_code == 0, r.output

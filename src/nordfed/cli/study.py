@@ -104,6 +104,7 @@ def run(
 ) -> None:
     """Run a study end to end and write its HTML report and JSON."""
     from nordfed.client.api import HubError
+    from nordfed.privacy.crypto import VerificationError
     from nordfed.privacy.disclosure import DisclosureError
     from nordfed.studies import SiteStopped, run_study
     from nordfed.studies.plp import STEPS as PLP_STEPS
@@ -126,8 +127,8 @@ def run(
             what = "refused" if exc.refused else "failed"  # refusal messages say "refused: " themselves
             _fail(f"site {exc.site} {what}: {exc.message.removeprefix(f'{what}: ')}"
                   + without_hint([exc.site], exc.sites))
-        except (DisclosureError, ValueError, FileNotFoundError, HubError) as exc:
-            _fail(str(exc))
+        except (DisclosureError, ValueError, FileNotFoundError, HubError, VerificationError) as exc:
+            _fail(str(exc))  # VerificationError: a node's keys differ from those pinned (the message says what to do)
     _summary(results, html, js)
 
 
