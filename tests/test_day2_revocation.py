@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from nordfed.hub.lifecycle import OWNER_DISABLED_LOG
+from nordfed.hub.lifecycle import OWNER_DISABLED_LOG, OWNER_ORG_REMOVED_LOG
 from nordfed.hub.routers.runs import RECHECK
 from test_hub_support import PASSWORD, Api, Network, b64, served_network
 
@@ -113,3 +113,17 @@ def test_the_cli_disables_and_enables_a_user_by_name(net):
     net.anon.login("leaver_cli")
     r = CliRunner().invoke(app, ["hub", "disable-user", "nobody", *admin])
     assert r.exit_code == 1 and "no user named 'nobody'" in r.output
+
+
+def test_an_organization_leaving_the_collaboration_takes_its_researchers_queued_tasks_with_it(net):
+    node = net.new_node("day2_org_left")  # organization A's
+    theirs = net.task(net.researcher_b, [node])  # B's researcher, on A's node
+    ours = net.task(net.researcher_a, [node])
+    try:
+        net.root.call("PATCH", f"/collaborations/{net.collab}", json={"remove_organization_ids": [net.org["B"]]})
+        task = net.root.call("GET", f"/tasks/{theirs['id']}")
+        assert task["status"] == "cancelled" and OWNER_ORG_REMOVED_LOG in task["runs"][0]["log"]
+        assert net.root.call("GET", f"/tasks/{ours['id']}")["status"] != "cancelled"
+        assert node.call("GET", "/runs/next", params={"timeout": 1})["task_id"] == ours["id"]  # never B's
+    finally:
+        net.root.call("PATCH", f"/collaborations/{net.collab}", json={"add_organization_ids": [net.org["B"]]})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -147,6 +148,7 @@ def cancel_task(s: Session, task: Task) -> None:
 
 
 OWNER_DISABLED_LOG = "cancelled: its owner was disabled by an administrator"
+OWNER_ORG_REMOVED_LOG = "cancelled: its owner's organization left the collaboration"
 
 
 def cancel_owner_tasks(s: Session, user_id: int, note: str = OWNER_DISABLED_LOG) -> list[int]:
@@ -154,8 +156,14 @@ def cancel_owner_tasks(s: Session, user_id: int, note: str = OWNER_DISABLED_LOG)
     the commit). A researcher who left must not have her queued tasks run at the sites afterwards: the nodes pin
     her signing key, not her account, so only the hub can stop them. Runs a node is executing answer its PATCH
     with 409, so their results are never stored either."""
+    return cancel_unfinished_tasks(s, [Task.owner_id == user_id], note)
+
+
+def cancel_unfinished_tasks(s: Session, where: list[Any], note: str) -> list[int]:
+    """Cancel the unfinished tasks matching ``where`` (SQLAlchemy conditions on Task), each run's log noting why;
+    returns their ids (wake their waiters after the commit)."""
     task_ids = list(s.scalars(
-        select(Task.id).where(Task.owner_id == user_id, Task.status.in_(("pending", "active"))).order_by(Task.id)
+        select(Task.id).where(*where, Task.status.in_(("pending", "active"))).order_by(Task.id)
     ))
     for task_id in task_ids:  # lock order: the task row first, then its runs
         task = lock_task(s, task_id)

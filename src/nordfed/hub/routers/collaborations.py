@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from nordfed.hub.auth import revoke_tokens
 from nordfed.hub.deps import CollabInfo, CurrentPrincipal, CurrentUser, Hub, PathId, forbidden, not_found
-from nordfed.hub.models import Collaboration, Node, Organization, Study, Task, study_organization
+from nordfed.hub.lifecycle import OWNER_ORG_REMOVED_LOG, cancel_unfinished_tasks
+from nordfed.hub.models import Collaboration, Node, Organization, Study, Task, User, study_organization
 from nordfed.hub.permissions import can_see_collaboration, require_collaboration_admin, require_collaboration_member
 from nordfed.hub.routers.nodes import disable_nodes, node_out
 from nordfed.hub.schemas import CollaborationCreate, CollaborationOut, CollaborationPatch, NodeOut
@@ -94,7 +95,8 @@ def patch_collaboration(
     collaboration_id: PathId, body: CollaborationPatch, hub: Hub, caller: CurrentUser
 ) -> CollaborationOut:
     """Rename, add or remove organizations. A removed organization's nodes in this collaboration are disabled
-    (their unfinished runs fail) and it leaves the collaboration's studies."""
+    (their unfinished runs fail), its researchers' unfinished tasks here are cancelled, and it leaves the
+    collaboration's studies."""
     add, remove = set(body.add_organization_ids or ()), set(body.remove_organization_ids or ())
     if add & remove:
         raise HTTPException(400, f"organizations {sorted(add & remove)} are both added and removed")
@@ -126,6 +128,10 @@ def patch_collaboration(
             )
             disabled = [n.id for n in nodes]
             task_ids = disable_nodes(s, nodes) if nodes else []
+            # its researchers' queued tasks must not run at the remaining sites: they no longer take part
+            members = select(User.id).where(User.organization_id.in_(remove))
+            task_ids += cancel_unfinished_tasks(s, [Task.collaboration_id == collaboration_id,
+                                                    Task.owner_id.in_(members)], OWNER_ORG_REMOVED_LOG)
             studies = select(Study.id).where(Study.collaboration_id == collaboration_id)
             s.execute(
                 delete(study_organization).where(
