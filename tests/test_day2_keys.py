@@ -20,17 +20,10 @@ from typer.testing import CliRunner
 from nordfed.cli import app
 from nordfed.client import Client
 from nordfed.node.localnet import LocalNetwork, tiny_cdm
+from test_network import _mispin_dq  # the site pins an older nordfed.dq than the code it runs
 
 pytestmark = pytest.mark.network
 runner = CliRunner()
-
-
-def _mispin_dq(site: str, policy: dict) -> dict:
-    # the site's node.yaml pins an older nordfed.dq than the code it runs
-    for a in policy["algorithms"]:
-        if a["name"] == "nordfed.dq":
-            a["code_hash"] = "0" * 64
-    return policy
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ its sealed results. Real hub on loopback, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from nordfed.hub.lifecycle import OWNER_DISABLED_LOG, OWNER_ORG_REMOVED_LOG
 from nordfed.hub.routers.runs import RECHECK
-from test_hub_support import PASSWORD, Api, Network, b64, served_network
+from test_hub_support import PASSWORD, Api, Network, b64, park, served_network
 
 pytestmark = pytest.mark.network
 
@@ -28,20 +27,6 @@ def _researcher(net: Network, name: str) -> Api:
     net.admin_a.call("POST", "/users", 201, json={"username": name, "password": PASSWORD,
                                                   "organization_id": net.org["A"], "roles": ["researcher"]})
     return net.anon.login(name)
-
-
-def _park(api: Api, path: str, params: dict) -> tuple[threading.Thread, dict]:
-    got: dict = {}
-
-    def poll() -> None:
-        response = api.request("GET", path, params=params)
-        got.update(status=response.status_code, body=response.json() if response.content else None,
-                   at=time.monotonic())
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    time.sleep(0.5)  # parked on the hub
-    return thread, got
 
 
 def test_disabling_a_researcher_cancels_her_queued_tasks_so_no_node_runs_them(net):
@@ -81,7 +66,7 @@ def test_a_parked_wait_answers_401_and_never_the_results_after_her_tokens_are_re
     node = net.new_node(f"day2_{path.rsplit('/', 1)[1]}")
     task = net.task(leaver, [node])
     params = {"wait": 60} if path.endswith("results") else {"timeout": 60}
-    thread, got = _park(leaver, path.format(id=task["id"]), params)
+    thread, got = park(leaver, path.format(id=task["id"]), params)
     # logged out everywhere by her organization's admin (not disabled: her task stays and completes)
     assert net.admin_a.call("DELETE", f"/users/{leaver.id}/tokens")["revoked"] >= 1
     revoked_at = time.monotonic()

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from nordfed.hub.routers.runs import RECHECK
-from test_hub_support import Api, Network, served_network
+from test_hub_support import Api, Network, park, served_network
 
 pytestmark = pytest.mark.network
 
@@ -30,18 +30,8 @@ def _token(api: Api) -> str:
 
 
 def _park(node: Api, timeout: float) -> tuple[threading.Thread, dict]:
-    """Start ``GET /runs/next`` in a thread; the dict gets its response and when it came."""
-    got: dict = {}
-
-    def poll() -> None:
-        response = node.request("GET", "/runs/next", params={"timeout": timeout})
-        got.update(status=response.status_code, body=response.json() if response.content else None,
-                   at=time.monotonic())
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    time.sleep(0.5)  # parked on the hub
-    return thread, got
+    """``GET /runs/next`` parked in a thread (:func:`park`)."""
+    return park(node, "/runs/next", {"timeout": timeout})
 
 
 def test_a_parked_poll_answers_401_at_once_after_logout_and_a_valid_one_keeps_waiting(net):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,3 +183,18 @@ def served_network(kind: str, folder: Path) -> Iterator[Network]:
 
     with hub_database(kind, folder) as url, HubServer(create_app(url, root_password=ROOT_PASSWORD)) as server:
         yield build_network(server.url)
+
+
+def park(api: Api, path: str, params: dict[str, Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Start a long poll ``GET path`` in a thread; the dict gets its status, body and when it came."""
+    got: dict[str, Any] = {}
+
+    def poll() -> None:
+        response = api.request("GET", path, params=params)
+        got.update(status=response.status_code, body=response.json() if response.content else None,
+                   at=time.monotonic())
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)  # parked on the hub
+    return thread, got
