@@ -116,3 +116,15 @@ def test_a_node_without_keys_fails_the_run_before_a_study_is_made(
     with pytest.raises(ValueError, match="node node_d has not published keys yet"):
         open_sites(spec, net.url, net.collab, only=["node_a", "node_d"])
     assert not [s for s in client.studies(net.collab) if s["name"].startswith("keyless")]
+
+
+def test_a_subset_of_many_sites_gets_a_hub_study_name_the_hub_takes():
+    from nordfed.studies.sites import HUB_NAME_MAX, hub_study_name
+
+    known = [f"hospital_{i:03d}" for i in range(40)]
+    chosen = known[:30]
+    name = hub_study_name("crc_1y_mortality", chosen, known)
+    assert len(name) <= HUB_NAME_MAX and name.startswith("crc_1y_mortality on 30 sites ")
+    assert hub_study_name("crc_1y_mortality", chosen, known) == name  # the same sites, the same study
+    assert hub_study_name("crc_1y_mortality", known[:29], known) != name
+    assert hub_study_name("crc", ["DK", "SE"], ["DK", "SE", "FI"]) == "crc on DK,SE"

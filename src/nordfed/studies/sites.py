@@ -10,6 +10,7 @@ transport line of the report and JSON, so a partial run never passes for a full 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -228,13 +229,24 @@ def _hub_sites(hub: str, collaboration: int | None, study: str, description: str
                       transport=transport + _left_out(known, chosen), left_out=[k for k in known if k not in chosen])
 
 
+#: the hub's longest name (``nordfed.hub.schemas.Name``)
+HUB_NAME_MAX = 200
+
+
 def hub_study_name(name: str, chosen: Sequence[str], known: Sequence[str]) -> str:
     """The hub study of a run: the YAML's ``name`` on all the collaboration's nodes, ``name on DK,SE`` on some.
 
     A hub study names the organizations taking part, so a run on other sites is another study: ``--sites DK,SE``
     after a full run (or before it) must neither list FI's organization as taking part nor have the full run's
     study narrowed under the tasks it already holds."""
-    return name if list(chosen) == list(known) else f"{name} on {','.join(chosen)}"
+    if list(chosen) == list(known):
+        return name
+    named = f"{name} on {','.join(chosen)}"
+    if len(named) <= HUB_NAME_MAX:
+        return named
+    # too long for the hub (many sites): the same sites always give the same name
+    digest = hashlib.sha256(",".join(chosen).encode()).hexdigest()[:12]
+    return f"{name[:HUB_NAME_MAX - 40]} on {len(chosen)} sites {digest}"
 
 
 def _hub_study(client: Client, collaboration: int, name: str, description: str | None,
