@@ -68,15 +68,38 @@ def outcome_payload(run: Mapping[str, Any], reason: str, detail: str | None = No
 
 
 def policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level policy fields that differ; settings show old and new value, lists (pins) only their name."""
+    """Top-level policy fields that differ: settings with old and new value; lists (pins, collaborations) with what
+    was added, removed and changed, named (an auditor asks which algorithm or researcher, not only that one did).
+
+    >>> policy_diff({"algorithms": [{"name": "a", "version": "1"}, {"name": "b", "version": "1"}]},
+    ...             {"algorithms": [{"name": "a", "version": "2"}, {"name": "c", "version": "1"}]})
+    {'algorithms': {'added': ['c'], 'removed': ['b'], 'changed': ['a']}}
+    """
     changed: dict[str, Any] = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if a == b:
             continue
         scalar = all(isinstance(v, bool | int | float | str) or v is None for v in (a, b))
-        changed[key] = {"from": a, "to": b} if scalar else "changed"
+        if scalar:
+            changed[key] = {"from": a, "to": b}
+        elif isinstance(a, list | type(None)) and isinstance(b, list | type(None)):
+            changed[key] = _list_diff(a or [], b or [])
+        else:
+            changed[key] = "changed"
     return changed
+
+
+def _list_diff(old: list[Any], new: list[Any]) -> dict[str, list[Any]]:
+    """Items added, removed and changed, each named by its ``name`` or ``username`` (pins) or by itself."""
+    def named(items: list[Any]) -> dict[Any, Any]:
+        return {(i.get("name", i.get("username")) if isinstance(i, dict) else i): i for i in items}
+
+    a, b = named(old), named(new)
+    out = {"added": sorted((k for k in b if k not in a), key=str),
+           "removed": sorted((k for k in a if k not in b), key=str),
+           "changed": sorted((k for k in a if k in b and a[k] != b[k]), key=str)}
+    return {k: v for k, v in out.items() if v}
 
 
 class NodeLedger:

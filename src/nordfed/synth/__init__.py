@@ -1,7 +1,7 @@
 """Synthetic Nordic and Baltic OMOP CDM sites with documented ground truth.
 
 >>> result = generate("DK", persons=2_000, seed=1)          # doctest: +SKIP
->>> write(result, "duckdb:///data/dk.duckdb")                # doctest: +SKIP  (truth -> data/dk.truth.json)
+>>> write(result, "duckdb:///data/dk.duckdb")  # truth in data/dk.truth.json   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ no id here ever claims to be a standard concept it is not. Either way the hierar
 
 >>> GENDER_MALE, GENDER_FEMALE
 (8507, 8532)
->>> bool(ancestors()[SIGMOID_COLON_CANCER] >= {COLON_CANCER, LARGE_INTESTINE_CANCER})
+>>> bool(ancestors()[SIGMOID_COLON_CANCER].keys() >= {COLON_CANCER, LARGE_INTESTINE_CANCER})
 True
 """
 
