@@ -11,19 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class CirceError(ValueError):
-    """A cohort definition is malformed or uses a Circe feature nordfed does not support."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
+from nordfed.cohorts.circe_json import (
+    CirceError,
+    check_keys,
+    is_unset,
+    json_bool,
+    json_int,
+    json_list,
+    json_object,
+    no_duplicates,
+    object_pairs,
+)
 
 DOMAINS = ("ConditionOccurrence", "ProcedureOccurrence", "DrugExposure", "Measurement", "Observation",
            "VisitOccurrence", "Death")
@@ -134,89 +136,11 @@ class CohortDefinition:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-class _Object(dict[str, Any]):
-    """A JSON object as parsed, remembering keys that appeared more than once (JSON keeps only the last)."""
-
-    duplicates: tuple[str, ...] = ()
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
-    obj = _Object(pairs)
-    obj.duplicates = tuple(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
-    return obj
-
-
-def _no_duplicates(value: Any, path: str) -> None:
-    """A key given twice in one object would silently lose its first value (e.g. one of two InclusionRules
-    lists), so it is an error naming the key's JSON path."""
-    if isinstance(value, dict):
-        for key in getattr(value, "duplicates", ()):
-            raise CirceError(f"{path}.{key}", "appears twice in the same object (JSON would keep only the last)")
-        for key, child in value.items():
-            _no_duplicates(child, f"{path}.{key}")
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            _no_duplicates(child, f"{path}[{i}]")
-
-
-def _kind(value: Any) -> str:
-    """A value's JSON type, for messages (``null`` rather than Python's NoneType)."""
-    names = {type(None): "null (or nothing)", bool: "true/false", str: "a string", list: "a list", dict: "an object"}
-    return names.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
-
-
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CirceError(path, f"expected an object, got {_kind(value)}")
-    return value
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise CirceError(path, f"expected a list, got {_kind(value)}")
-    return value
-
-
-def _int(value: Any, path: str, default: int | None = None, minimum: int | None = None) -> int:
-    if value is None and default is not None:
-        return default
-    # NaN and Infinity parse as JSON numbers in Python but are no count of days
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            or int(value) != value):
-        raise CirceError(path, f"expected an integer, got {_kind(value) if value is None else repr(value)}")
-    if minimum is not None and value < minimum:
-        raise CirceError(path, f"must be at least {minimum}, got {int(value)}")
-    return int(value)
-
-
-def _bool(value: Any, path: str) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise CirceError(path, f"expected true or false, got {value!r}")
-    return value
-
-
-def _is_unset(value: Any) -> bool:
-    return value is None or value is False or value == [] or value == {}
-
-
-def _check_keys(obj: dict[str, Any], path: str, known: set[str], ignored: set[str] = frozenset()) -> None:
-    for key, value in obj.items():
-        if key in known or key in ignored:
-            continue
-        if _is_unset(value):
-            continue  # ATLAS exports unset attributes as null / empty
-        raise CirceError(f"{path}.{key}", "is not supported by nordfed's Circe subset")
-
-
 def _limit(value: Any, path: str) -> str:
     if value is None:
         return "First"
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"Type"})
+    obj = json_object(value, path)
+    check_keys(obj, path, {"Type"})
     t = obj.get("Type", "First")
     if t not in LIMITS:
         raise CirceError(f"{path}.Type", f"must be one of {', '.join(LIMITS)}, got {t!r}")
@@ -226,8 +150,8 @@ def _limit(value: Any, path: str) -> str:
 def _range(value: Any, path: str, dates: bool) -> Range | None:
     if value is None:
         return None
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"Value", "Op", "Extent"})
+    obj = json_object(value, path)
+    check_keys(obj, path, {"Value", "Op", "Extent"})
     op = obj.get("Op")
     if op not in _OPS:
         raise CirceError(f"{path}.Op", f"must be one of {', '.join(_OPS)}, got {op!r}")
@@ -261,60 +185,60 @@ def _range(value: Any, path: str, dates: bool) -> Range | None:
 def _concept_sets(value: Any, path: str) -> tuple[ConceptSet, ...]:
     out = []
     seen: set[int] = set()
-    for i, cs in enumerate(_list(value, path)):
+    for i, cs in enumerate(json_list(value, path)):
         p = f"{path}[{i}]"
-        cs = _obj(cs, p)
-        _check_keys(cs, p, {"id", "name", "expression"})
-        cs_id = _int(cs.get("id"), f"{p}.id")
+        cs = json_object(cs, p)
+        check_keys(cs, p, {"id", "name", "expression"})
+        cs_id = json_int(cs.get("id"), f"{p}.id")
         if cs_id in seen:
             raise CirceError(f"{p}.id", f"concept set id {cs_id} is defined twice")
         seen.add(cs_id)
-        expr = _obj(cs.get("expression", {"items": []}), f"{p}.expression")
-        _check_keys(expr, f"{p}.expression", {"items"})
+        expr = json_object(cs.get("expression", {"items": []}), f"{p}.expression")
+        check_keys(expr, f"{p}.expression", {"items"})
         items = []
-        for j, it in enumerate(_list(expr.get("items"), f"{p}.expression.items")):
+        for j, it in enumerate(json_list(expr.get("items"), f"{p}.expression.items")):
             ip = f"{p}.expression.items[{j}]"
-            it = _obj(it, ip)
-            _check_keys(it, ip, {"concept", "isExcluded", "includeDescendants", "includeMapped"})
-            concept = _obj(it.get("concept"), f"{ip}.concept")
+            it = json_object(it, ip)
+            check_keys(it, ip, {"concept", "isExcluded", "includeDescendants", "includeMapped"})
+            concept = json_object(it.get("concept"), f"{ip}.concept")
             items.append(ConceptSetItem(
-                concept_id=_int(concept.get("CONCEPT_ID"), f"{ip}.concept.CONCEPT_ID"),
-                is_excluded=_bool(it.get("isExcluded"), f"{ip}.isExcluded"),
-                include_descendants=_bool(it.get("includeDescendants"), f"{ip}.includeDescendants"),
-                include_mapped=_bool(it.get("includeMapped"), f"{ip}.includeMapped"),
+                concept_id=json_int(concept.get("CONCEPT_ID"), f"{ip}.concept.CONCEPT_ID"),
+                is_excluded=json_bool(it.get("isExcluded"), f"{ip}.isExcluded"),
+                include_descendants=json_bool(it.get("includeDescendants"), f"{ip}.includeDescendants"),
+                include_mapped=json_bool(it.get("includeMapped"), f"{ip}.includeMapped"),
             ))
         out.append(ConceptSet(cs_id, str(cs.get("name", "")), tuple(items)))
     return tuple(out)
 
 
 def _domain_criterion(value: Any, path: str, codesets: set[int]) -> DomainCriterion:
-    obj = _obj(value, path)
+    obj = json_object(value, path)
     if len(obj) != 1:
         raise CirceError(path, f"expected exactly one criteria type ({', '.join(DOMAINS)}), got {sorted(obj)}")
     domain, body = next(iter(obj.items()))
     if domain not in DOMAINS:
         raise CirceError(f"{path}.{domain}", f"criteria type is not supported (supported: {', '.join(DOMAINS)})")
     p = f"{path}.{domain}"
-    body = _obj(body, p)
+    body = json_object(body, p)
     known = {"CodesetId", "First", "OccurrenceStartDate", "Age", "Gender"}
     if domain == "Death":
         known = {"CodesetId", "OccurrenceStartDate", "Age", "Gender"}
-    _check_keys(body, p, known)
+    check_keys(body, p, known)
     codeset = body.get("CodesetId")
     if codeset is not None:
-        codeset = _int(codeset, f"{p}.CodesetId")
+        codeset = json_int(codeset, f"{p}.CodesetId")
         if codeset not in codesets:
             raise CirceError(f"{p}.CodesetId", f"refers to concept set {codeset}, which is not defined in ConceptSets")
     elif domain != "Death":
         raise CirceError(f"{p}.CodesetId", "is required (criteria without a concept set are not supported)")
     genders = tuple(
-        _int(_obj(g, f"{p}.Gender[{k}]").get("CONCEPT_ID"), f"{p}.Gender[{k}].CONCEPT_ID")
-        for k, g in enumerate(_list(body.get("Gender"), f"{p}.Gender"))
+        json_int(json_object(g, f"{p}.Gender[{k}]").get("CONCEPT_ID"), f"{p}.Gender[{k}].CONCEPT_ID")
+        for k, g in enumerate(json_list(body.get("Gender"), f"{p}.Gender"))
     )
     return DomainCriterion(
         domain=domain,
         codeset_id=codeset,
-        first=_bool(body.get("First"), f"{p}.First"),
+        first=json_bool(body.get("First"), f"{p}.First"),
         occurrence_start_date=_range(body.get("OccurrenceStartDate"), f"{p}.OccurrenceStartDate", dates=True),
         age=_range(body.get("Age"), f"{p}.Age", dates=False),
         gender=genders,
@@ -322,27 +246,27 @@ def _domain_criterion(value: Any, path: str, codesets: set[int]) -> DomainCriter
 
 
 def _window(value: Any, path: str) -> Window:
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"Start", "End", "UseIndexEnd", "UseEventEnd"})
+    obj = json_object(value, path)
+    check_keys(obj, path, {"Start", "End", "UseIndexEnd", "UseEventEnd"})
 
     def bound(v: Any, p: str) -> WindowBound:
-        b = _obj(v if v is not None else {}, p)
-        _check_keys(b, p, {"Days", "Coeff"})
+        b = json_object(v if v is not None else {}, p)
+        check_keys(b, p, {"Days", "Coeff"})
         days = b.get("Days")
-        coeff = _int(b.get("Coeff"), f"{p}.Coeff", default=1)
+        coeff = json_int(b.get("Coeff"), f"{p}.Coeff", default=1)
         if coeff not in (-1, 1):
             raise CirceError(f"{p}.Coeff", f"must be -1 or 1, got {coeff}")
-        if days is not None and _int(days, f"{p}.Days") < 0:
+        if days is not None and json_int(days, f"{p}.Days") < 0:
             # Circe multiplies: Days -90 with Coeff -1 is 90 days AFTER the index, not before
             raise CirceError(f"{p}.Days", f"must not be negative, got {days} (Coeff gives the direction: "
                                           "-1 before the index date, 1 after)")
-        return WindowBound(None if days is None else _int(days, f"{p}.Days"), coeff)
+        return WindowBound(None if days is None else json_int(days, f"{p}.Days"), coeff)
 
     window = Window(
         start=bound(obj.get("Start"), f"{path}.Start"),
         end=bound(obj.get("End"), f"{path}.End"),
-        use_index_end=_bool(obj.get("UseIndexEnd"), f"{path}.UseIndexEnd"),
-        use_event_end=_bool(obj.get("UseEventEnd"), f"{path}.UseEventEnd"),
+        use_index_end=json_bool(obj.get("UseIndexEnd"), f"{path}.UseIndexEnd"),
+        use_event_end=json_bool(obj.get("UseEventEnd"), f"{path}.UseEventEnd"),
     )
     lo, hi = window.start, window.end
     if lo.days is not None and hi.days is not None and lo.days * lo.coeff > hi.days * hi.coeff:
@@ -358,34 +282,34 @@ def _signed(b: WindowBound) -> str:
 
 
 def _occurrence(value: Any, path: str) -> Occurrence:
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"Type", "Count", "IsDistinct", "CountColumn"})
-    t = _int(obj.get("Type"), f"{path}.Type")
+    obj = json_object(value, path)
+    check_keys(obj, path, {"Type", "Count", "IsDistinct", "CountColumn"})
+    t = json_int(obj.get("Type"), f"{path}.Type")
     if t not in (0, 1, 2):
         raise CirceError(f"{path}.Type", f"must be 0 (exactly), 1 (at most) or 2 (at least), got {t}")
     col = obj.get("CountColumn") or "DOMAIN_CONCEPT"
     if col not in ("DOMAIN_CONCEPT", "START_DATE"):
         raise CirceError(f"{path}.CountColumn", f"must be DOMAIN_CONCEPT or START_DATE, got {col!r}")
-    count = _int(obj.get("Count"), f"{path}.Count", minimum=0)
-    return Occurrence(t, count, _bool(obj.get("IsDistinct"), f"{path}.IsDistinct"), col)
+    count = json_int(obj.get("Count"), f"{path}.Count", minimum=0)
+    return Occurrence(t, count, json_bool(obj.get("IsDistinct"), f"{path}.IsDistinct"), col)
 
 
 def _group(value: Any, path: str, codesets: set[int]) -> Group:
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"Type", "Count", "CriteriaList", "Groups", "DemographicCriteriaList"})
+    obj = json_object(value, path)
+    check_keys(obj, path, {"Type", "Count", "CriteriaList", "Groups", "DemographicCriteriaList"})
     gtype = obj.get("Type", "ALL")
     if gtype not in GROUP_TYPES:
         raise CirceError(f"{path}.Type", f"must be one of {', '.join(GROUP_TYPES)}, got {gtype!r}")
     count = None
     if gtype in ("AT_LEAST", "AT_MOST"):
-        count = _int(obj.get("Count"), f"{path}.Count")
-    if _list(obj.get("DemographicCriteriaList"), f"{path}.DemographicCriteriaList"):
+        count = json_int(obj.get("Count"), f"{path}.Count")
+    if json_list(obj.get("DemographicCriteriaList"), f"{path}.DemographicCriteriaList"):
         raise CirceError(f"{path}.DemographicCriteriaList", "is not supported by nordfed's Circe subset")
     criteria = []
-    for i, c in enumerate(_list(obj.get("CriteriaList"), f"{path}.CriteriaList")):
+    for i, c in enumerate(json_list(obj.get("CriteriaList"), f"{path}.CriteriaList")):
         p = f"{path}.CriteriaList[{i}]"
-        c = _obj(c, p)
-        _check_keys(c, p, {"Criteria", "StartWindow", "EndWindow", "Occurrence", "IgnoreObservationPeriod"})
+        c = json_object(c, p)
+        check_keys(c, p, {"Criteria", "StartWindow", "EndWindow", "Occurrence", "IgnoreObservationPeriod"})
         if c.get("StartWindow") is None:
             # Circe has no default; reading a missing window as "any time" would change what the rule means
             raise CirceError(f"{p}.StartWindow", "is required (the days before and after the index date to look "
@@ -395,35 +319,35 @@ def _group(value: Any, path: str, codesets: set[int]) -> Group:
             start_window=_window(c["StartWindow"], f"{p}.StartWindow"),
             end_window=_window(c["EndWindow"], f"{p}.EndWindow") if c.get("EndWindow") else None,
             occurrence=_occurrence(c.get("Occurrence"), f"{p}.Occurrence"),
-            ignore_observation_period=_bool(c.get("IgnoreObservationPeriod"), f"{p}.IgnoreObservationPeriod"),
+            ignore_observation_period=json_bool(c.get("IgnoreObservationPeriod"), f"{p}.IgnoreObservationPeriod"),
         ))
     groups = tuple(_group(g, f"{path}.Groups[{i}]", codesets)
-                   for i, g in enumerate(_list(obj.get("Groups"), f"{path}.Groups")))
+                   for i, g in enumerate(json_list(obj.get("Groups"), f"{path}.Groups")))
     return Group(str(gtype), count, tuple(criteria), groups)
 
 
 def _end_strategy(value: Any, path: str) -> tuple[str, int] | None:
-    if _is_unset(value):
+    if is_unset(value):
         return None
-    obj = _obj(value, path)
+    obj = json_object(value, path)
     if obj.get("CustomEra") is not None:  # even {}: Circe would run a custom era with its defaults
         raise CirceError(f"{path}.CustomEra", "is not supported by nordfed's Circe subset (use DateOffset)")
-    _check_keys(obj, path, {"DateOffset"})
+    check_keys(obj, path, {"DateOffset"})
     if obj.get("DateOffset") is None:
         return None  # {"CustomEra": null}: neither strategy, so the end of the observation period, as Circe
-    off = _obj(obj["DateOffset"], f"{path}.DateOffset")
-    _check_keys(off, f"{path}.DateOffset", {"DateField", "Offset"})
+    off = json_object(obj["DateOffset"], f"{path}.DateOffset")
+    check_keys(off, f"{path}.DateOffset", {"DateField", "Offset"})
     date_field = off.get("DateField", "StartDate")
     if date_field not in ("StartDate", "EndDate"):
         raise CirceError(f"{path}.DateOffset.DateField", f"must be StartDate or EndDate, got {date_field!r}")
-    return str(date_field), _int(off.get("Offset"), f"{path}.DateOffset.Offset", default=0)
+    return str(date_field), json_int(off.get("Offset"), f"{path}.DateOffset.Offset", default=0)
 
 
 def _censor_window(value: Any, path: str) -> tuple[dt.date | None, dt.date | None]:
-    if _is_unset(value):
+    if is_unset(value):
         return None, None
-    obj = _obj(value, path)
-    _check_keys(obj, path, {"StartDate", "EndDate"})
+    obj = json_object(value, path)
+    check_keys(obj, path, {"StartDate", "EndDate"})
     out = []
     for key in ("StartDate", "EndDate"):
         v = obj.get(key)
@@ -441,12 +365,12 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
     """Parse Circe JSON (a dict or JSON text) into a :class:`CohortDefinition`; errors name the JSON path."""
     if isinstance(definition, str):
         try:
-            definition = json.loads(definition, object_pairs_hook=_pairs)
+            definition = json.loads(definition, object_pairs_hook=object_pairs)
         except json.JSONDecodeError as exc:
             raise CirceError("$", f"not valid JSON: {exc}") from None
-        _no_duplicates(definition, "$")
-    root = _obj(definition, "$")
-    _check_keys(root, "$", {
+        no_duplicates(definition, "$")
+    root = json_object(definition, "$")
+    check_keys(root, "$", {
         "ConceptSets", "PrimaryCriteria", "QualifiedLimit", "ExpressionLimit", "InclusionRules", "EndStrategy",
         "CensoringCriteria", "CollapseSettings", "CensorWindow", "AdditionalCriteria",
     }, ignored={"cdmVersionRange", "Title", "title", "name", "description", "id"})
@@ -454,35 +378,35 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
     codesets = {cs.id for cs in concept_sets}
     if "PrimaryCriteria" not in root:
         raise CirceError("$.PrimaryCriteria", "is required")
-    pc = _obj(root["PrimaryCriteria"], "$.PrimaryCriteria")
-    _check_keys(pc, "$.PrimaryCriteria", {"CriteriaList", "ObservationWindow", "PrimaryCriteriaLimit"})
+    pc = json_object(root["PrimaryCriteria"], "$.PrimaryCriteria")
+    check_keys(pc, "$.PrimaryCriteria", {"CriteriaList", "ObservationWindow", "PrimaryCriteriaLimit"})
     primary = tuple(_domain_criterion(c, f"$.PrimaryCriteria.CriteriaList[{i}]", codesets)
-                    for i, c in enumerate(_list(pc.get("CriteriaList"), "$.PrimaryCriteria.CriteriaList")))
+                    for i, c in enumerate(json_list(pc.get("CriteriaList"), "$.PrimaryCriteria.CriteriaList")))
     if not primary:
         raise CirceError("$.PrimaryCriteria.CriteriaList", "needs at least one criterion")
-    ow = _obj(pc.get("ObservationWindow") or {}, "$.PrimaryCriteria.ObservationWindow")
-    _check_keys(ow, "$.PrimaryCriteria.ObservationWindow", {"PriorDays", "PostDays"})
+    ow = json_object(pc.get("ObservationWindow") or {}, "$.PrimaryCriteria.ObservationWindow")
+    check_keys(ow, "$.PrimaryCriteria.ObservationWindow", {"PriorDays", "PostDays"})
     rules = []
-    for i, r in enumerate(_list(root.get("InclusionRules"), "$.InclusionRules")):
+    for i, r in enumerate(json_list(root.get("InclusionRules"), "$.InclusionRules")):
         p = f"$.InclusionRules[{i}]"
-        r = _obj(r, p)
-        _check_keys(r, p, {"name", "expression"}, ignored={"description"})
+        r = json_object(r, p)
+        check_keys(r, p, {"name", "expression"}, ignored={"description"})
         if r.get("expression") is None:
             # a rule without an expression would keep every entry: its criteria were lost, not absent
             raise CirceError(f"{p}.expression", "is required")
         rules.append(InclusionRule(str(r.get("name") or f"rule {i}"), _group(r["expression"], f"{p}.expression",
                                                                               codesets)))
-    collapse = _obj(root.get("CollapseSettings") or {}, "$.CollapseSettings")
-    _check_keys(collapse, "$.CollapseSettings", {"CollapseType", "EraPad"})
+    collapse = json_object(root.get("CollapseSettings") or {}, "$.CollapseSettings")
+    check_keys(collapse, "$.CollapseSettings", {"CollapseType", "EraPad"})
     if collapse.get("CollapseType", "ERA") != "ERA":
         raise CirceError("$.CollapseSettings.CollapseType", "only ERA is supported")
     additional = root.get("AdditionalCriteria")
     return CohortDefinition(
         concept_sets=concept_sets,
         primary=primary,
-        prior_days=_int(ow.get("PriorDays"), "$.PrimaryCriteria.ObservationWindow.PriorDays", default=0,
+        prior_days=json_int(ow.get("PriorDays"), "$.PrimaryCriteria.ObservationWindow.PriorDays", default=0,
                         minimum=0),
-        post_days=_int(ow.get("PostDays"), "$.PrimaryCriteria.ObservationWindow.PostDays", default=0, minimum=0),
+        post_days=json_int(ow.get("PostDays"), "$.PrimaryCriteria.ObservationWindow.PostDays", default=0, minimum=0),
         primary_limit=_limit(pc.get("PrimaryCriteriaLimit"), "$.PrimaryCriteria.PrimaryCriteriaLimit"),
         # null means none; {} is an (empty) group to Circe, which then applies QualifiedLimit (see cohorts.sql)
         additional=None if additional is None else _group(additional, "$.AdditionalCriteria", codesets),
@@ -491,9 +415,9 @@ def parse_cohort(definition: dict[str, Any] | str) -> CohortDefinition:
         expression_limit=_limit(root.get("ExpressionLimit"), "$.ExpressionLimit"),
         end_offset=_end_strategy(root.get("EndStrategy"), "$.EndStrategy"),
         censoring=tuple(_domain_criterion(c, f"$.CensoringCriteria[{i}]", codesets)
-                        for i, c in enumerate(_list(root.get("CensoringCriteria"), "$.CensoringCriteria"))),
+                        for i, c in enumerate(json_list(root.get("CensoringCriteria"), "$.CensoringCriteria"))),
         censor_window=_censor_window(root.get("CensorWindow"), "$.CensorWindow"),
-        era_pad=_int(collapse.get("EraPad"), "$.CollapseSettings.EraPad", default=0, minimum=0),
+        era_pad=json_int(collapse.get("EraPad"), "$.CollapseSettings.EraPad", default=0, minimum=0),
         title=str(root.get("Title") or root.get("title") or root.get("name") or ""),
     )
 
