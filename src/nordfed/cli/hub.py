@@ -283,9 +283,12 @@ def _set_node(node_id: int, url: str, username: str, password: str, method: str,
     return _admin_call(url, username, password, f"/nodes/{node_id}", body, method=method)
 
 
+NodeArgument = Annotated[int, typer.Argument(help="Node id (`nordfed hub list nodes`).")]
+
+
 @hub_app.command("disable-node")
 def disable_node(
-    node_id: Annotated[int, typer.Argument(help="Node id (`nordfed hub list nodes`).")],
+    node_id: NodeArgument,
     url: UrlOption = "http://127.0.0.1:7700",
     username: UserOption = "root",
     password: PasswordOption = ...,
@@ -298,7 +301,7 @@ def disable_node(
 
 @hub_app.command("enable-node")
 def enable_node(
-    node_id: Annotated[int, typer.Argument(help="Node id (`nordfed hub list nodes`).")],
+    node_id: NodeArgument,
     url: UrlOption = "http://127.0.0.1:7700",
     username: UserOption = "root",
     password: PasswordOption = ...,
@@ -310,7 +313,7 @@ def enable_node(
 
 @hub_app.command("delete-node")
 def delete_node(
-    node_id: Annotated[int, typer.Argument(help="Node id (`nordfed hub list nodes`).")],
+    node_id: NodeArgument,
     url: UrlOption = "http://127.0.0.1:7700",
     username: UserOption = "root",
     password: PasswordOption = ...,

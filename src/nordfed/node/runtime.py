@@ -216,12 +216,12 @@ class NodeRuntime:
         if s.collaboration_id not in pol.collaborations:
             log.warning("node %s is registered in collaboration %s, which its policy does not allow: every run "
                         "will be refused", s.name, s.collaboration_id)
-        self._warn_stale_pins()
         rec = self._call("POST", "/api/nodes/me/session").json()
         log.info("node %s (id %s) online at %s; requeued %s, failed %s after crashes", s.name, s.node_id,
                  self.config.hub_url, rec.get("requeued", 0), rec.get("failed", 0))
         self.replica.hub_head = None  # (re)connected: ask the hub what it holds, then push the rest
         self.push_ledger()
+        self._warn_stale_pins()  # last: it waits for the worker, which must not hold the node back from going online
 
     def _warn_stale_pins(self) -> None:
         """After an upgrade of nordfed without re-pinning, every run of the changed algorithms is refused: say so
