@@ -222,6 +222,14 @@ def test_site_paths_are_relative_to_the_yaml_and_must_exist(site_dir: Path, tmp_
     with pytest.raises(ValueError, match=r"sites\.DK: cannot open .*no CDM at .*dkk\.duckdb"):
         open_sites(spec)
     assert not (tmp_path / "study" / "data" / "dkk.duckdb").exists()
+    # a folder where the file should be: the CLI says which site and exits 2, as for any bad field of the YAML
+    (tmp_path / "study" / "data" / "dir.duckdb").mkdir()
+    (tmp_path / "study" / "s.yaml").write_text(yaml.safe_dump(
+        {**doc, "target": str(STUDIES / doc["target"]), "sites": {"DK": "duckdb:///data/dir.duckdb"}}))
+    bad = CliRunner().invoke(app, ["study", "run", str(tmp_path / "study" / "s.yaml"), "--out",
+                                   str(tmp_path / "r.html")])
+    assert bad.exit_code == 2, bad.output
+    assert "sites.DK: cannot open" in " ".join(bad.output.split()) and "Traceback" not in bad.output
 
 
 def test_survival_study_through_a_hub_equals_in_process(site_dir: Path, tmp_path: Path) -> None:

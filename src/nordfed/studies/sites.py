@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from nordfed.fed.protocol import AlgorithmError, Federation, InProcessFederation
 from nordfed.omop.store import CDM, CDMError, CDMUrl, open_cdm
 from nordfed.privacy.disclosure import DisclosurePolicy
-from nordfed.studies.spec import PlpStudy, SurvivalStudy, Synthetic
+from nordfed.studies.spec import PlpStudy, SpecError, SurvivalStudy, Synthetic
 
 if TYPE_CHECKING:
     from nordfed.client.api import Client
@@ -181,8 +181,8 @@ def open_sites(spec: PlpStudy | SurvivalStudy, hub: str | None = None, collabora
         for site, url in urls.items():
             try:
                 cdms[site] = open_cdm(url)
-            except (CDMError, OSError) as exc:
-                raise ValueError(f"{spec.source}: sites.{site}: cannot open {url}: {exc}") from exc
+            except (CDMError, OSError) as exc:  # a wrong path in the YAML: a spec error (exit 2), like a bad field
+                raise SpecError(spec.source, [f"sites.{site}: cannot open {url}: {exc}"]) from exc
     except BaseException:
         for c in cdms.values():
             c.close()
