@@ -34,8 +34,8 @@ def test_plp_example_has_all_sections_in_order(examples):
     for label in ("AUROC (internal)", "Calibration slope", "AUROC across sites", "Persons"):
         assert f'<div class="label">{label}</div>' in html
     assert "Held-out site / setting" in html and "Fitted − truth" in html
-    # the lowest risk group is suppressed at every site: no pooled rate may be invented
-    assert re.search(r'<td class="num suppressed"[^>]*>suppr\.</td>', html)
+    # the lowest risk groups' outcomes are merged at every site: no pooled rate per group, one for them together
+    assert re.search(r'<td class="num merged"[^>]*>merged</td>', html) and "groups 1–2 together" in html
     assert "This report contains" in html and "http://" not in html and "https://" not in html
 
 

@@ -60,9 +60,9 @@ def _curve(s_end: float, n: int = 40) -> dict:
 
 # ------------------------------------------------------------------------------------------ tables
 def test_risk_group_suppressed_at_a_site_is_not_shown_as_absent():
-    # the study runner's shape: a site that withheld a group reports n 0 with sites_suppressed 1
-    withheld = {"group": 1, "n": 0, "observed": 0, "observed_rate": None, "sites_suppressed": 1}
-    pooled = [{"group": 1, "bundle": "standard pathway", "risk_from": 0.0, "risk_to": 0.03, "n": 0,
+    # the study runner's shape: a site that withheld a group's persons reports n null with sites_suppressed 1
+    withheld = {"group": 1, "n": None, "observed": None, "observed_rate": None, "sites_suppressed": 1}
+    pooled = [{"group": 1, "bundle": "standard pathway", "risk_from": 0.0, "risk_to": 0.03, "n": None,
                "observed_rate": None, "expected_rate": None, "sites_suppressed": 2},
               {"group": 2, "bundle": "prehab", "risk_from": 0.03, "risk_to": 1.0, "n": 300, "observed_rate": 0.2,
                "expected_rate": 0.19, "sites_suppressed": 0}]

@@ -3,12 +3,13 @@
 Node side (``@algorithm``): ``nordfed.characterization`` releases persons by sex and 5-year age group, the
 observation-time histogram and the top concepts per domain; ``nordfed.dq`` releases the data-quality table.
 Every count passes :func:`~nordfed.privacy.disclosure.suppress_counts` at the node's minimum cell count
-(default 10): a count of 1..min-1 is released as ``None``.
+(default 10): a count of 1..min-1 is released as ``None``; cells that add up to the released person total (age
+× sex, observation years) also get complementary suppression, so a ``None`` there may hide a larger cell.
 
 Client side: :func:`characterize` and :func:`data_quality` return per-site and pooled tables. **Pooled counts
 are sums of the released counts only.** A suppressed cell adds nothing and is never reconstructed (not from
 totals, not from percentages); the pooled row says in ``sites_suppressed`` how many sites withheld it, so a
-pooled count with ``sites_suppressed > 0`` is a lower bound (by at most ``(min_cell_count-1)`` per such site).
+pooled count with ``sites_suppressed > 0`` is a lower bound.
 When every reporting site withheld a cell, its pooled count is missing (``<NA>``), not 0: nothing was released.
 """
 

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from nordfed.fed.protocol import SiteData, algorithm
-from nordfed.privacy.disclosure import require_min_rows, suppress_counts
+from nordfed.privacy.disclosure import require_min_rows, suppress_cells_of_total
 
 #: OMOP standard gender concepts
 GENDER = {8507: "male", 8532: "female"}
@@ -19,7 +19,8 @@ MAX_PING_SLEEP_S = 30.0
 
 @algorithm("nordfed.count", version="1")
 def count_by_sex(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
-    """Persons in the site's CDM (or a ``sex`` column of its table) by sex; small cells suppressed."""
+    """Persons in the site's CDM (or a ``sex`` column of its table) by sex; small cells suppressed, with a
+    complementary cell where the total would give them away."""
     if data.cdm is not None and params.get("dataset") is None:
         df = data.cdm.query("SELECT gender_concept_id AS g, count(*) AS n FROM person GROUP BY gender_concept_id")
         by_sex: dict[str, int] = {}
@@ -31,7 +32,8 @@ def count_by_sex(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         by_sex = {str(k): int(v) for k, v in frame["sex"].value_counts().items()}
     total = sum(by_sex.values())
     require_min_rows(total, data.policy, "persons")
-    return {"persons": total, "by_sex": suppress_counts(dict(sorted(by_sex.items())), data.policy)}
+    # the total is released, so a small cell needs a complementary one (25 persons, 17 male gave 8 female)
+    return {"persons": total, "by_sex": suppress_cells_of_total(dict(sorted(by_sex.items())), data.policy)}
 
 
 @algorithm("nordfed.ping", version="1")

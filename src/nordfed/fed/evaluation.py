@@ -60,6 +60,8 @@ class Evaluation:
     calibration_table: list[dict[str, Any]]
     per_site: dict[str, dict[str, float]]
     demographics: dict[str, Any] = field(default_factory=dict)
+    #: per ordered demographic table, the groups whose events sites released only together (first, last label)
+    demographic_spans: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     auroc_method: str = "within-site exact U + between-site block histogram; CI Hanley-McNeil"
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,15 +92,63 @@ def auroc_from_scores(results: Mapping[str, Mapping[str, Any]],
     return u / (n_pos * n_neg), n_pos, n_neg
 
 
-def pooled_table(results: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Add per-site group rows; a pooled cell lists how many sites withheld theirs."""
+def pooled_table(results: Sequence[list[dict[str, Any]]], spans: Sequence[list[dict[str, Any]]] | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Add the sites' group rows (``nordfed.eval.groups``): (rows, merged spans).
+
+    ``n`` adds the released persons; ``sites_suppressed`` says how many sites withheld theirs (then ``n`` is a
+    lower bound, and ``None`` when every site did). With ``spans`` (ordered groups) every site's merged span
+    is widened to the finest common coarsening: overlapping spans join, and the joined span's sums are exact
+    (each site's spans inside it plus its released rows there). A row inside a span has ``observed`` and
+    ``expected`` ``None`` and names its span; other rows are exact sums. Without spans (categories) a row adds
+    the sites that released its events, counted in ``sites_events_suppressed``, and its rates are theirs.
+    """
+    spans = spans if spans is not None else [[] for _ in results]
+    joined: list[list[int]] = []
+    for a, b in sorted(tuple(s["groups"]) for site in spans for s in site):
+        if joined and a <= joined[-1][1]:
+            joined[-1][1] = max(joined[-1][1], b)
+        else:
+            joined.append([a, b])
+    where = {i: (a, b) for a, b in joined for i in range(a, b + 1)}
     rows = []
-    for cells in zip(*results, strict=True):
-        shown = [c for c in cells if c["n"] is not None]
-        n, ev, ex = sum(c["n"] for c in shown), sum(c["events"] for c in shown), sum(c["expected"] for c in shown)
-        rows.append({"n": n, "observed": ev, "expected": ex, "observed_rate": ev / n if n else None,
-                     "expected_rate": ex / n if n else None, "sites_suppressed": len(cells) - len(shown)})
-    return rows
+    for i, cells in enumerate(zip(*results, strict=True)):
+        with_n = [c for c in cells if c["n"] is not None]
+        full = [c for c in with_n if c["events"] is not None]
+        n = sum(c["n"] for c in with_n) if with_n else None
+        n_full = sum(c["n"] for c in full)
+        ev, ex = sum(c["events"] for c in full), sum(c["expected"] for c in full)
+        row = {"n": n, "observed": ev if full else None, "expected": ex if full else None,
+               "observed_rate": ev / n_full if n_full else None, "expected_rate": ex / n_full if n_full else None,
+               "sites_suppressed": len(cells) - len(with_n), "sites_events_suppressed": len(cells) - len(full),
+               "span": list(where[i]) if i in where else None}
+        if i in where:
+            row.update(observed=None, expected=None, observed_rate=None, expected_rate=None)
+        rows.append(row)
+    return rows, [span_sums(a, b, results, spans) for a, b in joined]
+
+
+def span_sums(a: int, b: int, results: Sequence[list[dict[str, Any]]],
+              spans: Sequence[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Sums over groups ``a .. b`` (a run that no site's span crosses) from every site's spans inside them and
+    its released rows there; ``None`` with ``sites_suppressed`` when a site released neither."""
+    n = ev = 0
+    ex = 0.0
+    missing = 0
+    for rows, own in zip(results, spans, strict=True):
+        inside = [s for s in own if a <= s["groups"][0] and s["groups"][1] <= b]
+        covered = {i for s in inside for i in range(s["groups"][0], s["groups"][1] + 1)}
+        rest = [rows[i] for i in range(a, b + 1) if i not in covered]
+        if any(r["n"] is None or r["events"] is None for r in rest):  # a span the site could not release
+            missing += 1
+            continue
+        n += sum(s["n"] for s in inside) + sum(r["n"] for r in rest)
+        ev += sum(s["events"] for s in inside) + sum(r["events"] for r in rest)
+        ex += sum(s["expected"] for s in inside) + sum(r["expected"] for r in rest)
+    exact = not missing
+    return {"groups": [a, b], "n": n if exact else None, "observed": ev if exact else None,
+            "expected": ex if exact else None, "observed_rate": ev / n if exact and n else None,
+            "expected_rate": ex / n if exact and n else None, "sites_suppressed": missing}
 
 
 def score_round(fed: Federation, base: dict[str, Any],
@@ -187,13 +237,16 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
         by = {}
         groups = fed.run("nordfed.eval.groups", gparams, site_list)
     ici = sum(g["abs_diff"] for g in groups.values()) / sum(g["n"] for g in groups.values())
-    table = pooled_table([g["groups"] for g in groups.values()])
+    # the deciles were merged until no site holds a small cell in them, so no site merges their events further
+    table, _ = pooled_table([g["groups"] for g in groups.values()], [g["spans"] for g in groups.values()])
     for i, row in enumerate(table):
         row["risk_from"] = float(cutoffs[i - 1]) if i else 0.0
         row["risk_to"] = float(cutoffs[i]) if i < len(cutoffs) else 1.0
-    demo = {}
+    demo, demo_spans = {}, {}
     for name in by:
-        labels = sorted({lab for g in groups.values() for lab in g[name]["labels"]})
+        ordered = name == "age_group"  # the researcher's age cuts: the same labels, in order, at every site
+        labels = list(next(iter(groups.values()))[name]["labels"]) if ordered else \
+            sorted({lab for g in groups.values() for lab in g[name]["labels"]})
         tables = []
         for g in groups.values():  # align each site's labels to the pooled label set
             own = dict(zip(g[name]["labels"], g[name]["table"], strict=True))
@@ -201,10 +254,15 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
             absent = {"n": None, "events": None, "expected": None} if g[name].get("withheld") else \
                 {"n": 0, "events": 0, "expected": 0.0}
             tables.append([own.get(lab, absent) for lab in labels])
-        demo[name] = [{"group": lab, **row} for lab, row in zip(labels, pooled_table(tables), strict=True)]
+        rows, spans = pooled_table(tables, [g[name]["spans"] for g in groups.values()] if ordered else None)
+        demo[name] = [{"group": lab, **row, "span": row["span"] and [labels[i] for i in row["span"]]}
+                      for lab, row in zip(labels, rows, strict=True)]
+        if spans:
+            demo_spans[name] = [{**s, "groups": [labels[s["groups"][0]], labels[s["groups"][1]]]} for s in spans]
     return Evaluation(n=n, n_events=n_pos, auroc=auc, auroc_se=se, auroc_ci=(lo, hi), auprc=auprc, brier=brier,
                       calibration_intercept=float(cal_int), calibration_slope=float(b[0]), ici=ici,
-                      calibration_table=table, per_site=per_site, demographics=demo)
+                      calibration_table=table, per_site=per_site, demographics=demo,
+                      demographic_spans=demo_spans)
 
 
 def leave_one_site_out(fed: Federation, covariates: Sequence[str], outcome: str, lam: float, alpha: float = 1.0,

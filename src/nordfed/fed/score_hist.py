@@ -22,7 +22,13 @@ from scipy.stats import rankdata
 
 from nordfed.fed.lasso_site import site_table
 from nordfed.fed.protocol import SiteData, algorithm
-from nordfed.privacy.disclosure import DisclosurePolicy, check_counts, require_min_rows, suppress_counts
+from nordfed.privacy.disclosure import (
+    DisclosurePolicy,
+    check_counts,
+    hidden_spans,
+    require_min_rows,
+    suppress_cells_of_total,
+)
 
 GRID_BINS = 4000
 GRID_LIMIT = 12.0
@@ -174,11 +180,18 @@ def scores(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
 def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Per risk group (cut-offs on predicted probability) n, events and expected events; small cells withheld.
 
+    The groups partition the site's rows, whose total n and events the site releases anyway, so withheld cells
+    get complementary suppression (:func:`~nordfed.privacy.disclosure.suppress_cells_of_total`): first persons
+    per group, then events per group. A run of neighbouring groups whose events are withheld is released as one
+    ``spans`` entry ``{"groups": [first, last], "n", "events", "expected"}`` (positions, inclusive): its sums
+    are implied by the totals anyway, and each passes the minimum cell count.
     Optional ``recalibration`` (a, b) adds the sum of |p - expit(a + b*logit)| (for ICI / E-avg).
-    Optional ``by`` {name: column} adds the same table by the column's values (e.g. sex, age group); a value held
-    by fewer rows than the minimum cell count is not released as a label (``withheld`` says some were).
-    With ``hidden_only`` only ``{"hidden": [...]}`` comes back: whether each group's cell would be suppressed,
-    and no count (the client merges such groups before asking for their counts).
+    Optional ``by`` {name: column} adds the same table by the column's values (e.g. sex, age group; age groups
+    are ordered and get spans, other columns are categories and do not); a value held by fewer rows than the
+    minimum cell count is not released as a label (``withheld`` says some were), and its rows count as a hidden
+    cell of the table.
+    With ``hidden_only`` only ``{"hidden": [...]}`` comes back: whether each group holds a count below the
+    minimum itself, and no count (the client merges such groups before asking for their counts).
     """
     t = site_table(data, {"dataset": params.get("dataset"), "covariates": [], "outcome": params["outcome"],
                           "derived": {_LP: params["model"]}, "offset": _LP, "where": params.get("where"),
@@ -187,10 +200,13 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     require_min_rows(len(y), data.policy, "rows")
     p = expit(lp)
     g = np.searchsorted(np.asarray(params["cutoffs"], dtype=float), p, side="right")
-    table = _table(g, y, p, len(params["cutoffs"]) + 1, data.policy)
+    k = len(params["cutoffs"]) + 1
     if params.get("hidden_only"):
-        return {"hidden": [row["n"] is None for row in table]}
-    out: dict[str, Any] = {"groups": table}
+        n, ev = np.bincount(g, minlength=k), np.bincount(g, weights=y, minlength=k)
+        cells = np.column_stack([n, ev, n - ev])
+        return {"hidden": ((cells > 0) & (cells < data.policy.min_cell_count)).any(axis=1).tolist()}
+    rows, spans = _table(g, y, p, k, data.policy, "adjacent")
+    out: dict[str, Any] = {"groups": rows, "spans": spans}
     if params.get("recalibration") is not None:
         a, b = params["recalibration"]
         out["abs_diff"] = float(np.sum(np.abs(p - expit(a + b * lp))))
@@ -201,9 +217,9 @@ def groups(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         if name != "age_group":  # age_group labels are the researcher's cuts, never data values
             codes, kept = _released_levels(codes, labels, data.policy)
             withheld, labels = len(kept) < len(labels), kept
-        m = codes >= 0
-        out[name] = {"labels": labels, "table": _table(codes[m], y[m], p[m], len(labels), data.policy),
-                     "withheld": withheld}
+        ordered = name == "age_group"
+        rows, spans = _table(codes, y, p, len(labels), data.policy, "adjacent" if ordered else "smallest")
+        out[name] = {"labels": labels, "table": rows, "withheld": withheld, **({"spans": spans} if ordered else {})}
     return out
 
 
@@ -234,18 +250,32 @@ def _released_levels(codes: np.ndarray, labels: list[str], pol: DisclosurePolicy
     return np.where(rows, new[codes], -1), [lab for lab, k in zip(labels, keep, strict=True) if k]
 
 
-def _table(g: np.ndarray, y: np.ndarray, p: np.ndarray, k: int, pol: DisclosurePolicy) -> list[dict[str, Any]]:
-    n = np.bincount(g, minlength=k)
-    ev = np.bincount(g, weights=y, minlength=k).astype(int)
-    ex = np.bincount(g, weights=p, minlength=k)
-    rows = []
-    for i in range(k):
-        cells = suppress_counts({"n": int(n[i]), "events": int(ev[i]), "non_events": int(n[i] - ev[i])}, pol)
-        hidden = any(v is None for v in cells.values())
-        rows.append({"n": None if hidden else int(n[i]), "events": None if hidden else int(ev[i]),
-                     "expected": None if hidden else float(ex[i])})
-    return rows
+def _table(g: np.ndarray, y: np.ndarray, p: np.ndarray, k: int, pol: DisclosurePolicy,
+           strategy: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows (n, events, expected) of groups ``0 .. k-1`` and, for ordered groups, the spans of merged events.
 
+    Rows with ``g == -1`` (withheld labels) form one more cell that is always hidden, so the released cells
+    never differ from the site's total by a small count.
+    """
+    codes = np.where(g < 0, k, g)
+    n = np.bincount(codes, minlength=k + 1)
+    ev = np.bincount(codes, weights=y, minlength=k + 1).astype(int)
+    ex = np.bincount(codes, weights=p, minlength=k + 1)
+    rest = [k] if n[k] else []
+    persons = suppress_cells_of_total({i: int(n[i]) for i in range(k + 1)}, pol, strategy, hidden=rest)
+    no_n = [i for i, v in persons.items() if v is None]
+    events = suppress_cells_of_total({i: (int(ev[i]), int(n[i] - ev[i])) for i in range(k + 1)}, pol, strategy,
+                                     hidden=no_n)
+    rows = [{"n": None if persons[i] is None else int(n[i]), "events": None if events[i] is None else int(ev[i]),
+             "expected": None if events[i] is None else float(ex[i])} for i in range(k)]
+    spans = []
+    if strategy == "adjacent":
+        # a span's n less its groups' released n is its withheld persons: a count it must pass on too
+        counts = np.column_stack([ev, n - ev, np.where([persons[i] is None for i in range(k + 1)], n, 0)])[:k]
+        for a, b in hidden_spans(counts, [events[i] is None for i in range(k)], pol):
+            spans.append({"groups": [a, b], "n": int(n[a:b + 1].sum()), "events": int(ev[a:b + 1].sum()),
+                          "expected": float(ex[a:b + 1].sum())})
+    return rows, spans
 
 
 @algorithm("nordfed.eval.cross_u", "1")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.special import ndtri
+
+K = TypeVar("K")
+C = TypeVar("C")
 
 #: largest share of a weighted sum's total weight one row may carry (see require_spread_weights)
 MAX_WEIGHT_SHARE = 0.5
@@ -71,16 +74,121 @@ def suppress_counts(counts: Mapping[Any, int], policy: DisclosurePolicy) -> dict
     return {k: (None if 0 < int(v) < policy.min_cell_count else int(v)) for k, v in counts.items()}
 
 
-def suppress_cells_of_total(counts: Mapping[Any, int], policy: DisclosurePolicy) -> dict[Any, int | None]:
-    """:func:`suppress_counts` for cells whose total is released too: when exactly one cell is suppressed,
-    the total minus the released cells would be that cell, so the smallest other non-zero cell is withheld
-    as well (secondary suppression)."""
-    out = suppress_counts(counts, policy)
-    if sum(v is None for v in out.values()) == 1:
-        others = [(int(v), k) for k, v in counts.items() if out[k] is not None and int(v) > 0]
-        if others:
-            out[min(others, key=lambda c: c[0])[1]] = None
-    return out
+def suppress_cells_of_total(cells: Mapping[K, C], policy: DisclosurePolicy, strategy: str = "smallest",
+                            hidden: Iterable[K] = ()) -> dict[K, C | None]:
+    """:func:`suppress_counts` for cells that partition a released total (complementary suppression).
+
+    Each cell carries one count or a tuple of counts (e.g. events, non-events). The hidden set starts with the
+    cells holding any count in ``1 .. min_cell_count-1`` (and ``hidden``: cells withheld for another reason)
+    and grows until, for every count, its sum over the hidden cells is 0 or at least the minimum, since the
+    total minus the released cells is that sum; or until every cell is hidden (the total is checked
+    elsewhere). ``strategy``: ``"smallest"`` (categories) adds the smallest other cell that is non-zero where
+    the sum falls short; ``"adjacent"`` (ordered groups, in the mapping's order) grows each run of hidden cells
+    into its neighbour with the smaller total, so every run passes on its own and may be released summed
+    (see :func:`hidden_spans`). Hidden cells come back as ``None``.
+
+    >>> suppress_cells_of_total({"a": 50, "b": 3, "c": 4, "d": 30}, DisclosurePolicy())
+    {'a': 50, 'b': None, 'c': None, 'd': None}
+    >>> suppress_cells_of_total({1: (0, 80), 2: (7, 90), 3: (40, 60)}, DisclosurePolicy(), "adjacent")
+    {1: (0, 80), 2: None, 3: None}
+    """
+    if strategy not in ("smallest", "adjacent"):
+        raise ValueError(f"unknown strategy {strategy!r} (expected 'smallest' or 'adjacent')")
+    keys = list(cells)
+    if not keys:
+        return {}
+    vals = np.array([np.atleast_1d(np.asarray(cells[k], dtype=np.int64)) for k in keys]).reshape(len(keys), -1)
+    m = policy.min_cell_count
+    extra = set(hidden)
+    mask = np.array([k in extra for k in keys], dtype=bool) | ((vals > 0) & (vals < m)).any(axis=1)
+    grow = _grow_adjacent if strategy == "adjacent" else _grow_smallest
+    while mask.any() and not mask.all():
+        nxt = grow(vals, mask, m)
+        if nxt is None:
+            break
+        mask[nxt] = True
+    return {k: None if h else cells[k] for k, h in zip(keys, mask, strict=True)}
+
+
+def _short(sums: np.ndarray, m: int) -> np.ndarray:
+    """Which counts of a hidden set fall short: a sum in 1..m-1 is the total minus the released cells."""
+    return (sums > 0) & (sums < m)
+
+
+def _grow_smallest(vals: np.ndarray, mask: np.ndarray, m: int) -> int | None:
+    """The next cell to hide: the smallest released cell non-zero in a count that falls short."""
+    short = _short(vals[mask].sum(axis=0), m)
+    if not short.any():
+        return None
+    helps = ~mask & (vals[:, short] > 0).any(axis=1)
+    if not helps.any():  # the total itself falls short: only hiding everything leaves nothing to subtract
+        helps = ~mask
+    idx = np.flatnonzero(helps)
+    return int(idx[np.argmin(vals[idx].sum(axis=1))])
+
+
+def _grow_adjacent(vals: np.ndarray, mask: np.ndarray, m: int) -> int | None:
+    """The next cell to hide: a neighbour of the first run that falls short, preferring one that is non-zero in
+    a count that falls short, then the smaller total."""
+    for a, b in _runs(mask):
+        short = _short(vals[a:b + 1].sum(axis=0), m)
+        if not short.any():
+            continue
+        sides = [i for i in (a - 1, b + 1) if 0 <= i < len(mask)]
+        return min(sides, key=lambda i: (not (vals[i, short] > 0).any(), int(vals[i].sum())))
+    return None
+
+
+def _runs(mask: Sequence[bool] | np.ndarray) -> list[tuple[int, int]]:
+    """Runs of consecutive hidden cells as (first, last) positions, inclusive."""
+    runs: list[tuple[int, int]] = []
+    for i, h in enumerate(mask):
+        if not h:
+            continue
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def hidden_spans(cells: Sequence[Sequence[int]] | np.ndarray, hidden: Sequence[bool] | np.ndarray,
+                 policy: DisclosurePolicy) -> list[tuple[int, int]]:
+    """The spans (first, last positions, inclusive) over which ordered hidden cells may be released summed.
+
+    Each run of consecutive hidden cells is cut, left to right, into the shortest pieces in which every count
+    is 0 or at least the minimum; a short tail joins the piece before it. (Two runs that
+    :func:`suppress_cells_of_total` grew until they touched stay apart.) A run that cannot pass as a whole,
+    which happens only when its sum is the site's short total, gives no span.
+
+    >>> hidden_spans([(0, 80), (3, 70), (20, 60), (40, 30), (4, 50)], [False, True, True, True, True],
+    ...              DisclosurePolicy())
+    [(1, 2), (3, 4)]
+    """
+    if not len(hidden):
+        return []
+    vals = np.asarray(cells, dtype=np.int64).reshape(len(hidden), -1)
+    m = policy.min_cell_count
+
+    def short(a: int, b: int) -> bool:
+        return bool(_short(vals[a:b + 1].sum(axis=0), m).any())
+
+    spans = []
+    for a, b in _runs(hidden):
+        pieces: list[list[int]] = []
+        start = a
+        for i in range(a, b + 1):
+            if not short(start, i):
+                pieces.append([start, i])
+                start = i + 1
+        if start <= b:
+            pieces.append([start, b])
+        # a tail joins the piece before it until it passes (a piece with none of a count plus a few does not)
+        while len(pieces) > 1 and short(*pieces[-1]):
+            last = pieces.pop()
+            pieces[-1][1] = last[1]
+        spans += [(lo, hi) for lo, hi in pieces if not short(lo, hi)]
+    return spans
 
 
 def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what: str) -> None:

@@ -1,7 +1,7 @@
 """Example reports from SYNTHETIC data: a PLP study and a survival study across three simulated sites.
 
-The numbers are real computations on simulated rows (scikit-learn for the prediction model, nordfed's
-federated Kaplan-Meier and Cox fits for survival), so the report shows what a study would look like.
+The numbers are real computations on simulated rows (scikit-learn for the prediction model, nordfed's risk
+groups, federated Kaplan-Meier and Cox fits for survival), so the report shows what a study would look like.
 Run ``python -m nordfed.reports.example OUTDIR`` to write ``plp_example.html`` and ``survival_example.html``.
 """
 
@@ -17,6 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 from nordfed.fed.evaluation import hanley_mcneil_ci
+from nordfed.fed.protocol import InProcessFederation
+from nordfed.fed.risk_groups import risk_groups
 from nordfed.privacy.disclosure import DisclosurePolicy
 from nordfed.reports.html import ReportMetadata, StudyReport
 from nordfed.reports.layouts import PlpResults, SurvivalResults, plp_report, survival_report
@@ -106,34 +108,12 @@ def synthetic_plp(seed: int = 7) -> tuple[PlpResults, ReportMetadata]:
         external[s] = _metrics(f["outcome"].to_numpy(), ps)
         fs, ts, _ = roc_curve(f["outcome"], ps)
         external_roc[s] = {"fpr": fs, "tpr": ts, "auroc": external[s]["auroc"], "auroc_ci": external[s]["auroc_ci"]}
-    cut = [0.05, 0.15, 0.30]
-    bounds = [0.0, *cut, 1.0]
-
-    def groups(ys: np.ndarray, ps: np.ndarray) -> list[dict[str, Any]]:
-        g = np.searchsorted(cut, ps, side="right")
-        out = []
-        for i in range(len(bounds) - 1):
-            m = g == i
-            n, ev = _suppress(int(m.sum())), _suppress(int(ys[m].sum()))
-            shown = n is not None and ev is not None
-            out.append({"group": i + 1, "risk_from": bounds[i], "risk_to": bounds[i + 1], "n": n if shown else None,
-                        "observed_rate": ev / n if shown and n else None,
-                        "expected_rate": float(ps[m].mean()) if shown and n else None})
-        return out
-
-    per_site = {s: groups(f["outcome"].to_numpy(), model.predict_proba(f[cov])[:, 1]) for s, f in frames.items()}
-    pooled_groups = []
-    for i, row in enumerate(groups(y, p)):
-        cells = [per_site[s][i] for s in per_site]
-        shown = [c for c in cells if c["n"] is not None]
-        n = sum(c["n"] for c in shown)
-        ev = sum(c["n"] * (c["observed_rate"] or 0.0) for c in shown)
-        pooled_groups.append({**row, "n": n, "observed_rate": ev / n if n else None,
-                              "sites_suppressed": len(cells) - len(shown)})
+    # the network's own risk-group algorithm on the same rows, so the table shows its merged spans as a study would
     bundles = ["usual care", "nurse follow-up call", "geriatric assessment", "intensive follow-up"]
-    for rows in [pooled_groups, *per_site.values()]:
-        for r, b in zip(rows, bundles, strict=True):
-            r["bundle"] = b
+    model_dict = {"covariates": cov, "coef": [float(c) for c in model.coef_[0]],
+                  "intercept": float(model.intercept_[0])}
+    groups = risk_groups(InProcessFederation.from_frames(frames, DisclosurePolicy(min_cell_count=MIN_CELL)),
+                         model_dict, "outcome", cutoffs=[0.05, 0.15, 0.30], bundles=bundles).to_dict()
     sex = {s: [{"sex": "female", "persons": _suppress(int((f["male"] == 0).sum()))},
                {"sex": "male", "persons": _suppress(int((f["male"] == 1).sum()))}] for s, f in frames.items()}
     dq = {s: [{"check": "missing year_of_birth", "failed": 0}, {"check": "visit end before start",
@@ -149,7 +129,7 @@ def synthetic_plp(seed: int = 7) -> tuple[PlpResults, ReportMetadata]:
                    {"step": "No prior outcome", "persons": n_all, "outcomes": int(y.sum())}],
         coefficients=coefs, hyperparameters={"penalty": "L1 (LASSO)", "C": 0.3, "covariates offered": len(cov)},
         internal=internal, internal_roc=internal_roc, external=external, external_roc=external_roc,
-        risk_groups={"pooled": pooled_groups, "per_site": per_site},
+        risk_groups=groups,
         characterization={"Persons by sex": {"tables": sex, "keys": "sex", "value": "persons"},
                           "Data-quality checks failed": {"tables": dq, "keys": "check", "value": "failed"}},
         truth={"(Intercept)": TRUE_INTERCEPT - 6.5 * TRUE_BETA["age_per_10y"], **TRUE_BETA},
@@ -163,7 +143,6 @@ def synthetic_plp(seed: int = 7) -> tuple[PlpResults, ReportMetadata]:
 def synthetic_survival(seed: int = 7) -> tuple[SurvivalResults, ReportMetadata]:
     from nordfed.fed.cox import fit_cox
     from nordfed.fed.km import fit_km
-    from nordfed.fed.protocol import InProcessFederation
 
     frames = _sites(seed)
     fed = InProcessFederation.from_frames(frames, DisclosurePolicy(exact_event_times=True))

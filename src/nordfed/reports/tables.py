@@ -5,8 +5,9 @@ Builders take plain data (mappings, dataclasses or objects with the named attrib
 
 Disclosure convention: ``None`` in a *count* column means the node suppressed the cell (1..min-1 rows);
 it renders as ``<10`` (for the default minimum of 10), never as zero. Builders that know a rate was
-withheld because its count was suppressed put :data:`SUPPRESSED` in the cell. Other ``None`` values mean
-"not available" and render as an en dash.
+withheld because its count was suppressed put :data:`SUPPRESSED` in the cell. A :class:`Merged` value was
+released only summed with neighbouring groups (complementary suppression) and shows its own text. Other
+``None`` values mean "not available" and render as an en dash.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class LowerBound:
 
     value: int
     sites_suppressed: int = 1
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A value released only summed with neighbouring groups' (complementary suppression); shown as ``text``."""
+
+    text: str
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ def format_cell(value: Any, column: Column, min_cell_count: int = 10) -> Cell:
     kind, digits = column.kind, column.digits
     if value is SUPPRESSED:
         return supp if kind == "count" else Cell("suppr.", "num suppressed", "withheld: its count was suppressed")
+    if isinstance(value, Merged):
+        return Cell(value.text, "num merged", value.title)
     if isinstance(value, LowerBound):
         if value.value == 0:
             return Cell("suppr.", "num suppressed", "every site that has this cell suppressed it")
@@ -219,33 +230,65 @@ def _missing_metric(v: Any) -> bool:
     return all(_missing(x) for x in v) if isinstance(v, tuple) else _missing(v)
 
 
-def _site_rate(s: Mapping[str, Any]) -> Any:
-    """One site's (observed rate, persons) for a risk group, or :data:`SUPPRESSED`.
+def _withheld_persons(n: Any, sites_suppressed: Any) -> Any:
+    """A pooled persons count: exact, a lower bound, or nothing when every site withheld it."""
+    return LowerBound(0) if n is None else _pooled_count(n, sites_suppressed)
 
-    A site that withheld the group reports it as ``n`` 0 with ``sites_suppressed`` set; read literally that is
-    "no persons in this group", shown "–", which hides that the site has persons there but too few outcomes.
+
+def _range(lo: Any, hi: Any) -> str | None:
+    return f"{100 * lo:.1f}–{100 * hi:.1f}\u202f%" if lo is not None and hi is not None else None
+
+
+def _span_label(span: Sequence[Any]) -> str:
+    return f"{span[0]}–{span[1]}" if span[0] != span[1] else str(span[0])
+
+
+def _site_rate(s: Mapping[str, Any], pooled_span: Sequence[Any] | None) -> Any:
+    """One site's (observed rate, persons) for a risk group, :class:`Merged` or :data:`SUPPRESSED`.
+
+    A site's own span lies inside the pooled one (``pooled_span``), whose "together" row shows the site's rate.
     """
-    if pick(s, "sites_suppressed", default=0):
+    n = pick(s, "n")
+    if n is None:  # the site withheld the group's persons: not "nobody there"
         return SUPPRESSED
-    return pick(s, "observed_rate"), pick(s, "n")
+    if pick(s, "span") and pooled_span:
+        return Merged(f"merged ({_count(n)})", f"{_count(n)} persons; their outcomes are in the row of groups "
+                      f"{_span_label(pooled_span)} together")
+    return pick(s, "observed_rate"), n
 
 
 def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]] | None = None,
-                     caption: str = "Risk groups") -> Table:
-    """Risk groups (``group``, ``bundle``, ``risk_from``/``risk_to``, ``n``, ``observed_rate``) pooled and per site."""
+                     spans: Mapping[str, Any] | None = None, caption: str = "Risk groups") -> Table:
+    """Risk groups (``group``, ``bundle``, ``risk_from``/``risk_to``, ``n``, ``observed_rate``) pooled and per site.
+
+    ``spans`` (:class:`~nordfed.fed.risk_groups.RiskGroups`' ``spans``): groups whose outcomes were released only
+    together; each pooled span gets a "together" row after its last group, with every site's rate over it.
+    """
     per_site = per_site or {}
+    merged = {tuple(sp["groups"]): sp for sp in (spans or {}).get("pooled", [])}
     rows = []
     for i, g in enumerate(as_mapping(x) for x in pooled):
-        lo, hi = pick(g, "risk_from"), pick(g, "risk_to")
         row = {"group": pick(g, "group", default=i + 1), "bundle": pick(g, "bundle"),
-               "range": f"{100 * lo:.1f}–{100 * hi:.1f}\u202f%" if lo is not None and hi is not None else None,
-               "n": _pooled_count(pick(g, "n"), pick(g, "sites_suppressed", default=0)),
+               "range": _range(pick(g, "risk_from"), pick(g, "risk_to")),
+               "n": _withheld_persons(pick(g, "n"), pick(g, "sites_suppressed", default=0)),
                "rate": pick(g, "observed_rate"), "expected": pick(g, "expected_rate")}
-        if row["n"] is None or (isinstance(row["n"], LowerBound) and row["n"].value == 0):
+        span = pick(g, "span")
+        if span:
+            row["rate"] = row["expected"] = Merged("merged", f"released only for groups {_span_label(span)} "
+                                                              "together: see that row")
+        elif isinstance(row["n"], LowerBound) and row["n"].value == 0:
             row["rate"] = row["expected"] = SUPPRESSED  # nothing released: a rate here would be invented
         for site, site_rows in per_site.items():
-            row[f"site:{site}"] = _site_rate(as_mapping(site_rows[i]))
+            row[f"site:{site}"] = _site_rate(as_mapping(site_rows[i]), span)
         rows.append(row)
+        sp = merged.get(tuple(span)) if span and span[1] == row["group"] else None
+        if sp is not None:
+            rows.append({"group": _span_label(span), "bundle": f"groups {_span_label(span)} together",
+                         "range": _range(sp.get("risk_from"), sp.get("risk_to")),
+                         "n": _withheld_persons(sp.get("n"), sp.get("sites_suppressed", 0)),
+                         "rate": sp.get("observed_rate"), "expected": sp.get("expected_rate"),
+                         **{f"site:{s}": (v.get("observed_rate"), v.get("n")) if v.get("n") is not None
+                            else SUPPRESSED for s, v in sp.get("per_site", {}).items()}})
     cols = [Column("group", "Group"), Column("bundle", "Bundle"), Column("range", "Predicted risk"),
             Column("n", "Persons", "count"), Column("expected", "Expected", "percent"),
             Column("rate", "Observed", "percent")]
@@ -253,9 +296,16 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
     if all(r["expected"] is None for r in rows):
         cols = [c for c in cols if c.key != "expected"]
     notes = ["Per site: observed outcome rate (persons)."] if per_site else []
+    if any(isinstance(v, Merged) for r in rows for v in r.values()):
+        notes.append("merged: a site releases a group's outcomes only when the group holds no fewer outcomes, and "
+                     "no fewer persons without one, than the minimum cell count. Since each site's total is "
+                     "released too, the neighbouring group is merged as well (complementary suppression: otherwise "
+                     "the total minus the other groups would give the small count away). The merged groups' "
+                     "outcomes are shown once, in their \"together\" row, for every site over the same groups; "
+                     "each group's persons are still shown.")
     if any(v is SUPPRESSED for r in rows for k, v in r.items() if k.startswith("site:")):
-        notes.append("suppr. at a site: the site withheld the group because it had too few persons or outcomes "
-                     "in it (disclosure control); it does not mean the group is empty there.")
+        notes.append("suppr. at a site: the site withheld the group's persons because too few were in it, or in "
+                     "a neighbouring group (disclosure control); it does not mean the group is empty there.")
     if any(isinstance(r["n"], LowerBound) and r["n"].value for r in rows):  # a 0 one shows "suppr.", no †
         notes.append(LOWER_BOUND_NOTE)
         notes.append("The expected and observed rates of a group marked † are those of the sites that released "
