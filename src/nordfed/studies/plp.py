@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from nordfed.features.preprocessing import plan_preprocessing
-from nordfed.fed import score_hist
 from nordfed.fed.evaluation import evaluate, hanley_mcneil_ci, score_round, temporal_validation
 from nordfed.fed.lasso import fit_lasso
 from nordfed.fed.protocol import AlgorithmError, Federation
 from nordfed.fed.risk_groups import risk_groups
+from nordfed.fed.score_curves import calibration_curve, prediction_distribution, roc_curve
 from nordfed.models.logistic import FederatedLogisticRegression
 from nordfed.studies import partials
 from nordfed.studies.spec import OutcomeCohort, PlpStudy
@@ -93,32 +93,31 @@ def covariate_cap(attrition: dict[str, list[dict[str, Any]]], cv_folds: int, max
     return max(1, min(auto, max_covariates)) if max_covariates is not None else max(1, auto)
 
 
-def roc_curve(pos_blocks: list[np.ndarray], neg_blocks: list[np.ndarray]) -> dict[str, list[float]]:
-    """ROC points from the sites' released score blocks (the resolution of one grid bin, no row leaves)."""
-    _, dpos = score_hist.pooled_density(pos_blocks)
-    _, dneg = score_hist.pooled_density(neg_blocks)
-    tpr = np.r_[0.0, np.cumsum(dpos[::-1])] / max(dpos.sum(), 1e-12)
-    fpr = np.r_[0.0, np.cumsum(dneg[::-1])] / max(dneg.sum(), 1e-12)
-    keep = np.r_[True, (dpos[::-1] + dneg[::-1]) > 1e-12]
-    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+def _curves(pos: list[np.ndarray], neg: list[np.ndarray], smooth: bool) -> dict[str, Any]:
+    out: dict[str, Any] = roc_curve(pos, neg)
+    if smooth:
+        out |= {"calibration": calibration_curve(pos, neg), "distribution": prediction_distribution(pos, neg)}
+    return out
 
 
 def scored(fed: Federation, model: dict[str, Any], dataset: dict[str, Any],
-           sites: list[str] | None = None, where: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Pooled and per-site AUROC (with CI) and ROC points of ``model`` from one round of score aggregates."""
+           sites: list[str] | None = None, where: dict[str, Any] | None = None,
+           smooth: bool = False) -> dict[str, Any]:
+    """Pooled and per-site AUROC (with CI) and ROC points of ``model`` from one round of score aggregates;
+    ``smooth`` adds the smooth calibration curve and the prediction distribution drawn from the same blocks."""
     site_list = sites or fed.sites
     base = {"dataset": dataset, "model": model, "outcome": OUTCOME, "where": where}
     res, auc, n_pos, n_neg = score_round(fed, base, site_list)
     _, lo, hi = hanley_mcneil_ci(auc, n_pos, n_neg)
     out: dict[str, Any] = {"pooled": {"auroc": auc, "auroc_ci": [lo, hi], "n": n_pos + n_neg, "events": n_pos,
-                                      **roc_curve([r["blocks"]["pos"] for r in res.values()],
-                                                  [r["blocks"]["neg"] for r in res.values()])}}
+                                      **_curves([r["blocks"]["pos"] for r in res.values()],
+                                                [r["blocks"]["neg"] for r in res.values()], smooth)}}
     for s, r in res.items():
         ev, n = r["events"], r["n"]
         a = r["u"] / (ev * (n - ev)) if 0 < ev < n else None
         ci = list(hanley_mcneil_ci(a, ev, n - ev)[1:]) if a is not None else None
         out[s] = {"auroc": a, "auroc_ci": ci, "n": n, "events": ev,
-                  **roc_curve([r["blocks"]["pos"]], [r["blocks"]["neg"]])}
+                  **_curves([r["blocks"]["pos"]], [r["blocks"]["neg"]], smooth)}
     return out
 
 
@@ -217,7 +216,9 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
     out["internal"] = {**evaluate(fed, model, OUTCOME, dataset=dataset, where=test, age_column="age",
                                   sex_column="sex").to_dict(),
                        "on": "test part" if test else "training rows", "test_fraction": spec.evaluation.test_fraction}
-    out["internal_roc"] = scored(fed, model, dataset, where=test)
+    out["internal_roc"] = scored(fed, model, dataset, where=test, smooth=True)
+    # next to the logistic-recalibration ICI: the same measure from the smooth (kernel) calibration curve
+    out["internal"]["ici_smoothed"] = out["internal_roc"]["pooled"]["calibration"]["ici"]
     tick("external validation")
     if spec.evaluation.leave_one_site_out and len(fed.sites) > 1:
         _optional(out, "external", lambda: _leave_one_site_out(fed, covariates, dataset, clf.lambda_, m.l1))
@@ -252,7 +253,7 @@ def _leave_one_site_out(fed: Federation, covariates: list[str], dataset: dict[st
         fit = fit_lasso(fed, covariates, OUTCOME, lam=lam, alpha=alpha, dataset=dataset, sites=others,
                         tol=1e-7, max_iter=50)
         ev = evaluate(fed, fit, OUTCOME, dataset=dataset, sites=[site], age_column="age", sex_column="sex")
-        roc = scored(fed, fit.to_model(), dataset, [site])[site]
+        roc = scored(fed, fit.to_model(), dataset, [site], smooth=True)[site]
         res[site] = {"trained_on": others, "evaluation": ev.to_dict(), "roc": roc}
     return res
 
