@@ -199,3 +199,19 @@ def test_report_shows_persons_per_group_and_each_span_once(fed: InProcessFederat
     assert together["bundle"] == "groups 1–3 together" and together["site:A"] == "4.4\u202f% (546)"
     assert together["n"] == f"{rg.spans['pooled'][0]['n']:,}".replace(",", "\u202f")
     assert any("complementary suppression" in n for n in table.notes)
+
+
+def test_missing_age_is_its_own_group_not_the_oldest(frames: dict) -> None:
+    frames = {s: f.copy() for s, f in frames.items()}
+    a = frames["A"].astype({"age": float})
+    a.loc[a.index[:30], "age"] = np.nan  # 30 persons whose age the site does not know
+    frames["A"] = a
+    fed = InProcessFederation.from_frames(frames, DisclosurePolicy(min_cell_count=M))
+    age = evaluate(fed, MODEL, "y", sex_column=None).demographics["age_group"]
+    assert [r["group"] for r in age] == ["<50", "50-59", "60-69", "70-79", "80+", "unknown"]
+    pooled = pd.concat(frames.values(), ignore_index=True)
+    assert age[4]["n"] == int((pooled.age >= 80).sum()) and age[5]["n"] == 30
+    # no site without a missing age: no "unknown" row
+    fed = InProcessFederation.from_frames({s: f for s, f in frames.items() if s != "A"},
+                                          DisclosurePolicy(min_cell_count=M))
+    assert evaluate(fed, MODEL, "y", sex_column=None).demographics["age_group"][-1]["group"] == "80+"

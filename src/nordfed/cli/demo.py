@@ -42,17 +42,8 @@ def _table(df: Any, title: str, limit: int = 20) -> Table:
 
 
 def _study(fed: Any) -> None:
-    try:
-        from nordfed.fed.characterization import characterize
-    except ImportError:
-        res = fed.run("nordfed.count", {})
-        t = Table(title="persons by sex (small cells suppressed: –)")
-        for col in ("site", "persons", "female", "male"):
-            t.add_column(col)
-        for s, r in res.items():
-            t.add_row(s, str(r["persons"]), *(str(r["by_sex"].get(k, "–")) for k in ("female", "male")))
-        console.print(t)
-        return
+    from nordfed.fed.characterization import characterize
+
     tables = characterize(fed, top_n=5)
     console.print(_table(tables.per_site["persons"], "persons per site"))
     console.print(_table(tables.pooled["persons"], "persons, pooled"))

@@ -257,6 +257,10 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
         rows, spans = pooled_table(tables, [g[name]["spans"] for g in groups.values()] if ordered else None)
         demo[name] = [{"group": lab, **row, "span": row["span"] and [labels[i] for i in row["span"]]}
                       for lab, row in zip(labels, rows, strict=True)]
+        last = demo[name][-1] if ordered else None
+        if last and last["group"] == score_hist.UNKNOWN_AGE and last["n"] == 0 and not last["sites_suppressed"] \
+                and not last["span"]:
+            demo[name].pop()  # nobody's age is missing at any site
         if spans:
             demo_spans[name] = [{**s, "groups": [labels[s["groups"][0]], labels[s["groups"][1]]]} for s in spans]
     return Evaluation(n=n, n_events=n_pos, auroc=auc, auroc_se=se, auroc_ci=(lo, hi), auprc=auprc, brier=brier,

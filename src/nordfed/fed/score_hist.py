@@ -30,6 +30,8 @@ from nordfed.privacy.disclosure import (
     suppress_cells_of_total,
 )
 
+#: the last age group, always sent so every site has the same labels (the client drops it when empty everywhere)
+UNKNOWN_AGE = "unknown"
 GRID_BINS = 4000
 GRID_LIMIT = 12.0
 _LP = "__lp__"
@@ -227,11 +229,13 @@ def _group_codes(values: np.ndarray, name: str, params: dict[str, Any]) -> tuple
     if name == "age_group":
         cuts = [float(c) for c in params.get("age_cuts", [50, 60, 70, 80])]
         labels = [f"<{cuts[0]:g}", *(f"{a:g}-{b - 1:g}" for a, b in itertools.pairwise(cuts)),
-                  f"{cuts[-1]:g}+"]
+                  f"{cuts[-1]:g}+", UNKNOWN_AGE]
         ages = pd.to_numeric(pd.Series(values), errors="coerce")
         if (ages.isna() & pd.Series(values).notna()).any():  # numpy's own error would quote a value
             raise ValueError("the age column for age_group is not numeric")
-        return np.searchsorted(cuts, ages.to_numpy(dtype=float), side="right"), labels
+        a = ages.to_numpy(dtype=float)
+        # a missing age sorts past every cut: it would be counted as the oldest group
+        return np.where(np.isnan(a), len(cuts) + 1, np.searchsorted(cuts, a, side="right")), labels
     labels = sorted({str(v) for v in values})
     lookup = {v: i for i, v in enumerate(labels)}
     return np.array([lookup[str(v)] for v in values], dtype=int), labels
