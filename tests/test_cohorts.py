@@ -113,6 +113,11 @@ def test_inclusion_rules_windows_occurrence_and_attrition(cdm_url):
     att = inclusion_attrition(cdm, d)
     assert att["persons"].tolist() == [5, 2, 1]  # 1,2,4,5,6 → 1,5 → 1
     assert att["events_satisfying_rule"].tolist() == [5, 2, 4]
+    # released: a rule met by 4 of the 5 qualifying events says 1 event failed it, a count below the minimum
+    out = InProcessFederation.from_cdms({"A": cdm}, DisclosurePolicy(min_cell_count=2)).run(
+        "nordfed.cohorts.instantiate", {"definition": d, "cohort_definition_id": 1})["A"]["attrition"]
+    assert [r["events_satisfying_rule"] for r in out] == [5, 2, None]
+    assert [r["persons"] for r in out] == [5, 2, None]  # 1 person left: withheld, and 2 is 3 less than 5
 
 
 def test_additional_criteria_group_at_least_two_and_any(cdm_url):

@@ -4,10 +4,18 @@ Property tests draw random tables (numpy seeds; hypothesis is not a dependency) 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from nordfed.privacy.disclosure import DisclosurePolicy, hidden_spans, suppress_cells_of_total
+from nordfed.privacy.disclosure import (
+    DisclosurePolicy,
+    hidden_spans,
+    suppress_cells_of_total,
+    suppress_part,
+    suppress_steps,
+)
 
 
 def _short(total: np.ndarray, m: int) -> bool:
@@ -81,3 +89,28 @@ def test_no_cells_nothing_to_hide() -> None:
     # a site with an empty table (no observation periods): nothing released, nothing hidden
     assert suppress_cells_of_total({}, DisclosurePolicy()) == {}
     assert hidden_spans([], [], DisclosurePolicy()) == []
+
+
+@pytest.mark.parametrize("m", [2, 5, 10])
+def test_attrition_chains_leave_no_small_step_between_released_counts(m: int) -> None:
+    rng = np.random.default_rng(m)
+    for _ in range(400):
+        k = int(rng.integers(1, 7))
+        removed = np.where(rng.random(k) < 0.5, rng.integers(0, m, k), rng.integers(m, 5 * m, k))
+        end = int(rng.integers(0, 20 * m))
+        chain = (end + np.r_[0, np.cumsum(removed)])[::-1].tolist()  # each step keeps part of the one before
+        out = suppress_steps(chain, DisclosurePolicy(min_cell_count=m))
+        shown = [(i, v) for i, v in enumerate(out) if v is not None]
+        assert all(v == chain[i] and (v == 0 or v >= m) for i, v in shown)
+        for (i, a), (j, b) in itertools.pairwise(shown):
+            # first against last is released elsewhere anyway (cohort size, population rows)
+            assert a - b == 0 or a - b >= m or (i, j) == (0, len(chain) - 1)
+        assert (out[0] is None) == (0 < chain[0] < m) and (out[-1] is None) == (0 < chain[-1] < m)
+        if all(d == 0 or d >= m for d in -np.diff(chain)) and not any(0 < v < m for v in chain):
+            assert out == chain  # nothing small: nothing withheld
+
+
+def test_a_part_of_a_released_total_passes_on_both_sides() -> None:
+    pol = DisclosurePolicy(min_cell_count=10)
+    assert suppress_part(95, 100, pol) is None and suppress_part(5, 100, pol) is None
+    assert suppress_part(90, 100, pol) == 90 and suppress_part(100, 100, pol) == 100 and suppress_part(0, 100, pol) == 0

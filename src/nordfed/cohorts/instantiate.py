@@ -14,7 +14,7 @@ from nordfed.cohorts.circe import CirceError, CohortDefinition, load_cohort, par
 from nordfed.cohorts.sql import cohort_sql, inclusion_sql
 from nordfed.fed.protocol import SiteData, algorithm, dataset
 from nordfed.omop.store import CDM
-from nordfed.privacy.disclosure import suppress_counts
+from nordfed.privacy.disclosure import suppress_counts, suppress_part, suppress_steps
 
 #: ready definitions shipped with the repository (studies/cohorts/<name>.json)
 STUDY_COHORTS = Path(__file__).resolve().parents[3] / "studies" / "cohorts"
@@ -102,11 +102,14 @@ def instantiate_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any
                                   "WHERE cohort_definition_id = :c",
                                   {"c": cid}))
     attrition = inclusion_attrition(data.cdm, cd)
-    counted = ("events", "persons", "events_satisfying_rule")
+    # events and persons are chains (a rule's removals are differences of steps); a rule on its own is a part of
+    # the qualifying events, whose count is step 0
+    chains = {k: suppress_steps(attrition[k].astype(int).tolist(), data.policy) for k in ("events", "persons")}
+    qualifying = int(attrition["events"].iloc[0]) if len(attrition) else 0
     table = [
-        {"step": int(r["step"]), "rule": str(r["rule"]),
-         **suppress_counts({k: int(r[k]) for k in counted}, data.policy)}
-        for _, r in attrition.iterrows()
+        {"step": int(r["step"]), "rule": str(r["rule"]), **{k: chains[k][i] for k in chains},
+         "events_satisfying_rule": suppress_part(int(r["events_satisfying_rule"]), qualifying, data.policy)}
+        for i, (_, r) in enumerate(attrition.iterrows())
     ]
     return {**suppress_counts({"entries": entries, "persons": persons}, data.policy), "attrition": table}
 

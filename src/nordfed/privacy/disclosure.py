@@ -191,6 +191,44 @@ def hidden_spans(cells: Sequence[Sequence[int]] | np.ndarray, hidden: Sequence[b
     return spans
 
 
+def suppress_steps(counts: Sequence[int], policy: DisclosurePolicy) -> list[int | None]:
+    """Counts of an attrition chain (each step keeps part of the one before), withheld where the difference from
+    the step released before it, which is what that step removed, would be a small count.
+
+    The first and last steps are anchors: the cohort's size and the study population's rows are released
+    elsewhere, so each is shown whenever it passes on its own, and a step in between is released only when
+    neither its gap to the previous released step nor its gap to the last step (when that is shown) is small.
+
+    >>> suppress_steps([1000, 997, 990, 990, 985], DisclosurePolicy())
+    [1000, None, None, None, 985]
+    >>> suppress_steps([1000, 980, 980, 950], DisclosurePolicy())
+    [1000, 980, 980, 950]
+    """
+    m = policy.min_cell_count
+
+    def ok(v: int) -> bool:
+        return not 0 < v < m
+
+    c = [int(v) for v in counts]
+    if len(c) < 2:
+        return [v if ok(v) else None for v in c]
+    out: list[int | None] = [None] * len(c)
+    last, end = c[0], c[-1]
+    for i, v in enumerate(c):
+        anchor = i in (0, len(c) - 1)
+        if ok(v) and (anchor or (ok(last - v) and (not ok(end) or ok(v - end)))):
+            out[i] = v
+            last = v
+    return out
+
+
+def suppress_part(part: int, total: int, policy: DisclosurePolicy) -> int | None:
+    """A count of the rows of a released ``total`` that satisfy something: withheld when it, or the rows that do
+    not, lie in ``1 .. min_cell_count-1`` (the total minus it would give those away)."""
+    m = policy.min_cell_count
+    return None if 0 < part < m or 0 < total - part < m else int(part)
+
+
 def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what: str) -> None:
     """Refuse when any released count lies strictly between zero and the minimum cell count."""
     arr = np.asarray(counts)

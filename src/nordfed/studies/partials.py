@@ -25,7 +25,7 @@ from nordfed.features.covariates import covariate_ref
 from nordfed.features.design import plp_dataset, study_data
 from nordfed.fed.protocol import SiteData, algorithm, dataset
 from nordfed.omop.store import CDM, CDMError
-from nordfed.privacy.disclosure import require_min_rows, suppress_counts
+from nordfed.privacy.disclosure import require_min_rows, suppress_steps
 
 TRUTH_COLUMN = "truth_lp"
 _CACHE: OrderedDict[tuple[int, str, str], pd.DataFrame] = OrderedDict()
@@ -178,9 +178,10 @@ def attrition(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"site {data.site} has no CDM")
     table = study_data(data.cdm, params).attrition
     require_min_rows(int(table["rows"].iloc[0]) if len(table) else 0, data.policy, "target cohort entries")
-    return {"steps": [{"step": str(r["step"]),
-                       **suppress_counts({k: int(r[k]) for k in ("rows", "persons", "outcomes")}, data.policy)}
-                      for _, r in table.iterrows()]}
+    # what a step removed is the difference of two steps: each column is one chain (see suppress_steps)
+    cols = {k: suppress_steps(table[k].astype(int).tolist(), data.policy) for k in ("rows", "persons", "outcomes")}
+    return {"steps": [{"step": str(step), **{k: cols[k][i] for k in cols}}
+                      for i, step in enumerate(table["step"])]}
 
 
 @algorithm("nordfed.studies.covariate_names", version="1")
