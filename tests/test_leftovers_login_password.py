@@ -1,5 +1,6 @@
-"""`nordfed login` never takes the `nordfed hub` commands' NORDFED_HUB_PASSWORD (root's, as the README exports it):
-it reads NORDFED_PASSWORD, or asks. A real hub (SQLite) where root and researcher_a have different passwords."""
+"""`nordfed login` never takes the `nordfed hub` commands' NORDFED_HUB_USERNAME/_PASSWORD (root's, as the README
+exports them): it reads NORDFED_USERNAME and NORDFED_PASSWORD, or asks. A real hub (SQLite) where root and
+researcher_a have different passwords."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def test_login_takes_its_password_from_nordfed_password(net: Network, tmp_path) 
     res = CliRunner().invoke(app, ["login", "--hub", net.url, "-u", "researcher_a"], env=env)
     assert res.exit_code == 0, res.output
     assert "Password:" not in res.output and f"logged in to {net.url} as researcher_a" in res.output
+
+
+def test_login_takes_its_name_from_nordfed_username_not_the_administrators(net: Network, tmp_path) -> None:
+    env = {"NORDFED_HOME": str(tmp_path), "NORDFED_HUB_USERNAME": "root", "NORDFED_HUB_PASSWORD": ROOT_PASSWORD,
+           "NORDFED_USERNAME": None, "NORDFED_PASSWORD": PASSWORD}
+    res = CliRunner().invoke(app, ["login", "--hub", net.url], env=env)
+    assert res.exit_code == 2 and "--username" in res.output  # not a login as root
+    env["NORDFED_USERNAME"] = "researcher_a"
+    res = CliRunner().invoke(app, ["login", "--hub", net.url], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"logged in to {net.url} as researcher_a" in res.output

@@ -147,9 +147,9 @@ def _keys(node: dict[str, Any] | None) -> tuple[str | None, str | None]:
 def login(
     hub: str = typer.Option(..., "--hub", envvar="NORDFED_HUB_URL", help="Hub URL as `nordfed hub start` prints "
                             "it, e.g. https://hub.example.org (a trailing /api is fine)."),
-    username: str = typer.Option(..., "--username", "-u", envvar="NORDFED_HUB_USERNAME"),
-    # NORDFED_PASSWORD, not the `nordfed hub` commands' NORDFED_HUB_PASSWORD: an operator who exported root's
-    # password for those would otherwise send it, unasked, as the password of whoever logs in
+    # NORDFED_USERNAME and NORDFED_PASSWORD, not the `nordfed hub` commands' NORDFED_HUB_USERNAME/_PASSWORD: an
+    # operator who exported root's for those would otherwise log in as root, or send root's password, unasked
+    username: str = typer.Option(..., "--username", "-u", envvar="NORDFED_USERNAME"),
     password: str = typer.Option(..., "--password", "-p", envvar="NORDFED_PASSWORD", prompt=True,
                                  hide_input=True, help="Asked for (hidden) when not given."),
     key_dir: Path | None = typer.Option(None, "--key-dir", help="Key folder (default: $NORDFED_HOME/keys/USER)."),
