@@ -45,6 +45,9 @@ class PlpResults:
     truth_metrics: Mapping[str, float] | None = None
     #: continuous covariates were divided by their maximum before fitting (PatientLevelPrediction's normalisation)
     normalised: bool = False
+    #: the covariate summary shown: ``rows`` (:func:`~nordfed.reports.tables.covariate_summary_table`) and ``on``
+    #: (which persons, e.g. "test part")
+    covariate_summary: Mapping[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +160,11 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
                                                 title="Odds ratios of non-zero coefficients"),
                          "Odds ratios (exp of the coefficients); orange: raises risk, blue: lowers it.")
         s.add_table(tables.coefficient_table(res.coefficients, res.coefficient_ci))
+        if res.covariate_summary and res.covariate_summary.get("rows"):
+            cs = res.covariate_summary
+            outcome = f" ({res.outcome})" if res.outcome else ""
+            s.add_table(tables.covariate_summary_table(
+                cs["rows"], f"Covariates by outcome{outcome}, {cs.get('on') or 'all persons'}"))
     if ev or res.internal_roc:
         on = {"test part": f"On the test part: {ev.get('test_fraction', 0):.0%} of each site's persons, held out "
                            "(stratified by outcome) before the model was fitted.",

@@ -57,6 +57,15 @@ class Merged:
 
 
 @dataclass(frozen=True)
+class MeanSd:
+    """A covariate's share of persons (``binary``) or its mean (SD) in a covariate summary."""
+
+    mean: float
+    sd: float | None = None
+    binary: bool = False
+
+
+@dataclass(frozen=True)
 class Column:
     key: str
     label: str
@@ -109,6 +118,16 @@ def _pct(v: float, digits: int) -> str:
     return f"{100 * v:.{max(digits - 2, 0)}f}\u202f%"
 
 
+def _mean_sd(v: MeanSd) -> str:
+    """``12.3 %`` for a share; ``mean (SD)`` with two significant digits of the SD (``139.2 (3.1)``)."""
+    if v.binary:
+        return _pct(v.mean, 3)
+    if v.sd is None or not v.sd > 0:
+        return _num(v.mean, 2)
+    decimals = min(max(1 - math.floor(math.log10(v.sd)), 0), 4)
+    return f"{_num(v.mean, decimals)} ({_num(v.sd, decimals)})"
+
+
 def format_cell(value: Any, column: Column, min_cell_count: int = 10) -> Cell:
     """Display text and CSS class of one value in ``column`` (pure)."""
     supp = Cell(f"<{min_cell_count}", "num suppressed", f"suppressed: between 1 and {min_cell_count - 1}")
@@ -117,6 +136,8 @@ def format_cell(value: Any, column: Column, min_cell_count: int = 10) -> Cell:
         return supp if kind == "count" else Cell("suppr.", "num suppressed", "withheld: its count was suppressed")
     if isinstance(value, Merged):
         return Cell(value.text, "num merged", value.title)
+    if isinstance(value, MeanSd):
+        return Cell(_mean_sd(value), "num")
     if isinstance(value, LowerBound):
         if value.value == 0:
             return Cell("suppr.", "num suppressed", "every site that has this cell suppressed it")
@@ -367,6 +388,42 @@ def coefficient_table(coefficients: Mapping[str, float], ci: Mapping[str, tuple[
     notes = [f"{zero} candidate covariate{' has' if zero == 1 else 's have'} a zero coefficient and "
              f"{'is' if zero == 1 else 'are'} not shown."] if zero else []
     return Table(cols, rows, caption, notes)
+
+
+def _summary_cell(row: Mapping[str, Any], cls: str) -> Any:
+    if row.get(f"mean_{cls}") is None:
+        # no site released the covariate (SUPPRESSED), or there is nobody in the class ("–")
+        return SUPPRESSED if row.get("sites_suppressed") else None
+    return MeanSd(row[f"mean_{cls}"], row.get(f"sd_{cls}"), bool(row.get("binary")))
+
+
+def covariate_summary_table(rows: Iterable[Any], caption: str = "Covariates by outcome") -> Table:
+    """PatientLevelPrediction's covariate summary: per covariate (``name``, ``coefficient``, ``binary``,
+    ``mean_with``/``sd_with``, ``mean_without``/``sd_without``, ``smd``, ``sites_suppressed``: rows of
+    :func:`nordfed.fed.covariate_summary.covariate_summary`) the share (binary) or mean (SD) with and without the
+    outcome and the SMD, sorted as :func:`coefficient_table` sorts."""
+    recs = sorted((as_mapping(r) for r in rows), key=lambda r: -abs(float(r.get("coefficient") or 0.0)))
+    out = []
+    for r in recs:
+        withheld = r.get("mean_with") is None and bool(r.get("sites_suppressed"))
+        partial = bool(r.get("sites_suppressed")) and not withheld
+        name = r.get("name") or r.get("covariate")
+        out.append({"name": f"{name} †" if partial else name, "beta": r.get("coefficient"),
+                    "with": _summary_cell(r, "with"), "without": _summary_cell(r, "without"),
+                    "smd": SUPPRESSED if withheld else r.get("smd")})
+    cols = [Column("name", "Covariate"), Column("beta", "Coefficient", "number"),
+            Column("with", "With outcome", "number"), Column("without", "Without outcome", "number"),
+            Column("smd", "SMD", "number", 2)]
+    notes = ["Binary covariates: share of persons with the covariate; others: mean (SD) in the covariate's own "
+             "units. SMD: standardized mean difference, (mean with − mean without) / √((SD with² + SD without²) "
+             "/ 2), as PatientLevelPrediction computes it."]
+    if any(v is SUPPRESSED for r in out for v in r.values()):
+        notes.append("suppr.: every site withheld the covariate, because it or its absence was held by too few "
+                     "persons with (or without) the outcome there (disclosure control); it does not mean zero.")
+    if any(str(r["name"]).endswith(" †") for r in out):
+        notes.append("† Pooled over the sites that released the covariate; at least one site withheld it (too few "
+                     "persons with or without it in an outcome class there).")
+    return Table(cols, out, caption, notes)
 
 
 def cox_table(result: Any, caption: str = "Cox proportional hazards model") -> Table:

@@ -1,4 +1,5 @@
-"""The PLP study runner: cohort → attrition → preprocessing → LASSO with CV → evaluation → risk groups → truth.
+"""The PLP study runner: cohort → attrition → preprocessing → LASSO with CV → covariate summary → evaluation →
+risk groups → truth.
 
 Every step goes through a :class:`~nordfed.fed.protocol.Federation`, so the same run works in process or
 through a hub. :func:`run_plp` returns a JSON-able dict of every number; :mod:`nordfed.studies.report`
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nordfed.features.preprocessing import plan_preprocessing
+from nordfed.fed.covariate_summary import covariate_summary
 from nordfed.fed.evaluation import evaluate, hanley_mcneil_ci, score_round, temporal_validation
 from nordfed.fed.lasso import fit_lasso
 from nordfed.fed.protocol import AlgorithmError, Federation
@@ -27,8 +29,8 @@ from nordfed.studies.spec import OutcomeCohort, PlpStudy
 from nordfed.studies.truth import load_truth, recover
 
 Step = Callable[[str], None]
-STEPS = ("cohort", "attrition", "preprocessing", "model", "internal validation", "external validation",
-         "temporal validation", "risk groups", "ground truth")
+STEPS = ("cohort", "attrition", "preprocessing", "model", "covariate summary", "internal validation",
+         "external validation", "temporal validation", "risk groups", "ground truth")
 OUTCOME = "outcome"
 _UNNAMED_UNIT = re.compile(r"\(unit \d+\)$")
 
@@ -141,6 +143,28 @@ def _named(model: dict[str, Any], names: dict[int, str]) -> dict[str, float]:
     return {"(Intercept)": float(model["intercept"]), **dict(sorted(coef.items(), key=lambda kv: -abs(kv[1])))}
 
 
+def model_covariate_summary(fed: Federation, model: dict[str, Any], names: dict[int, str], dataset: Any,
+                            train: dict[str, Any] | None, test: dict[str, Any] | None,
+                            scale: dict[str, float] | None = None) -> dict[str, Any]:
+    """PatientLevelPrediction's covariate summary of the model's non-zero covariates on the training and the test
+    part (``test`` None: no split, the training part is every row), named and with their coefficients; ``scale``
+    (column → factor) multiplies means and SDs."""
+    coef = {c: float(b) for c, b in zip(model["covariates"], model["coef"], strict=True) if b}
+    scale = {str(k): float(v) for k, v in (scale or {}).items() if v}
+    out: dict[str, Any] = {}
+    for part, where in (("train", train), ("test", test)):
+        if part == "test" and test is None:
+            out[part] = None
+            continue
+        res = covariate_summary(fed, list(coef), OUTCOME, dataset=dataset, where=where, scale=scale)
+        for table in (res["pooled"], *res["per_site"].values()):
+            for row in table["rows"]:
+                c = row["covariate"]
+                row |= {"name": names.get(int(c), f"covariate {c}"), "coefficient": coef[c]}
+        out[part] = res
+    return out
+
+
 def _optional(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
     """Run an optional validation; a site's refusal or too few rows is recorded, not fatal."""
     try:
@@ -212,6 +236,10 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
                     "cv": None if cv is None else {"lambdas": cv.lambdas.tolist(), "cvm": cv.cvm.tolist(),
                                                    "cvsd": cv.cvsd.tolist(), "lambda_min": cv.lambda_min,
                                                    "lambda_1se": cv.lambda_1se, "folds": cv.n_folds}}
+    tick("covariate summary")
+    # normalised covariates were divided by their maximum: their means and SDs go back to the covariate's units
+    out["covariate_summary"] = model_covariate_summary(fed, model, names, dataset, train, test,
+                                                       scale=dataset["max_values"])
     tick("internal validation")
     out["internal"] = {**evaluate(fed, model, OUTCOME, dataset=dataset, where=test, age_column="age",
                                   sex_column="sex").to_dict(),
