@@ -31,7 +31,8 @@ from nordfed.reports import (
     sites_side_by_side,
     validation_table,
 )
-from nordfed.reports.plots import _RATIO_TICKS, _axis_label, _spaced_ticks, calibration_points
+from nordfed.reports.plots import _RATIO_TICKS, _axis_label, _spaced_ticks
+from nordfed.reports.prediction_plots import calibration_points
 from nordfed.reports.tables import format_cell
 
 COUNT = Column("n", "n", "count")

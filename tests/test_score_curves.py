@@ -16,7 +16,7 @@ from scipy.special import expit, logit
 
 from nordfed.fed import score_curves, score_hist
 from nordfed.reports import PlpResults, plp_report
-from nordfed.reports.plots import prediction_distribution_plot, roc_plot, smooth_calibration_plot
+from nordfed.reports.prediction_plots import prediction_distribution_plot, roc_plot, smooth_calibration_plot
 from nordfed.studies.plp import OUTCOME, scored
 from test_lasso_support import simulated, split
 from test_reports_look_plots import _figure_titles, _overlaps

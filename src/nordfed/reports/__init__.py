@@ -11,7 +11,8 @@ Building blocks take plain data (dicts or result dataclasses from any producer):
 
 from nordfed.reports.html import Headline, ReportMetadata, Section, StudyReport
 from nordfed.reports.layouts import PlpResults, SurvivalResults, plp_report, survival_report
-from nordfed.reports.plots import Chart, calibration_plot, coefficient_plot, km_plot, roc_plot
+from nordfed.reports.plots import Chart, coefficient_plot, km_plot
+from nordfed.reports.prediction_plots import calibration_plot, roc_plot
 from nordfed.reports.tables import (
     SUPPRESSED,
     Column,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nordfed.reports import plots, tables
+from nordfed.reports import plots, prediction_plots, tables
 from nordfed.reports.html import ReportMetadata, StudyReport
 from nordfed.reports.tables import as_mapping, pick
 
@@ -176,7 +176,7 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
         tag = "apparent: training rows, optimistic" if apparent else "internal validation"
         figs = []
         if res.internal_roc:
-            figs.append((plots.roc_plot(res.internal_roc, f"ROC, {tag}"), "Receiver operating "
+            figs.append((prediction_plots.roc_plot(res.internal_roc, f"ROC, {tag}"), "Receiver operating "
                          "characteristic of the pooled model."))
         # smooth curves and distributions come with the ROC points, from the same released score blocks
         curves = {k: as_mapping(v) for k, v in (res.internal_roc or {}).items()}
@@ -184,7 +184,7 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
         from_blocks = (f"Drawn from the score blocks each site releases for the ROC curve (every block holds at "
                        f"least {min_cell_count} persons of one outcome class); no further data left the sites.")
         if ev.get("calibration_table"):
-            figs.append((plots.calibration_plot(ev["calibration_table"], ev.get("calibration_intercept"),
+            figs.append((prediction_plots.calibration_plot(ev["calibration_table"], ev.get("calibration_intercept"),
                                                 ev.get("calibration_slope"), ev.get("e_avg"), ev.get("ici"),
                                                 title=f"Calibration, {tag}", min_cell_count=min_cell_count,
                                                 smooth=smooth.get("pooled")),
@@ -195,12 +195,12 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
                             if "pooled" in smooth else "")))
         if any(v.get("predicted") for v in smooth.values()):
             mass = max(v.get("min_mass", 0) for v in smooth.values())
-            figs.append((plots.smooth_calibration_plot(smooth, f"Smooth calibration by site, {tag}"),
+            figs.append((prediction_plots.smooth_calibration_plot(smooth, f"Smooth calibration by site, {tag}"),
                          "Observed risk as a kernel-smoothed function of predicted risk, all sites (black) and each "
                          f"site, drawn where at least {mass:g} persons with and without the outcome lie within one "
                          "bandwidth. " + from_blocks))
         if curves.get("pooled", {}).get("distribution"):
-            figs.append((plots.prediction_distribution_plot(curves["pooled"]["distribution"],
+            figs.append((prediction_plots.prediction_distribution_plot(curves["pooled"]["distribution"],
                                                             f"Prediction distribution, {tag}"),
                          "Predicted risk of persons with and without the outcome, all sites. " + from_blocks))
         if figs:
@@ -216,11 +216,11 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
         if res.external:
             s.add_table(tables.validation_table(res.external, "External validation", "Held-out site / setting"))
         if res.external_roc:
-            s.add_figure(plots.roc_plot(res.external_roc, "ROC by held-out site", pooled=None),
+            s.add_figure(prediction_plots.roc_plot(res.external_roc, "ROC by held-out site", pooled=None),
                          "ROC of each held-out site.")
             held_out = {k: as_mapping(v).get("calibration") or {} for k, v in res.external_roc.items()}
             if any(v.get("predicted") for v in held_out.values()):
-                s.add_figure(plots.smooth_calibration_plot(held_out, "Smooth calibration by held-out site",
+                s.add_figure(prediction_plots.smooth_calibration_plot(held_out, "Smooth calibration by held-out site",
                                                            pooled=None),
                              "Observed risk (kernel-smoothed) against the risk predicted by the model trained on the "
                              "other sites; drawn from the score blocks each held-out site releases for its ROC curve.")
