@@ -15,7 +15,15 @@ from nordfed.hub.server import HubServer
 from nordfed.ledger import make_entry
 from nordfed.ledger.entry import GENESIS
 from nordfed.privacy.crypto import Identity
-from test_hub_support import PASSWORD, ROOT_PASSWORD, Network, b64, build_network, hub_database
+from test_hub_support import (
+    PASSWORD,
+    ROOT_PASSWORD,
+    Network,
+    assert_clear_4xx,
+    b64,
+    build_network,
+    hub_database,
+)
 
 pytestmark = pytest.mark.network
 
@@ -28,14 +36,6 @@ def net(tmp_path_factory) -> Network:
     db = tmp_path_factory.mktemp("hub") / "hub.sqlite"
     with HubServer(create_app(f"sqlite:///{db}", root_password=ROOT_PASSWORD)) as server:
         yield build_network(server.url)
-
-
-def assert_clear_4xx(response, expected: int | None = None) -> None:
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
-    if expected is not None:
-        assert response.status_code == expected, response.text[:300]
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and 0 < len(detail) < 5000  # readable, and never the huge input echoed back
 
 
 def user_body(net, **over):
@@ -380,3 +380,43 @@ def test_openapi_documents_the_error_bodies_sent(net):
     assert set(sent) == set(documented["properties"]) == set(documented["required"])
     assert set(sent["errors"][0]) == set(schemas["ValidationErrorItem"]["properties"])
     assert set(net.root.request("GET", "/tasks/999999").json()) == set(schemas["ErrorOut"]["properties"])
+
+
+# ------------------------------------------------------------------ found by test_hub_fuzz.py
+def test_a_huge_unknown_field_name_is_not_echoed_back(net):
+    # an unknown field's name is the client's own text: the 422 repeated all of it, twice (200 kB for a 100 kB key)
+    response = net.root.request("PATCH", f"/organizations/{net.org['A']}", json={"k" * 100_000: 1})
+    assert_clear_4xx(response, 422)
+    assert response.json()["detail"].startswith("body.kkk") and len(response.text) < 5000
+
+
+def test_a_long_list_of_wrong_items_is_summarised(net):
+    # one error per item: 1000 wrong organization ids made a detail of 158 kB
+    response = net.root.request("POST", "/collaborations", json={"name": "many", "organization_ids": ["x"] * 1000})
+    assert_clear_4xx(response, 422)
+    sent = response.json()
+    assert sent["detail"].startswith("body.organization_ids.0: ") and sent["detail"].endswith("; and 990 more errors")
+    assert len(sent["errors"]) == 10
+
+
+_FORMATTED_ENTRY = {"seq": 1, "ts": "t", "kind": "run_completed", "actor": "a", "payload": {}, "prev_hash": GENESIS,
+                    "entry_hash": GENESIS, "signer": "s", "signature": "s"}
+
+
+@pytest.mark.parametrize(
+    ("message", "named"),
+    [
+        ({"op": "x" * 1_000_000}, "unknown op 'xxx"),
+        ({"op": "ledger_head", "k" * 100_000: 1}, "kkk"),
+        ({"op": "update", "run_id": 1, "k" * 100_000: 1}, "kkk"),
+        ({"op": "ledger", "entries": [{**_FORMATTED_ENTRY, "kind": "x" * 1_000_000}]}, "entries.0: field 'kind'"),
+        ({"op": "ledger", "entries": [{**_FORMATTED_ENTRY, "seq": ["x"] * 1000}]}, "entries.0: field 'seq'"),
+    ],
+    ids=["huge op", "huge extra field", "huge extra update field", "huge entry kind", "long entry seq"],
+)
+def test_channel_errors_do_not_echo_huge_input(net, message, named):
+    # the channel quoted unknown ops, unknown fields and bad ledger values in full: a 1 MB reply to a 1 MB frame
+    with _channel(net, net.nodes["node_a"]) as ws:
+        reply = _ask(ws, json.dumps(message))
+    assert reply["op"] == "error" and 400 <= reply["status"] < 500, str(reply)[:300]
+    assert reply["detail"].startswith(named) and len(reply["detail"]) < 5000, reply["detail"][:300]

@@ -45,6 +45,15 @@ def hub_database(kind: str, folder: Path) -> Iterator[str]:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def assert_clear_4xx(response: httpx.Response, expected: int | None = None) -> None:
+    """A refusal as the house rule wants it: a 4xx whose JSON body has a readable string ``detail``."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    if expected is not None:
+        assert response.status_code == expected, response.text[:300]
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and 0 < len(detail) < 5000  # readable, and never the huge input echoed back
+
+
 def b64(data: bytes | None = None, n: int = 48) -> str:
     return base64.b64encode(data if data is not None else os.urandom(n)).decode()
 

@@ -21,7 +21,7 @@ from nordfed.hub.db import HubDB, open_hub_db, release_free_pages
 from nordfed.hub.deps import HubState
 from nordfed.hub.lifecycle import expire_results
 from nordfed.hub.routers import ROUTERS
-from nordfed.hub.schemas import ErrorOut, ValidationErrorOut
+from nordfed.hub.schemas import ErrorOut, ValidationErrorOut, validation_errors
 
 log = logging.getLogger("nordfed.hub")
 
@@ -71,14 +71,9 @@ class BodyLimit:
             await too_large(scope, receive, send)
 
 
-def _where(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "request"
-
-
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     # One readable sentence; offending values are not echoed back (they may be huge or sensitive).
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-    detail = "; ".join(f"{_where(tuple(e['loc']))}: {e['msg']}" for e in errors) or "invalid request"
+    detail, errors = validation_errors(exc.errors(), "request")
     return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
 

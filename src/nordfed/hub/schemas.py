@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
@@ -22,6 +23,31 @@ MAX_LOG = 1024 * 1024  # characters kept per run log (older text is dropped)
 RunStatus = Literal["pending", "active", "completed", "failed", "refused", "cancelled"]
 TaskStatus = Literal["pending", "active", "completed", "failed", "cancelled"]
 FINISHED = frozenset({"completed", "failed", "refused", "cancelled"})
+MAX_LISTED_ERRORS = 10  # validation errors spelled out per refusal (1000 bad list items: the first few, a count)
+MAX_QUOTED = 64  # characters of a client's own text (a key, an unknown op) quoted in an error message
+
+
+def clipped(text: str, limit: int = MAX_QUOTED) -> str:
+    """``text`` cut to ``limit`` characters: error messages may quote what a client sent, never all of it."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]], whole: str) -> tuple[str, list[dict[str, Any]]]:
+    """Pydantic's errors as one sentence naming each field (``whole`` for the request itself) and as
+    ``{loc, msg, type}`` items. Values are never repeated; keys are, cut short: an unknown field's key is the
+    client's own (it may be huge)."""
+    items = [
+        {
+            "loc": [clipped(part) if isinstance(part, str) else part for part in e.get("loc", ())],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
+        for e in errors[:MAX_LISTED_ERRORS]
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in items) or "invalid request"
+    if len(errors) > len(items):
+        detail += f"; and {len(errors) - len(items)} more errors"
+    return detail, items
 
 
 def _storable(value: str) -> str:
@@ -193,7 +219,8 @@ class ValidationErrorItem(BaseModel):
 
 
 class ValidationErrorOut(ErrorOut):
-    """422: the sentence, and the same errors one by one (values are never echoed back)."""
+    """422: the sentence, and the same errors one by one (values are never echoed back; at most
+    MAX_LISTED_ERRORS, the sentence counts the rest)."""
 
     errors: list[ValidationErrorItem]
 

@@ -13,6 +13,29 @@ from fastapi import FastAPI
 
 from nordfed.hub.app import MAX_BODY
 
+try:  # what a recent uvicorn serves WebSockets with ("auto"), websockets being installed
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # an older uvicorn: left to its "auto" choice
+    WebSocketsSansIOProtocol = None
+
+
+if WebSocketsSansIOProtocol is not None:
+
+    class AnsweringWebSocketProtocol(WebSocketsSansIOProtocol):
+        """uvicorn's WebSocket protocol, but a handshake that websockets refuses before it is parsed (431 for a
+        header line over 8 KiB or over 128 headers, 414 for a request line over 8 KiB) gets that answer and is
+        closed: uvicorn never sent it, and the connection hung unanswered until the client gave up."""
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # uvicorn's internals: read with defaults that switch this off (the fuzz test then fails) rather than
+            # break every node's channel, should a later uvicorn rename them
+            refused = getattr(getattr(self, "conn", None), "handshake_exc", None) is not None
+            if refused and not getattr(self, "handshake_initiated", True) and not getattr(self, "close_sent", True):
+                self.handshake_complete = self.close_sent = True  # nothing left to answer at shutdown
+                self.transport.write(b"".join(self.conn.data_to_send()))
+                self.transport.close()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -35,6 +58,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **kwargs: Any) -> uvicorn
         timeout_graceful_shutdown=2,
         timeout_keep_alive=75,  # longer than a long-poll gap, so nodes keep their connections
         ws_max_size=kwargs.pop("ws_max_size", MAX_BODY),  # a node's result on its channel: as large as a PATCH body
+        ws=kwargs.pop("ws", "auto" if WebSocketsSansIOProtocol is None else AnsweringWebSocketProtocol),
         **kwargs,
     )
 

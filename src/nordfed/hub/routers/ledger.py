@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Row, func, insert, select
 from nordfed.hub.deps import CurrentPrincipal, CurrentUser, Hub, HubState, PathId, forbidden, not_found
 from nordfed.hub.models import LedgerEntry, LedgerRestart, Node, NodeSigningKey, as_utc, utcnow
 from nordfed.hub.permissions import can_see_collaboration, require_org_admin
-from nordfed.hub.schemas import MAX_ID, LedgerCopyOut, LedgerRestartOut, SigningKeyOut
+from nordfed.hub.schemas import MAX_ID, LedgerCopyOut, LedgerRestartOut, SigningKeyOut, clipped
 from nordfed.ledger.entry import GENESIS, Entry, LedgerFormatError
 
 router = APIRouter(prefix="/nodes", tags=["ledger"])
@@ -89,8 +89,8 @@ def parse_batch(raw: Any) -> list[Entry]:
     for i, d in enumerate(raw):
         try:
             e = Entry.from_dict(d)
-        except LedgerFormatError as exc:
-            raise HTTPException(422, f"entries.{i}: {exc}") from exc
+        except LedgerFormatError as exc:  # it quotes the bad value: cut short, it may be huge
+            raise HTTPException(422, f"entries.{i}: {clipped(str(exc), 300)}") from exc
         if e.seq > MAX_ID:
             raise HTTPException(422, f"entries.{i}: field 'seq' must be at most {MAX_ID}")
         bad = _unencodable_field(e)
@@ -191,7 +191,7 @@ async def ledger_op(hub: HubState, node_id: int, msg: Mapping[str, Any]) -> dict
     allowed = {"op", "id"} | ({"entries"} if msg.get("op") == "ledger" else set())
     extra = sorted(str(k) for k in msg if k not in allowed)
     if extra:
-        raise HTTPException(422, f"{extra[0]}: extra fields not permitted")
+        raise HTTPException(422, f"{clipped(extra[0])}: extra fields not permitted")
     if msg.get("op") == "ledger_head":
         return await hub.db.run(head_of, hub, node_id)
     entries = parse_batch(msg.get("entries"))

@@ -24,7 +24,7 @@ from nordfed.hub.deps import CurrentNode, Hub, HubState, PathId, forbidden, not_
 from nordfed.hub.dispatch import wait_for
 from nordfed.hub.models import Run
 from nordfed.hub.routers.ledger import ledger_op
-from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState
+from nordfed.hub.schemas import MAX_ID, RunAssignment, RunPatch, RunState, clipped, validation_errors
 
 log = logging.getLogger("nordfed.hub")
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -221,10 +221,9 @@ async def _answer(hub: HubState, token: str, node: Principal, text: str, gone) -
             return _with_id(msg, {"op": "updated", "state": state.model_dump()})
         if op in ("ledger", "ledger_head"):  # the hub copy of the node's ledger: routers/ledger.py
             return _with_id(msg, await ledger_op(hub, node.id, msg))
-        raise ChannelError(400, f"unknown op {op!r}; expected 'next', 'update', 'ledger' or 'ledger_head'")
+        raise ChannelError(400, f"unknown op {clipped(repr(op))}; expected 'next', 'update', 'ledger' or 'ledger_head'")
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors())
-        return _with_id(msg, {"op": "error", "status": 422, "detail": where})
+        return _with_id(msg, {"op": "error", "status": 422, "detail": validation_errors(exc.errors(), "message")[0]})
     except (ChannelError, HTTPException) as exc:
         status = exc.status_code if isinstance(exc, HTTPException) else exc.status
         return _with_id(msg, {"op": "error", "status": status, "detail": str(exc.detail)})
