@@ -230,6 +230,14 @@ def test_site_paths_are_relative_to_the_yaml_and_must_exist(site_dir: Path, tmp_
                                    str(tmp_path / "r.html")])
     assert bad.exit_code == 2, bad.output
     assert "sites.DK: cannot open" in " ".join(bad.output.split()) and "Traceback" not in bad.output
+    # a bare path is not a URL: the YAML check says so (it was a CDMError traceback when the study opened it)
+    (tmp_path / "study" / "s.yaml").write_text(yaml.safe_dump(
+        {**doc, "target": str(STUDIES / doc["target"]), "sites": {"DK": "data/dk.duckdb"}}))
+    for args in (["study", "run", str(tmp_path / "study" / "s.yaml"), "--out", str(tmp_path / "r.html")],
+                 ["study", "validate-spec", str(tmp_path / "study" / "s.yaml")]):
+        bad = CliRunner().invoke(app, args)
+        assert bad.exit_code in (1, 2) and "Traceback" not in bad.output, bad.output
+        assert "DK: unsupported CDM URL 'data/dk.duckdb'" in " ".join(bad.output.split())
 
 
 def test_survival_study_through_a_hub_equals_in_process(site_dir: Path, tmp_path: Path) -> None:

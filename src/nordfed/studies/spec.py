@@ -207,6 +207,18 @@ class _Study(_Strict):
     def _norway(cls, sites: Any) -> Any:
         return _quoted_codes(sites, '"NO": duckdb:///no.duckdb')
 
+    @field_validator("sites")
+    @classmethod
+    def _urls(cls, sites: dict[str, str] | None) -> dict[str, str] | None:
+        from nordfed.omop.store import CDMError, CDMUrl
+
+        for site, url in (sites or {}).items():
+            try:  # a bare path (dk.duckdb) is not a URL: found here, not as a traceback when the study opens it
+                CDMUrl.parse(url)
+            except CDMError as exc:
+                raise ValueError(f"{site}: {exc}") from None
+        return sites
+
     @model_validator(mode="after")
     def _where(self) -> _Study:
         if self.sites is not None and self.synthetic is not None:
