@@ -100,6 +100,18 @@ def test_plp_study_runs_end_to_end_and_writes_the_report(plp_run: tuple[dict, Pa
     assert sum(g["n"] or 0 for g in groups) <= results["internal"]["n"]  # the test part's persons
 
 
+def test_the_report_states_the_minimum_cell_count_the_sites_applied(plp_run: tuple[dict, Path, Path]) -> None:
+    from nordfed.studies.report import plp_html
+
+    results = plp_run[0]
+    m = results["settings"]["disclosure"]["min_cell_count"]
+    assert results["min_cell_count"] == {"DK": m, "NO": m, "SE": m}  # each site says what it applied
+    # through a hub SE's node.yaml raised it: the report says so, not the YAML's value
+    raised = {**results, "min_cell_count": {"DK": m, "NO": m, "SE": m + 10}}
+    text = plp_html(raised).render()
+    assert f"&lt;{m + 10}" in text and "minimum cell count by site" in text and f"SE {m + 10}" in text
+
+
 def test_risk_groups_order_the_observed_mortality(plp_apparent: dict) -> None:
     # on every person: the test part alone leaves too few deaths per group and site at this scale
     groups = plp_apparent["risk_groups"]["pooled"]

@@ -181,7 +181,9 @@ def attrition(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     # what a step removed is the difference of two steps: each column is one chain (see suppress_steps)
     cols = {k: suppress_steps(table[k].astype(int).tolist(), data.policy) for k in ("rows", "persons", "outcomes")}
     return {"steps": [{"step": str(step), **{k: cols[k][i] for k in cols}}
-                      for i, step in enumerate(table["step"])]}
+                      for i, step in enumerate(table["step"])],
+            # the rule the site applies (its node.yaml may raise it above the study's): the report states it
+            "min_cell_count": data.policy.min_cell_count}
 
 
 @algorithm("nordfed.studies.covariate_names", version="1")

@@ -190,6 +190,7 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
     att = fed.run("nordfed.studies.attrition", params)
     per_site = {s: r["steps"] for s, r in att.items()}
     out["attrition"] = {"pooled": pool_attrition(per_site), "per_site": per_site}
+    out["min_cell_count"] = {s: r.get("min_cell_count") for s, r in att.items()}
     tick("preprocessing")
     pp = spec.preprocessing
     plan = plan_preprocessing(fed, params, pp.min_fraction, pp.normalize, pp.remove_redundancy)

@@ -48,16 +48,27 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def min_cell_count(results: dict[str, Any]) -> int:
+    """The minimum cell count the report states: the highest the sites applied (a node may raise the study's), or
+    the study's for results written before sites reported theirs."""
+    sites = [int(v) for v in (results.get("min_cell_count") or {}).values() if v]
+    return max(sites) if sites else int(results["settings"]["disclosure"]["min_cell_count"])
+
+
 def _metadata(results: dict[str, Any], transport: str, algorithms: list[str]) -> Any:
     from nordfed.fed.protocol import algorithms as registry
     from nordfed.reports import ReportMetadata
 
     reg = registry()
+    extra = {"transport": transport}
+    by_site = {s: v for s, v in (results.get("min_cell_count") or {}).items() if v}
+    if len(set(by_site.values())) > 1:
+        extra["minimum cell count by site"] = ", ".join(f"{s} {v}" for s, v in by_site.items())
     return ReportMetadata(study=results["study"], sites=list(results["sites"]),
                           sites_left_out=list(results.get("sites_left_out") or []),
                           synthetic="ground_truth" in results or bool(results.get("synthetic")),
                           algorithms={a: f"{reg[a].version} ({reg[a].code_hash[:12]})" for a in algorithms if a in reg},
-                          extra={"transport": transport})
+                          extra=extra)
 
 
 def _external(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -133,7 +144,7 @@ def plp_html(results: dict[str, Any], transport: str = "in-process") -> Any:
              "nordfed.plp.covariate_summary", "nordfed.eval.cross_u", "nordfed.eval.groups"]
     rep = plp_report(res, f"{results['study']}: {s['description'][:80] or 'patient-level prediction'}",
                      subtitle=f"{len(results['sites'])} sites: {', '.join(results['sites'])}",
-                     metadata=_metadata(results, transport, algos), min_cell_count=s["disclosure"]["min_cell_count"])
+                     metadata=_metadata(results, transport, algos), min_cell_count=min_cell_count(results))
     if results.get("ground_truth"):
         _truth_section(rep, results)
     return rep
@@ -198,7 +209,7 @@ def survival_html(results: dict[str, Any], transport: str = "in-process") -> Any
              "nordfed.cox.summary", "nordfed.cox.risk_sets", "nordfed.cox.stratum", "nordfed.cox.concordance"]
     return survival_report(res, f"{results['study']}: survival", f"{len(results['sites'])} sites: "
                            f"{', '.join(results['sites'])}", _metadata(results, transport, algos),
-                           min_cell_count=s["disclosure"]["min_cell_count"])
+                           min_cell_count=min_cell_count(results))
 
 
 def cox_labels(covariates: dict[str, Any]) -> dict[str, str]:

@@ -79,6 +79,7 @@ def run_survival(spec: SurvivalStudy, fed: Federation, step: Step | None = None)
     att = fed.run("nordfed.studies.attrition", {**dataset, "covariates": _MINIMAL_COVARIATES})
     per_site = {s: r["steps"] for s, r in att.items()}
     out["attrition"] = {"pooled": pool_attrition(per_site), "per_site": per_site}
+    out["min_cell_count"] = {s: r.get("min_cell_count") for s, r in att.items()}
     tick("kaplan-meier")
     grid = spec.disclosure.time_grid_days
     a = spec.analysis
@@ -88,7 +89,7 @@ def run_survival(spec: SurvivalStudy, fed: Federation, step: Step | None = None)
                  "n": km.n, "time_grid": grid, "logrank": km.logrank, "group": a.km_by,
                  "by_group": {g: c.to_dict() for g, c in km.by_group.items()},
                  "per_site": {s: c.to_dict() for s, c in km.per_site.items()}}
-    m = spec.disclosure.min_cell_count
+    m = max([spec.disclosure.min_cell_count, *(v for v in out["min_cell_count"].values() if v)])
     out["at_risk_times"] = list(a.at_risk_times)
     out["at_risk_by_group"] = {g: at_risk_at(c, a.at_risk_times, None, m) for g, c in km.by_group.items()}
     out["at_risk_by_site"] = {s: at_risk_at(c, a.at_risk_times, None, m) for s, c in km.per_site.items()}
