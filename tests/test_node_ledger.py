@@ -81,8 +81,11 @@ def test_runs_are_recorded_in_order_and_verify_on_the_running_node(net):
     assert es[0].payload["file_sha256"] == hashlib.sha256(net.nodes["DK"].config_path.read_bytes()).hexdigest()
 
     algo, [res] = get_algorithm("nordfed.count"), _raw_results(net, t_ok)
+    params_sha = es[1].payload.pop("params_sha256")
     assert es[1].payload == {"task_id": t_ok, "run_id": res["run_id"], "algorithm": f"nordfed.count@{algo.version}",
                              "code_hash": algo.code_hash, "username": net.researcher}
+    # which request it was: the signed parameters' hash (an empty request and the ping's marker differ)
+    assert len(params_sha) == 64 and params_sha != es[5].payload["params_sha256"]
     # the ledger pins exactly the ciphertext the hub holds for the researcher
     assert es[2].payload == {"task_id": t_ok, "run_id": res["run_id"],
                              "result_sha256": hashlib.sha256(res["result"].encode()).hexdigest()}

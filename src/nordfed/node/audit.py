@@ -8,7 +8,7 @@ match against the run log the requester received.
 |---|---|---|
 | policy_loaded | every start | policy_sha256, file, file_sha256, min_cell_count, exact_event_times |
 | policy_changed | a start whose policy differs from the last recorded one | previous/new hash, changed fields |
-| task_received | a run is claimed | task_id, run_id, algorithm (name@version), code_hash, username |
+| task_received | a run is claimed | task_id, run_id, algorithm (name@version), code_hash, username, params_sha256 |
 | run_refused | policy or disclosure control said no | task_id, run_id, reason[, detail_sha256] |
 | run_completed | a result was sealed for the requester | task_id, run_id, result_sha256 (of the sealed blob) |
 | run_failed | the run did not complete | task_id, run_id, reason[, detail_sha256] |
@@ -190,13 +190,14 @@ class NodeLedger:
         return old if sha256_text(text) == expected_hash else None
 
     # ------------------------------------------------------------------ runs
-    def task_received(self, run: Mapping[str, Any], username: str | None) -> Entry:
+    def task_received(self, run: Mapping[str, Any], username: str | None, params: str | None = None) -> Entry:
         """Not fsynced on its own: the run's outcome entry, appended before anything is posted, syncs both
         (one WAL fsync covers every earlier frame). A power cut before that loses only the record of a run that
-        answered nothing, and the hub requeues it."""
+        answered nothing, and the hub requeues it. ``params``: the signed parameters as they arrived (encoded),
+        recorded as their sha256, so an audit can tell which request this was without the ledger holding it."""
         return self.ledger.append("task_received", self.actor, {
             **run_ids(run), "algorithm": f"{run['algorithm']}@{run['version']}", "code_hash": str(run["code_hash"]),
-            "username": username}, durable=False)
+            "username": username, "params_sha256": None if params is None else sha256_text(params)}, durable=False)
 
     def run_refused(self, run: Mapping[str, Any], reason: str, detail: str | None = None) -> Entry:
         return self.append("run_refused", outcome_payload(run, reason, detail))

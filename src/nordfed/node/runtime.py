@@ -335,7 +335,8 @@ class NodeRuntime:
         ref = f"{run['algorithm']}@{run['version']}"
         me = f"[{self.config.name}]"
         signed, reason = self._open_input(run)
-        self.ledger.task_received(run, signed.get("username") if signed else None)
+        self.ledger.task_received(run, signed.get("username") if signed else None,
+                                  str(signed["params"]) if signed else None)
         self._ledger_state = "open"
         if reason is None and signed is not None:
             assert self.worker is not None
