@@ -117,7 +117,7 @@ def test_apparent_performance_is_labelled_on_every_number_and_figure():
 
 def test_external_auroc_range_says_what_it_spans():
     rep = plp_report(_plp("test part"), "t")
-    ext = next(h for h in rep.headlines if h.label == "AUROC across sites")
+    ext = next(h for h in rep.headlines if h.label == "AUROC across sites and time")  # a temporal split is in it
     assert ext.value == "0.700–0.780" and "(DK, temporal)" in ext.detail  # not three sites: one site and a period
 
 

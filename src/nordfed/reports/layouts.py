@@ -127,7 +127,9 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
         aucs = [a for a in aucs if a is not None]
         if aucs:
             # the range may include a temporal validation: the detail says what it spans
-            rep.add_headline("AUROC across sites", f"{min(aucs):.3f}–{max(aucs):.3f}",
+            temporal = any(str(k).startswith("temporal") for k in res.external)
+            rep.add_headline("AUROC across sites and time" if temporal else "AUROC across sites",
+                             f"{min(aucs):.3f}–{max(aucs):.3f}",
                              f"lowest–highest of {len(aucs)} external validation{'s' if len(aucs) != 1 else ''}"
                              f" ({', '.join(_short_setting(k) for k in res.external)})")
     if res.coefficients is not None:

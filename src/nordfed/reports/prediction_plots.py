@@ -29,6 +29,11 @@ from nordfed.reports.plots import (
 from nordfed.reports.tables import as_mapping, pick
 
 
+def _rounded(value: float | None) -> str:
+    """A statistic as a screen reader should say it (0.837, not 0.8373994701173149)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 # ------------------------------------------------------------------------------------------ ROC
 def roc_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "ROC curves",
              pooled: str | None = "pooled") -> Chart:
@@ -56,7 +61,7 @@ def roc_plot(curves: Sequence[Any] | Mapping[str, Any], title: str = "ROC curves
         ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
                ylabel="Sensitivity (true positive rate)", title=title, aspect="equal")
         ax.legend(loc="lower right", frameon=True, framealpha=0.9)
-    alt = "ROC curves: " + "; ".join(f"{c['label']} AUROC {pick(c, 'auroc', 'auc') or 'n/a'}" for c in items)
+    alt = "ROC curves: " + "; ".join(f"{c['label']} AUROC {_rounded(pick(c, 'auroc', 'auc'))}" for c in items)
     return Chart.from_figure(fig, alt)
 
 
@@ -183,7 +188,7 @@ def smooth_calibration_plot(curves: Sequence[Any] | Mapping[str, Any], title: st
         ax.set(xlim=(0, top), ylim=(0, top), xlabel="Predicted risk", ylabel="Observed risk (smoothed)",
                title=title, aspect="equal")
         ax.legend(loc="upper left", frameon=True, framealpha=0.9)
-    alt = f"{title}: " + "; ".join(f"{c['label']} ICI {c.get('ici') or 'n/a'}" for c in items)
+    alt = f"{title}: " + "; ".join(f"{c['label']} ICI {_rounded(c.get('ici'))}" for c in items)
     return Chart.from_figure(fig, alt)
 
 

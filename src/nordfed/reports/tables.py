@@ -318,8 +318,8 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
         cols = [c for c in cols if c.key != "expected"]
     notes = ["Per site: observed outcome rate (persons)."] if per_site else []
     if any(isinstance(v, Merged) for r in rows for v in r.values()):
-        notes.append("merged: a site releases a group's outcomes only when the group holds no fewer outcomes, and "
-                     "no fewer persons without one, than the minimum cell count. Since each site's total is "
+        notes.append("merged: a site releases a group's outcomes only when the group holds none or at least the "
+                     "minimum cell count of them, and likewise of persons without one. Since each site's total is "
                      "released too, the neighbouring group is merged as well (complementary suppression: otherwise "
                      "the total minus the other groups would give the small count away). The merged groups' "
                      "outcomes are shown once, in their \"together\" row, for every site over the same groups; "

@@ -48,6 +48,13 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
 def min_cell_count(results: dict[str, Any]) -> int:
     """The minimum cell count the report states: the highest the sites applied (a node may raise the study's), or
     the study's for results written before sites reported theirs."""
@@ -142,7 +149,7 @@ def plp_html(results: dict[str, Any], transport: str = "in-process") -> Any:
     algos = ["nordfed.cohorts.instantiate", "nordfed.studies.attrition", "nordfed.features.covariate_stats",
              "nordfed.lasso.moments", "nordfed.lasso.newton", "nordfed.lasso.deviance", "nordfed.eval.scores",
              "nordfed.plp.covariate_summary", "nordfed.eval.cross_u", "nordfed.eval.groups"]
-    rep = plp_report(res, f"{results['study']}: {s['description'][:80] or 'patient-level prediction'}",
+    rep = plp_report(res, f"{results['study']}: {_short(s['description']) or 'patient-level prediction'}",
                      subtitle=f"{len(results['sites'])} sites: {', '.join(results['sites'])}",
                      metadata=_metadata(results, transport, algos), min_cell_count=min_cell_count(results))
     if results.get("ground_truth"):
