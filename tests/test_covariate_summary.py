@@ -217,3 +217,13 @@ def test_the_plp_report_shows_the_training_part_summary_in_the_model_section(fed
     texts = {row[0].text: [c.text for c in row] for row in table.cells(M)}
     assert texts["name of rare"][2:] == ["suppr.", "suppr.", "suppr."]
     assert texts["name of b1"][2].endswith("\u202f%")
+
+
+def test_a_covariate_only_a_withholding_site_records_is_shown_withheld_not_zero() -> None:
+    from nordfed.reports.tables import SUPPRESSED, covariate_summary_table
+
+    row = {"covariate": "1", "name": "haemoglobin (mmol/L)", "coefficient": 0.2, "binary": False,
+           "sites_suppressed": 1, "nonzero_with": 0, "nonzero_without": 0, "mean_with": 0.0, "sd_with": 0.0,
+           "mean_without": 0.0, "sd_without": 0.0, "smd": None}
+    (shown,) = covariate_summary_table([row]).rows
+    assert shown["with"] is SUPPRESSED and shown["without"] is SUPPRESSED and shown["smd"] is SUPPRESSED

@@ -405,11 +405,15 @@ def covariate_summary_table(rows: Iterable[Any], caption: str = "Covariates by o
     recs = sorted((as_mapping(r) for r in rows), key=lambda r: -abs(float(r.get("coefficient") or 0.0)))
     out = []
     for r in recs:
-        withheld = r.get("mean_with") is None and bool(r.get("sites_suppressed"))
+        # the sites that released it hold none of it (a unit only the withholding site records): zeros here would
+        # read as "nobody has it", so the row is as withheld as if no site had released it
+        absent = not r.get("nonzero_with") and not r.get("nonzero_without")
+        withheld = bool(r.get("sites_suppressed")) and (r.get("mean_with") is None or absent)
         partial = bool(r.get("sites_suppressed")) and not withheld
         name = r.get("name") or r.get("covariate")
         out.append({"name": f"{name} †" if partial else name, "beta": r.get("coefficient"),
-                    "with": _summary_cell(r, "with"), "without": _summary_cell(r, "without"),
+                    "with": SUPPRESSED if withheld else _summary_cell(r, "with"),
+                    "without": SUPPRESSED if withheld else _summary_cell(r, "without"),
                     "smd": SUPPRESSED if withheld else r.get("smd")})
     cols = [Column("name", "Covariate"), Column("beta", "Coefficient", "number"),
             Column("with", "With outcome", "number"), Column("without", "Without outcome", "number"),
