@@ -37,7 +37,7 @@ from nordfed.fed.survival_data import (
     require_survival_totals,
     survival_data,
 )
-from nordfed.privacy.disclosure import require_params_ok
+from nordfed.privacy.disclosure import require_params_ok, require_spread_weights
 
 TIES = ("efron", "breslow")
 ALL_PAIRS = "all pairs"
@@ -75,6 +75,22 @@ def risk_set_sums(data: SurvivalData, beta: np.ndarray, center: np.ndarray, grid
     E0, E1, E2 = _sums_by(block[ev], w[ev], X[ev], T)
     d = np.bincount(block[ev], minlength=T).astype(float)
     return {"S0": S0, "S1": S1, "S2": S2, "E0": E0, "E1": E1, "E2": E2, "d": d, "xsum": X[ev].sum(axis=0)}
+
+
+def expected_events(data: SurvivalData, beta: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Each row's expected number of events at ``beta``, μ = w·Λ₀(t), with Breslow's baseline from this site's rows.
+
+    The partial-likelihood gradient is Σ_events x − Σ μ x and the information's first term Σ μ x xᵀ (Breslow;
+    Efron differs only at tied events), so μ is the Cox model's counterpart of a Poisson GLM's weight: each row's
+    share of the sums a Cox partial releases. μ sums to the number of events.
+    """
+    w = np.exp((data.X - center) @ beta)
+    times, idx = np.unique(data.time, return_inverse=True)
+    d = np.bincount(idx, weights=data.event.astype(float), minlength=len(times))
+    at_risk = np.cumsum(np.bincount(idx, weights=w, minlength=len(times))[::-1])[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hazard = np.where(d > 0, d / at_risk, 0.0)
+    return w * np.cumsum(hazard)[idx]
 
 
 def partial_likelihood(agg: dict[str, Any], beta: np.ndarray, ties: str) -> tuple[float, np.ndarray, np.ndarray]:
@@ -128,6 +144,18 @@ def _site_data(data: SiteData, params: dict[str, Any]) -> SurvivalData:
     return sd
 
 
+def _require_spread_risk(sd: SurvivalData, beta: np.ndarray, center: np.ndarray) -> None:
+    """Refuse coefficients at which one row carries most of the released gradient and information.
+
+    A steep researcher-chosen β gives one row nearly all the risk weight, and the gradient is then the event
+    sum minus the number of events times that row's covariates. The unit is each row's expected events μ over
+    the whole site: per risk set, the last ones hold a row or two at any β, so every fit would be refused; the
+    raw weights exp(xβ) over all rows miss a row that shares the top weight with rows that left early and then
+    has the late risk sets to itself.
+    """
+    require_spread_weights(expected_events(sd, beta, center), "the partial-likelihood gradient and information")
+
+
 @algorithm("nordfed.cox.summary")
 def cox_summary(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Row and event totals, covariate sums (for centering) and, unless stratified, the distinct event times."""
@@ -144,17 +172,20 @@ def cox_risk_sets(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """Risk-set sums on the pooled event-time grid at the given coefficients."""
     require_exact_event_times(data.policy, "an unstratified Cox model")
     sd = _site_data(data, params)
-    return risk_set_sums(sd, np.asarray(params["beta"], float), np.asarray(params["center"], float),
-                         np.asarray(params["grid"], float))
+    beta, center = np.asarray(params["beta"], float), np.asarray(params["center"], float)
+    # the site's own events and risk sets stand in for the pooled ones, which it does not know
+    _require_spread_risk(sd, beta, center)
+    return risk_set_sums(sd, beta, center, np.asarray(params["grid"], float))
 
 
 @algorithm("nordfed.cox.stratum")
 def cox_stratum(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     """This site's own partial likelihood (its own stratum): value, gradient, information."""
     sd = _site_data(data, params)
-    beta = np.asarray(params["beta"], float)
+    beta, center = np.asarray(params["beta"], float), np.asarray(params["center"], float)
+    _require_spread_risk(sd, beta, center)
     grid = np.unique(sd.time[sd.event])
-    agg = risk_set_sums(sd, beta, np.asarray(params["center"], float), grid)
+    agg = risk_set_sums(sd, beta, center, grid)
     ll, grad, info = partial_likelihood(agg, beta, params["ties"])
     return {"loglik": ll, "grad": grad, "info": info}
 

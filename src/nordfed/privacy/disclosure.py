@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, TypeVar
 
 import numpy as np
@@ -227,6 +228,25 @@ def suppress_part(part: int, total: int, policy: DisclosurePolicy) -> int | None
     not, lie in ``1 .. min_cell_count-1`` (the total minus it would give those away)."""
     m = policy.min_cell_count
     return None if 0 < part < m or 0 < total - part < m else int(part)
+
+
+def round_up_significant(value: float, digits: int = 2) -> float:
+    """``value`` (zero or positive) rounded up to ``digits`` significant digits: a bound at least as large, which
+    says no more of a released maximum's row than that it lies below (a round maximum, 1800, stays itself).
+
+    >>> round_up_significant(1730.0), round_up_significant(0.0123), round_up_significant(1800.0)
+    (1800.0, 0.013, 1800.0)
+    >>> round_up_significant(0.0)
+    0.0
+    """
+    if not value >= 0 or not np.isfinite(value):
+        raise ValueError(f"expected a finite value of zero or more, got {value!r}")
+    if value == 0:
+        return 0.0
+    # decimal arithmetic on the shortest repr: float division would turn 0.29 into 28.999... and 29.000...01
+    exact = Decimal(repr(float(value)))
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return float(exact.quantize(step, rounding=ROUND_CEILING))
 
 
 def check_counts(counts: np.ndarray | list[int], policy: DisclosurePolicy, what: str) -> None:
