@@ -161,3 +161,25 @@ def test_round_up_significant_bounds_from_above() -> None:
         r = round_up_significant(float(v))
         assert v <= r <= v * (1.1 + 1e-12)
         assert float(f"{r:.2g}") == r  # two significant digits
+
+
+def test_cox_newton_halves_a_step_that_a_site_refuses_as_concentrated() -> None:
+    from nordfed.fed.cox import newton
+    from nordfed.privacy.disclosure import CONCENTRATED
+
+    asked: list[float] = []
+
+    def evaluate(beta: np.ndarray, limit: float = 10.0, refusal: str = f"refused: {CONCENTRATED} the gradient"):
+        # -log cosh(b - 3): Newton's first step from 0 is about 100, far past where a site would refuse
+        b = float(beta[0])
+        asked.append(b)
+        if abs(b) > limit:
+            raise AlgorithmError("DK", refusal, refused=True)
+        return -np.log(np.cosh(b - 3)), np.array([-np.tanh(b - 3)]), np.array([[1 / np.cosh(b - 3) ** 2]])
+
+    beta, _, _, _ = newton(evaluate, 1)
+    assert beta[0] == pytest.approx(3.0) and max(abs(b) for b in asked) > 10  # refused, halved, converged
+    with pytest.raises(AlgorithmError, match=CONCENTRATED):  # nowhere to step: the refusal itself
+        newton(lambda b: evaluate(b, limit=-1.0) if b.any() else evaluate(b), 1)
+    with pytest.raises(AlgorithmError, match="minimum cell count"):  # other refusals are not stepped around
+        newton(lambda b: evaluate(b, refusal="refused: fewer rows than the minimum cell count"), 1)

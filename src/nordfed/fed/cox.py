@@ -37,7 +37,7 @@ from nordfed.fed.survival_data import (
     require_survival_totals,
     survival_data,
 )
-from nordfed.privacy.disclosure import require_params_ok, require_spread_weights
+from nordfed.privacy.disclosure import CONCENTRATED, require_params_ok, require_spread_weights
 
 TIES = ("efron", "breslow")
 ALL_PAIRS = "all pairs"
@@ -119,16 +119,28 @@ def partial_likelihood(agg: dict[str, Any], beta: np.ndarray, ties: str) -> tupl
 
 
 def newton(evaluate: Any, p: int, max_iter: int = 50, tol: float = 1e-10) -> tuple[np.ndarray, float, np.ndarray, int]:
-    """Newton-Raphson with step halving; ``evaluate(beta) -> (loglik, grad, info)``."""
+    """Newton-Raphson with step halving; ``evaluate(beta) -> (loglik, grad, info)``.
+
+    A trial point a site refuses because one row would dominate its sums (an overshooting step) is halved like one
+    that lowers the likelihood; the last refusal is raised when no halving helps.
+    """
     beta = np.zeros(p)
     ll, grad, info = evaluate(beta)
     for it in range(1, max_iter + 1):
         step = np.linalg.solve(info, grad)
+        refusal: AlgorithmError | None = None
         for _ in range(30):
-            ll_new, grad_new, info_new = evaluate(beta + step)
+            try:
+                ll_new, grad_new, info_new = evaluate(beta + step)
+            except AlgorithmError as exc:
+                if not (exc.refused and CONCENTRATED in exc.message):
+                    raise
+                refusal, ll_new = exc, -np.inf
             if np.isfinite(ll_new) and ll_new >= ll - 1e-12 * max(1.0, abs(ll)):
                 break
             step = step / 2
+        if not np.isfinite(ll_new) and refusal is not None:
+            raise refusal
         beta, ll, grad, info = beta + step, ll_new, grad_new, info_new
         if np.max(np.abs(step)) < tol:
             return beta, ll, info, it

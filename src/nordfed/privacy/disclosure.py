@@ -21,6 +21,8 @@ C = TypeVar("C")
 
 #: largest share of a weighted sum's total weight one row may carry (see require_spread_weights)
 MAX_WEIGHT_SHARE = 0.5
+#: how require_spread_weights' refusal begins after "refused: ": a client may step back from such coefficients
+CONCENTRATED = "one row would carry most of"
 
 
 class DisclosureError(Exception):
@@ -290,7 +292,7 @@ def require_spread_weights(weights: np.ndarray, what: str) -> None:
     share = 1.0 / float((w / top).sum())
     if share > MAX_WEIGHT_SHARE:
         raise DisclosureError(
-            f"refused: one row would carry most of {what} at these coefficients (the weights concentrate on it)"
+            f"refused: {CONCENTRATED} {what} at these coefficients (the weights concentrate on it)"
         )
 
 
