@@ -29,9 +29,11 @@ if WebSocketsSansIOProtocol is not None:
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             # uvicorn's internals: read with defaults that switch this off (the fuzz test then fails) rather than
-            # break every node's channel, should a later uvicorn rename them
-            refused = getattr(getattr(self, "conn", None), "handshake_exc", None) is not None
-            if refused and not getattr(self, "handshake_initiated", True) and not getattr(self, "close_sent", True):
+            # break every node's channel, should a later uvicorn rename them; after the handshake, every frame
+            # stops at the first test
+            if getattr(self, "handshake_initiated", True) or getattr(self, "close_sent", True):
+                return
+            if getattr(getattr(self, "conn", None), "handshake_exc", None) is not None:
                 self.handshake_complete = self.close_sent = True  # nothing left to answer at shutdown
                 self.transport.write(b"".join(self.conn.data_to_send()))
                 self.transport.close()

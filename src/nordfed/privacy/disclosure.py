@@ -227,9 +227,9 @@ def suppress_steps(counts: Sequence[int], policy: DisclosurePolicy) -> list[int 
 
 def suppress_part(part: int, total: int, policy: DisclosurePolicy) -> int | None:
     """A count of the rows of a released ``total`` that satisfy something: withheld when it, or the rows that do
-    not, lie in ``1 .. min_cell_count-1`` (the total minus it would give those away)."""
-    m = policy.min_cell_count
-    return None if 0 < part < m or 0 < total - part < m else int(part)
+    not, lie in ``1 .. min_cell_count-1`` (the total minus it would give those away): the two cells of
+    :func:`suppress_cells_of_total`."""
+    return suppress_cells_of_total({"part": int(part), "rest": int(total) - int(part)}, policy)["part"]
 
 
 def round_up_significant(value: float, digits: int = 2) -> float:
