@@ -26,7 +26,7 @@ from nordfed.reports.plots import (
     curve_colours,
     new_figure,
 )
-from nordfed.reports.tables import as_mapping, pick
+from nordfed.reports.tables import DEMOGRAPHIC_LABELS, _span_label, as_mapping, pick
 
 
 def _rounded(value: float | None) -> str:
@@ -258,3 +258,122 @@ def prediction_distribution_plot(dist: Mapping[str, Any], title: str = "Predicti
 
 def _box(x0: float, x1: float, y: float, colour: str) -> Rectangle:
     return Rectangle((x0, y - 0.28), x1 - x0, 0.56, facecolor=colour, alpha=0.35, edgecolor=colour, lw=1.2)
+
+
+# ------------------------------------------------------------------------------------------ demographics
+def _demographic_points(rows: Sequence[Any],
+                        spans: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a demographic panel draws: one point per group with released rates, or per span of merged groups
+    over their positions ``x0``..``x1``; and the groups (or spans) with nothing released, placed alike."""
+    rows = [as_mapping(r) for r in rows]
+    labels = [str(pick(r, "group")) for r in rows]
+    points, hidden, covered = [], [], set()
+    for sp in (as_mapping(s) for s in spans):
+        a, b = (labels.index(str(g)) for g in sp["groups"])
+        covered.update(range(a, b + 1))
+        at = {"label": _span_label(sp["groups"]), "x0": a, "x1": b}
+        if sp.get("observed_rate") is None or sp.get("expected_rate") is None:
+            hidden.append(at)
+        else:
+            points.append({**at, **_rates(sp, not sp.get("sites_suppressed"))})
+    for i, r in enumerate(rows):
+        if i in covered:
+            continue  # drawn once, over all its groups, from the span's own sums
+        at = {"label": labels[i], "x0": i, "x1": i}
+        if pick(r, "span") or pick(r, "observed_rate") is None or pick(r, "expected_rate") is None:
+            if pick(r, "n") != 0:  # an empty group has no rate to draw and nothing withheld
+                hidden.append(at)
+            continue
+        complete = not pick(r, "sites_suppressed") and not pick(r, "sites_events_suppressed")
+        points.append({**at, **_rates(r, complete)})
+    return sorted(points, key=lambda p: p["x0"]), sorted(hidden, key=lambda p: p["x0"])
+
+
+def _rates(r: Mapping[str, Any], complete: bool) -> dict[str, Any]:
+    """Observed and expected rate, with a Wilson interval when every site released the group (otherwise the
+    persons behind the rate are not known)."""
+    n, obs = pick(r, "n"), pick(r, "observed", "events")
+    lo, hi = _wilson(obs, n) if complete and n and obs is not None else (None, None)
+    return {"observed": pick(r, "observed_rate"), "expected": pick(r, "expected_rate"), "lower": lo, "upper": hi,
+            "partial": not complete}
+
+
+def _demographic_panel(ax: Any, rows: Sequence[Any], spans: Sequence[Any], name: str,
+                       ordered: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Observed (with Wilson CI) and expected rates by group; lines join neighbouring single groups only, so a
+    gap is left where a group is withheld and a merged span is a bar over its groups. Returns what
+    :func:`_demographic_points` does."""
+    points, hidden = _demographic_points(rows, spans)
+    labels = [str(pick(as_mapping(r), "group")) for r in rows]
+    single = {p["x0"]: p for p in points if p["x0"] == p["x1"]}
+    xs = np.arange(len(labels), dtype=float)
+    for key, colour, style, marker in (("observed", PALETTE[0], "-", "o"), ("expected", POOLED, "--", "D")):
+        ys = [single[i][key] if i in single else np.nan for i in range(len(labels))]
+        # a line between the sexes would read as a trend
+        ax.plot(xs, ys, color=colour, ls=style if ordered else "none", lw=1.2, marker=marker,
+                ms=5 if marker == "o" else 4,
+                label="observed" if key == "observed" else "expected (mean predicted risk)")
+        for p in points:
+            if p["x0"] != p["x1"]:  # a merged span: one rate over all its groups, not a value of any one
+                ax.hlines(p[key], p["x0"] - 0.3, p["x1"] + 0.3, color=colour, ls=style, lw=2.2, zorder=3)
+    err = [p for p in points if p["lower"] is not None]
+    if err:
+        x = np.asarray([(p["x0"] + p["x1"]) / 2 for p in err])
+        y = np.asarray([p["observed"] for p in err])
+        yerr = [np.clip(y - [p["lower"] for p in err], 0.0, None), np.clip([p["upper"] for p in err] - y, 0.0, None)]
+        ax.errorbar(x, y, yerr=yerr, fmt="none", ecolor=PALETTE[0], alpha=0.55, lw=1, capsize=2,
+                    label="95% CI (Wilson)")
+    for p in points:
+        if p["x0"] != p["x1"]:
+            ax.annotate("merged", ((p["x0"] + p["x1"]) / 2, max(p["observed"], p["expected"], p["upper"] or 0.0)),
+                        xytext=(0, 6), textcoords="offset points", ha="center", va="bottom", fontsize=8, color=INK)
+    for h in hidden:  # a gap with a word in it: an empty stretch of axis alone would read as "no data"
+        ax.annotate("suppr.", ((h["x0"] + h["x1"]) / 2, 0), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8, color="#9a3412")
+    partial = {i for p in points if p["partial"] for i in range(p["x0"], p["x1"] + 1)}
+    ax.set_xticks(xs, [lab + ("†" if i in partial else "") for i, lab in enumerate(labels)])
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel(name)
+    ax.grid(axis="x", visible=False)
+    return points, hidden
+
+
+def demographic_plot(demographics: Mapping[str, Sequence[Any]], spans: Mapping[str, Sequence[Any]] | None = None,
+                     title: str = "Observed vs expected by age group and sex", min_cell_count: int = 10) -> Chart:
+    """PatientLevelPrediction's demographic plot from ``Evaluation.demographics``: observed and expected outcome
+    rate per group, a panel per table (age group, sex). The tables are margins (age over both sexes and sex over
+    all ages): the sites release no age-by-sex cells.
+
+    ``spans`` (``Evaluation.demographic_spans``): groups whose outcomes were released only together, drawn as one
+    bar over the merged groups; groups with nothing released are left out and named, never drawn as 0.
+    """
+    tables = {k: list(v) for k, v in demographics.items() if v}
+    if not tables:
+        raise ValueError("demographic_plot: no demographic table given")
+    spans = spans or {}
+    with _style():
+        fig = new_figure(max(4.2, 1.1 + 0.75 * sum(len(v) for v in tables.values())), 4.2)
+        axes = fig.subplots(1, len(tables), sharey=True, squeeze=False,
+                            width_ratios=[max(len(v), 2) for v in tables.values()])[0]
+        drawn: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for ax, (name, rows) in zip(axes, tables.items(), strict=True):
+            label = DEMOGRAPHIC_LABELS.get(name, name.replace("_", " ").capitalize())
+            drawn[label] = _demographic_panel(ax, rows, spans.get(name) or [], label, name == "age_group")
+        top = max([0.05, *(max(p["upper"] or 0.0, p["observed"], p["expected"]) for pts, _ in drawn.values()
+                           for p in pts)])
+        axes[0].set_ylim(0, min(1.0, top * 1.25))
+        axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f}\u202f%"))
+        axes[0].set_ylabel("Outcome rate")
+        axes[0].legend(loc="upper left", frameon=True, framealpha=0.9)
+        fig.suptitle(title, fontsize=10.5)
+    withheld = {k: ", ".join(h["label"] for h in hidden) for k, (_, hidden) in drawn.items() if hidden}
+    supp = [f"{k}: {v} withheld by every site's disclosure control (fewer than {min_cell_count} persons or outcomes, "
+            "or a neighbour's complement); left out, not zero." for k, v in withheld.items()]
+    alt = f"{title}. " + " ".join(f"{k}: " + "; ".join([
+        *(f"{p['label']}{' together' if p['x0'] != p['x1'] else ''} observed {100 * p['observed']:.1f} %, expected "
+          f"{100 * p['expected']:.1f} %" for p in pts), *([f"withheld: {withheld[k]}"] if k in withheld else [])]) + "."
+        for k, (pts, _) in drawn.items())
+    notes = []
+    if any("†" in t.get_text() for ax in axes for t in ax.get_xticklabels()):
+        notes.append("† rates of the sites that released the group only; no interval is drawn for it.")
+    return Chart.from_figure(fig, alt, notes, supp)

@@ -204,6 +204,12 @@ def _pooled_count(n: Any, sites_suppressed: Any) -> Any:
 
 LOWER_BOUND_NOTE = ("† Pooled count of released cells only; sites that suppressed theirs add nothing, "
                     "so it is a lower bound.")
+MERGED_NOTE = ("merged: a site releases a group's outcomes only when the group holds none or at least the minimum "
+               "cell count of them, and likewise of persons without one. Since each site's total is released too, "
+               "the neighbouring group is merged as well (complementary suppression: otherwise the total minus the "
+               "other groups would give the small count away).")
+PARTIAL_RATES_NOTE = ("The expected and observed rates of a group marked † are those of the sites that released it, "
+                      "not of all sites.")
 
 
 # ------------------------------------------------------------------------------------------ builders
@@ -261,7 +267,10 @@ def _range(lo: Any, hi: Any) -> str | None:
 
 
 def _span_label(span: Sequence[Any]) -> str:
-    return f"{span[0]}–{span[1]}" if span[0] != span[1] else str(span[0])
+    if span[0] == span[1]:
+        return str(span[0])
+    # group numbers join with a dash; labels ("<50", "60-69") would run into one "<50–60-69"
+    return f"{span[0]}–{span[1]}" if all(str(x).isdigit() for x in span) else f"{span[0]} to {span[1]}"
 
 
 def _site_rate(s: Mapping[str, Any], pooled_span: Sequence[Any] | None) -> Any:
@@ -318,19 +327,66 @@ def risk_group_table(pooled: Sequence[Any], per_site: Mapping[str, Sequence[Any]
         cols = [c for c in cols if c.key != "expected"]
     notes = ["Per site: observed outcome rate (persons)."] if per_site else []
     if any(isinstance(v, Merged) for r in rows for v in r.values()):
-        notes.append("merged: a site releases a group's outcomes only when the group holds none or at least the "
-                     "minimum cell count of them, and likewise of persons without one. Since each site's total is "
-                     "released too, the neighbouring group is merged as well (complementary suppression: otherwise "
-                     "the total minus the other groups would give the small count away). The merged groups' "
-                     "outcomes are shown once, in their \"together\" row, for every site over the same groups; "
-                     "each group's persons are still shown.")
+        notes.append(MERGED_NOTE + " The merged groups' outcomes are shown once, in their \"together\" row, for "
+                     "every site over the same groups; each group's persons are still shown.")
     if any(v is SUPPRESSED for r in rows for k, v in r.items() if k.startswith("site:")):
         notes.append("suppr. at a site: the site withheld the group's persons because too few were in it, or in "
                      "a neighbouring group (disclosure control); it does not mean the group is empty there.")
     if any(isinstance(r["n"], LowerBound) and r["n"].value for r in rows):  # a 0 one shows "suppr.", no †
+        notes += [LOWER_BOUND_NOTE, PARTIAL_RATES_NOTE]
+    return Table(cols, rows, caption, notes)
+
+
+DEMOGRAPHIC_LABELS = {"age_group": "Age group", "sex": "Sex"}
+
+
+def _outcome_cells(g: Mapping[str, Any], sites_missing: int) -> dict[str, Any]:
+    """Pooled outcomes and rates of a demographic group or span: a lower bound when some sites withheld theirs,
+    ``suppr.`` when all did (a sum of several sites' withheld cells need not be below the minimum)."""
+    ev = pick(g, "observed", "events")
+    if ev is None:
+        return {"outcomes": LowerBound(0, sites_missing), "observed": SUPPRESSED, "expected": SUPPRESSED}
+    return {"outcomes": _pooled_count(ev, sites_missing), "observed": pick(g, "observed_rate"),
+            "expected": pick(g, "expected_rate")}
+
+
+def demographic_table(demographics: Mapping[str, Sequence[Any]], spans: Mapping[str, Sequence[Any]] | None = None,
+                      caption: str = "Demographic summary") -> Table:
+    """PatientLevelPrediction's demographic summary of ``Evaluation.demographics``: persons, outcomes, observed and
+    expected outcome rate per group. ``spans`` (``Evaluation.demographic_spans``): groups whose outcomes were
+    released only together; as in :func:`risk_group_table` each gets a "together" row after its last group."""
+    rows = []
+    for by, groups in demographics.items():
+        together = {tuple(sp["groups"]): sp for sp in (spans or {}).get(by, [])}
+        for i, g in enumerate(as_mapping(x) for x in groups):
+            span = pick(g, "span")
+            row = {"by": DEMOGRAPHIC_LABELS.get(by, by.replace("_", " ").capitalize()) if i == 0 else "",
+                   "group": pick(g, "group"), "n": _withheld_persons(pick(g, "n"), pick(g, "sites_suppressed"))}
+            if span:
+                merged = Merged("merged", f"released only for {_span_label(span)} together: see that row")
+                row |= {"outcomes": merged, "observed": merged, "expected": merged}
+            else:
+                row |= _outcome_cells(g, pick(g, "sites_events_suppressed", default=0))
+            rows.append(row)
+            sp = together.get(tuple(span)) if span and span[1] == row["group"] else None
+            if sp is not None:
+                rows.append({"by": "", "group": f"{_span_label(span)} together",
+                             "n": _withheld_persons(sp.get("n"), sp.get("sites_suppressed")),
+                             **_outcome_cells(sp, sp.get("sites_suppressed", 0))})
+    cols = [Column("by", "Characteristic"), Column("group", "Group"), Column("n", "Persons", "count"),
+            Column("outcomes", "Outcomes", "count"), Column("observed", "Observed", "percent"),
+            Column("expected", "Expected", "percent")]
+    notes = ["Observed: share of the group's persons with the outcome; expected: their mean predicted risk."]
+    if any(isinstance(v, Merged) for r in rows for v in r.values()):
+        notes.append(MERGED_NOTE + " The merged groups' outcomes are shown once, in their \"together\" row; each "
+                     "group's persons are still shown.")
+    if any(v is SUPPRESSED for r in rows for v in r.values()):
+        notes.append("suppr.: every site withheld the cell (disclosure control); it does not mean zero.")
+    partial = [r for r in rows if any(isinstance(v, LowerBound) and v.value for v in r.values())]
+    if partial:
         notes.append(LOWER_BOUND_NOTE)
-        notes.append("The expected and observed rates of a group marked † are those of the sites that released "
-                     "it, not of all sites.")
+    if any(isinstance(r["observed"], float) for r in partial):  # not when the group's rates are merged anyway
+        notes.append(PARTIAL_RATES_NOTE)
     return Table(cols, rows, caption, notes)
 
 

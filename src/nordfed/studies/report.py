@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 PLP_SECTION_TITLES = ("Summary", "Cohort & attrition", "Model", "Internal performance", "External validation by site",
-                      "Risk groups", "Ground truth comparison")
+                      "Risk groups", "Demographic summary", "Ground truth comparison")
 
 
 def jsonable(obj: Any) -> Any:
@@ -152,9 +152,40 @@ def plp_html(results: dict[str, Any], transport: str = "in-process") -> Any:
     rep = plp_report(res, f"{results['study']}: {_short(s['description']) or 'patient-level prediction'}",
                      subtitle=f"{len(results['sites'])} sites: {', '.join(results['sites'])}",
                      metadata=_metadata(results, transport, algos), min_cell_count=min_cell_count(results))
+    _demographic_section(rep, internal, min_cell_count(results))
     if results.get("ground_truth"):
         _truth_section(rep, results)
     return rep
+
+
+def _demographic_section(rep: Any, internal: dict[str, Any], mcc: int) -> None:
+    """PatientLevelPrediction's demographic summary of the internal evaluation, placed after the risk groups (the
+    other observed-vs-expected table) or, without them, after the internal performance."""
+    from nordfed.reports import prediction_plots, tables
+
+    demo = {k: v for k, v in (internal.get("demographics") or {}).items() if v}
+    if not demo:
+        return  # the sites' data had no age or sex column
+    spans = internal.get("demographic_spans") or {}
+    on = {"test part": "the test part", "training rows": "the persons the model was fitted on (apparent, optimistic)"}
+    by = " and ".join({"age_group": "age group", "sex": "sex"}.get(k, k.replace("_", " ")) for k in demo)
+    sec = rep.add_section("Demographic summary", f"Observed outcome rate and mean predicted risk (expected) by {by}, "
+                          f"on {on.get(str(internal.get('on')), 'the evaluated persons')}, pooled over sites." + (
+                              " Age groups are over both sexes and sexes over all ages: the sites release no "
+                              "age-by-sex cells." if len(demo) > 1 else ""))
+    # as in the internal performance section: a number copied out of the report still says what it measured
+    tag = "apparent: training rows, optimistic" if internal.get("on") == "training rows" else "internal validation"
+    sec.add_figure(prediction_plots.demographic_plot(demo, spans, f"Observed vs expected by {by}, {tag}",
+                                                     min_cell_count=mcc),
+                   "Points: observed outcome rate (95% Wilson interval) and expected risk per group. A bar over "
+                   "several age groups is one rate for them together, where sites released their outcomes only "
+                   "merged; a withheld group is left out and marked suppr.")
+    sec.add_table(tables.demographic_table(demo, spans, f"Demographic summary, {tag}"))
+    rep.sections.remove(sec)
+    titles = [s.title for s in rep.sections]
+    after = next((t for t in ("Risk groups", "External validation by site", "Internal performance") if t in titles),
+                 None)
+    rep.sections.insert(titles.index(after) + 1 if after else len(titles), sec)
 
 
 def _truth_section(rep: Any, results: dict[str, Any]) -> None:
