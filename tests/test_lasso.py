@@ -256,10 +256,10 @@ class _Recording(InProcessFederation):
         super().__init__(fed._sites)
         self.columns: list[int] = []
 
-    def run(self, name, params, sites=None):
+    def aggregate(self, name, params, sites=None):
         if name == "nordfed.lasso.newton":
             self.columns += [len(p["columns"]) for p in params["points"] if "columns" in p]
-        return super().run(name, params, sites)
+        return super().aggregate(name, params, sites)
 
 
 def test_path_asks_for_working_set_hessians_and_still_equals_sklearn() -> None:

@@ -266,8 +266,10 @@ class Client:
     # ------------------------------------------------------------------ tasks
     def create_task(self, collaboration_id: int, algorithm: str, params: Mapping[str, Any],
                     node_ids: Sequence[int] | None = None, description: str | None = None,
-                    study_id: int | None = None) -> dict[str, Any]:
-        """Sign the input once, seal it to each node's key and submit the task."""
+                    study_id: int | None = None, secure_sum: bool = False) -> dict[str, Any]:
+        """Sign the input once, seal it to each node's key and submit the task; with ``secure_sum`` the nodes
+        mask their results for a sum over all of them (:mod:`nordfed.privacy.secure_sum`), named by node id with
+        the encryption keys pinned here."""
         name, version, code_hash = _algorithm_ref(algorithm)
         me = self.identity
         listing = self.nodes(collaboration_id, max_age_s=60.0)
@@ -280,6 +282,8 @@ class Client:
                    "params": b64(wire.encode(dict(params))),
                    "username": self.user.get("username"), "organization_id": self.user.get("organization_id"),
                    "encryption_key": me.encryption_public, "created_at": time.time()}
+        if secure_sum:
+            payload["secure_sum"] = {"peers": {str(n["id"]): n["encryption_key"] for n in nodes}}
         runs = []
         for n in nodes:
             if not n.get("encryption_key"):

@@ -13,6 +13,7 @@ from typing import Any
 
 from nordfed.client.api import FINISHED, Client, RunResult
 from nordfed.fed.protocol import AlgorithmError, Federation
+from nordfed.privacy.secure_sum import SecureSumError, unmask_sum
 
 
 class HubFederation(Federation):
@@ -40,13 +41,23 @@ class HubFederation(Federation):
         return list(self._node_ids())
 
     def run(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> dict[str, Any]:
+        return self._run(name, params, sites, secure_sum=False)
+
+    def aggregate(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> Any:
+        try:
+            return unmask_sum(list(self._run(name, params, sites, secure_sum=True).values()))
+        except SecureSumError as exc:
+            raise AlgorithmError("all", f"secure aggregation: {exc}") from exc
+
+    def _run(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None,
+             secure_sum: bool) -> dict[str, Any]:
         ids = self._node_ids()
         wanted = list(sites or self.sites)
         for s in wanted:
             if s not in ids:
                 raise AlgorithmError(s, "no such site in this federation")
         task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted],
-                                       study_id=self.study_id)
+                                       study_id=self.study_id, secure_sum=secure_sum)
         self.last_task_id = task["id"]
         try:
             results = self._finished_results(task["id"])

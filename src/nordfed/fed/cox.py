@@ -269,19 +269,16 @@ def fit_cox(
     p = len(covariates)
 
     if strata_by_site:
+        # Newton needs only the sums over sites, so they come masked (secure aggregation)
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            parts = fed.run("nordfed.cox.stratum", {**base, "beta": beta, "center": center})
-            return (sum(float(r["loglik"]) for r in parts.values()),
-                    sum(np.asarray(r["grad"]) for r in parts.values()),
-                    sum(np.asarray(r["info"]) for r in parts.values()))
+            sums = fed.aggregate("nordfed.cox.stratum", {**base, "beta": beta, "center": center})
+            return float(sums["loglik"]), np.asarray(sums["grad"]), np.asarray(sums["info"])
     else:
         grid = np.unique(np.concatenate([np.asarray(s["event_times"], float) for s in summaries.values()]))
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            parts = list(fed.run("nordfed.cox.risk_sets", {**base, "beta": beta, "center": center,
-                                                          "grid": grid}).values())
-            agg = {k: sum(np.asarray(r[k]) for r in parts) for k in parts[0]}
-            return partial_likelihood(agg, beta, ties)
+            sums = fed.aggregate("nordfed.cox.risk_sets", {**base, "beta": beta, "center": center, "grid": grid})
+            return partial_likelihood({k: np.asarray(v) for k, v in sums.items()}, beta, ties)
 
     beta, loglik, info, iterations = newton(evaluate, p, max_iter=max_iter)
     cov = np.linalg.inv(info)

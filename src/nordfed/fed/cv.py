@@ -41,7 +41,7 @@ def cross_validate(fed: Federation, base: Mapping[str, Any], folds: Sequence[_Pr
                    sites: Sequence[str]) -> CVResult:
     """Held-out deviance of each fold's fitted path, summed over sites, summarised as in cv.glmnet."""
     points = [{"fold": p.fold, "betas": np.array(p.path), "center": p.center, "scale": p.scale} for p in folds]
-    out = fed.run("nordfed.lasso.deviance", {**base, "points": points}, sites)
-    dev = np.array([sum(r["results"][i]["deviance"] for r in out.values()) for i in range(len(folds))])
-    n = np.array([sum(r["results"][i]["n"] for r in out.values()) for i in range(len(folds))], dtype=float)
+    out = fed.aggregate("nordfed.lasso.deviance", {**base, "points": points}, sites)["results"]
+    dev = np.array([r["deviance"] for r in out])
+    n = np.array([r["n"] for r in out], dtype=float)
     return summarise(lambdas, dev, n)

@@ -173,18 +173,16 @@ def fit_glm(
     names = ["intercept", *covariates]
     base = {"outcome": outcome, "covariates": covariates, "family": family, "offset": offset,
             "dataset": dataset, "beta": None}
-    first = fed.run("nordfed.glm.irls", base)
-    n = sum(int(r["n"]) for r in first.values())
-    beta = _start(family, n, sum(r["ysum"] for r in first.values()), sum(r["offset_sum"] for r in first.values()),
-                  len(names))
+    # every round needs only sums over the sites: they come masked (a site's own X'Wz would give its X'y)
+    first = fed.aggregate("nordfed.glm.irls", base)
+    n = int(first["n"])
+    beta = _start(family, n, first["ysum"], first["offset_sum"], len(names))
     dev_old = np.inf
     iterations = 0
     while iterations < max_iter:
         iterations += 1
-        parts = list(fed.run("nordfed.glm.irls", {**base, "beta": beta}).values())
-        xtwx = sum(np.asarray(r["xtwx"]) for r in parts)
-        xtwz = sum(np.asarray(r["xtwz"]) for r in parts)
-        dev = sum(float(r["deviance"]) for r in parts)
+        sums = fed.aggregate("nordfed.glm.irls", {**base, "beta": beta})
+        xtwx, xtwz, dev = np.asarray(sums["xtwx"]), np.asarray(sums["xtwz"]), float(sums["deviance"])
         if not np.isfinite(dev):
             raise AlgorithmError("all", "GLM deviance is not finite (perfect separation or overflow?)")
         beta_new = np.linalg.solve(xtwx, xtwz)
@@ -195,10 +193,8 @@ def fit_glm(
     else:
         raise AlgorithmError("all", f"GLM did not converge in {max_iter} iterations")
     # final sums at the converged β for deviance, dispersion and the covariance
-    parts = list(fed.run("nordfed.glm.irls", {**base, "beta": beta}).values())
-    xtwx = sum(np.asarray(r["xtwx"]) for r in parts)
-    dev = sum(float(r["deviance"]) for r in parts)
-    pearson = sum(float(r["pearson"]) for r in parts)
+    sums = fed.aggregate("nordfed.glm.irls", {**base, "beta": beta})
+    xtwx, dev, pearson = np.asarray(sums["xtwx"]), float(sums["deviance"]), float(sums["pearson"])
     df_resid = n - len(names)
     scale = pearson / df_resid if family == "gaussian" else 1.0
     cov = np.linalg.inv(xtwx) * scale

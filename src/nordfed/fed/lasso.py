@@ -213,11 +213,11 @@ def _drive(fed: Federation, base: Mapping[str, Any], problems: Sequence[_Problem
         if not live:
             return
         points = [p.request() for p in live]
-        out = fed.run("nordfed.lasso.newton", {**base, "points": points}, sites)
+        # only the sums over sites: a site's own gradient would give its Σ x·y per covariate
+        out = fed.aggregate("nordfed.lasso.newton", {**base, "points": points}, sites)
         counter[0] += 1
         for i, prob in enumerate(live):
-            parts = [r["results"][i] for r in out.values()]
-            prob.receive({key: sum(p[key] for p in parts) for key in ("loss", "grad", "hess")})
+            prob.receive({key: out["results"][i][key] for key in ("loss", "grad", "hess")})
 
 
 def _standardisation(n: float, mean: np.ndarray, m2: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -334,8 +334,8 @@ def fit_lasso(
 def _final_kkt(fed: Federation, base: Mapping[str, Any], full: _Problem, beta: np.ndarray, lam: float,
                sites: Sequence[str], counter: list[int]) -> float:
     """KKT violation at a path point other than the last one (needs the gradient there: one more round)."""
-    out = fed.run("nordfed.lasso.newton", {**base, "points": [{"fold": -1, "beta": beta, "center": full.center,
-                                                               "scale": full.scale, "hessian": False}]}, sites)
+    out = fed.aggregate("nordfed.lasso.newton", {**base, "points": [{"fold": -1, "beta": beta, "center": full.center,
+                                                                     "scale": full.scale, "hessian": False}]}, sites)
     counter[0] += 1
-    g = sum(r["results"][0]["grad"] for r in out.values()) / full.n
+    g = out["results"][0]["grad"] / full.n
     return kkt_violation(g, beta, lam, full.alpha, full.pf)

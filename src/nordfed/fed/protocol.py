@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 import pkgutil
 import sys
 from abc import ABC, abstractmethod
@@ -22,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
+
+from nacl.public import PrivateKey
 
 from nordfed.fed import wire
 from nordfed.privacy.disclosure import DisclosureError, DisclosurePolicy
@@ -177,6 +180,15 @@ class Federation(ABC):
         Raises :class:`AlgorithmError` naming the first site that failed or refused.
         """
 
+    @abstractmethod
+    def aggregate(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> Any:
+        """The sum over ``sites`` (default: all) of algorithm ``name``'s results, and nothing else: each site masks
+        its result for secure aggregation (:mod:`nordfed.privacy.secure_sum`), so no one site's numbers reach
+        the caller. Every number in the results is summed; the rest must be the same at every site.
+
+        Raises :class:`AlgorithmError` as :meth:`run` does; a site that drops out fails the whole sum.
+        """
+
 
 def run_partial(algo: Algorithm, data: SiteData, params_wire: bytes) -> bytes:
     """What a node does with a task input: decode, run, encode. Raises DisclosureError on refusal."""
@@ -192,6 +204,7 @@ class InProcessFederation(Federation):
         if not sites:
             raise ValueError("a federation needs at least one site")
         self._sites = dict(sites)
+        self._keys: dict[str, PrivateKey] = {}  # each site's key pair for secure aggregation
 
     @classmethod
     def from_frames(
@@ -214,12 +227,33 @@ class InProcessFederation(Federation):
     ) -> dict[str, Any]:
         algo = get_algorithm(name)
         params_wire = wire.encode(dict(params))
-        out: dict[str, Any] = {}
-        for site in sites or self.sites:
-            if site not in self._sites:
-                raise AlgorithmError(site, "no such site in this federation")
+        return {site: wire.decode(self._partial(algo, site, params_wire)) for site in sites or self.sites}
+
+    def aggregate(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> Any:
+        # the sites mask with keys of their own as nodes do, so the in-process sum is the same arithmetic
+        from nordfed.privacy import secure_sum
+        from nordfed.privacy.crypto import b64
+
+        algo = get_algorithm(name)
+        params_wire = wire.encode(dict(params))
+        chosen = list(sites or self.sites)
+        keys = {s: self._keys.setdefault(s, PrivateKey.generate()) for s in chosen if s in self._sites}
+        peers = {s: b64(bytes(k.public_key)) for s, k in keys.items()}
+        session = secure_sum.round_id(os.urandom(16).hex(), name, b64(params_wire), peers)
+        masked = []
+        for site in chosen:
+            result = wire.decode(self._partial(algo, site, params_wire))
             try:
-                out[site] = wire.decode(run_partial(algo, self._sites[site], params_wire))
-            except DisclosureError as exc:
-                raise AlgorithmError(site, str(exc), refused=True) from exc
-        return out
+                part = secure_sum.mask(result, site, keys[site], peers, session)
+            except secure_sum.SecureSumError as exc:
+                raise AlgorithmError(site, f"secure aggregation: {exc}") from exc
+            masked.append(wire.decode(wire.encode(part)))
+        return secure_sum.unmask_sum(masked)
+
+    def _partial(self, algo: Algorithm, site: str, params_wire: bytes) -> bytes:
+        if site not in self._sites:
+            raise AlgorithmError(site, "no such site in this federation")
+        try:
+            return run_partial(algo, self._sites[site], params_wire)
+        except DisclosureError as exc:
+            raise AlgorithmError(site, str(exc), refused=True) from exc

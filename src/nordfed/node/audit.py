@@ -205,8 +205,11 @@ class NodeLedger:
     def run_failed(self, run: Mapping[str, Any], reason: str, detail: str | None = None) -> Entry:
         return self.append("run_failed", outcome_payload(run, reason, detail))
 
-    def run_completed(self, run: Mapping[str, Any], sealed: str) -> Entry:
-        return self.append("run_completed", {**run_ids(run), "result_sha256": sha256_text(sealed)})
+    def run_completed(self, run: Mapping[str, Any], sealed: str, secure_sum: bool = False) -> Entry:
+        """``secure_sum``: the result was masked for a sum over nodes (recorded only then, so earlier entries
+        keep their form)."""
+        extra = {"secure_sum": True} if secure_sum else {}
+        return self.append("run_completed", {**run_ids(run), "result_sha256": sha256_text(sealed), **extra})
 
     def result_not_posted(self, run: Mapping[str, Any], reason: str) -> Entry:
         return self.append("result_not_posted", outcome_payload(run, reason))

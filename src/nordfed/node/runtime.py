@@ -19,13 +19,17 @@ from typing import Any
 
 import httpx
 
+from nordfed.node import masking
 from nordfed.node.audit import PUSH_IDLE_S, HubReplica, NodeLedger
 from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
-from nordfed.node.worker import WarmWorker, WorkerSpec
+from nordfed.node.worker import WarmWorker, WorkerSpec, WorkResult
 from nordfed.policy.node import NodeConfig, PolicyError, stale_pins
 from nordfed.privacy.crypto import Identity, VerificationError, open_task_input, seal_result, unb64, unseal
+from nordfed.privacy.secure_sum import SecureSumError
 
 log = logging.getLogger("nordfed.node")
+#: seconds a node reuses the hub's listing of peer keys for secure aggregation (a key it lacks is looked up anew)
+PEER_LISTING_S = 60.0
 
 
 class Stop(Exception):
@@ -129,6 +133,7 @@ class NodeRuntime:
         self.local_hashes: dict[str, tuple[str, str]] = {}
         self._stopping = False
         self._ledger_state = "new"  # of the run being handled: new → open → sealed | done
+        self._peers_seen: tuple[float, list[dict[str, Any]]] | None = None  # (when, hub's node listing)
 
     # ------------------------------------------------------------------ hub calls
     def _headers(self) -> dict[str, str]:
@@ -361,9 +366,12 @@ class NodeRuntime:
         out = self.worker.run(run["algorithm"], unb64(signed["params"], "params"), self.config.policy.time_limit_s,
                               on_slow=report_running)
         took = f"{(time.perf_counter() - t0) * 1000:.0f} ms"
+        peers = masking.peers_of(signed)  # checked when the run was admitted
+        if out.status == "completed" and out.result is not None and peers is not None:
+            out = self._mask(out, peers, signed)
         if out.status == "completed" and out.result is not None:
             blob = seal_result(self.identity, run_id, int(run["task_id"]), out.result, signed["encryption_key"])
-            self.ledger.run_completed(run, blob)
+            self.ledger.run_completed(run, blob, secure_sum=peers is not None)
             self._ledger_state = "sealed"
             lines.append(f"{me} completed in {took}")
             self.patch(run_id, status="completed", progress=1.0, result=blob, log="\n".join(lines))
@@ -417,9 +425,50 @@ class NodeRuntime:
             reason = f"local code of {signed['algorithm']} does not match the pinned version/code hash"
         if reason is None and time.time() - float(signed["created_at"]) > pol.max_task_age_s:
             reason = f"task input is older than this node's limit ({pol.max_task_age_s:g} s)"
+        if reason is None:
+            reason = self._check_secure_sum(signed)
         if reason is None and not self.nonces.claim(str(signed["nonce"]), int(run["task_id"])):
             reason = "task input was already used in another task (replay)"
         return reason
+
+    def _check_secure_sum(self, signed: Mapping[str, Any]) -> str | None:
+        """Why the task's secure aggregation (or its absence) is not acceptable here, or None."""
+        pol = self.config.policy
+        required = signed["algorithm"] in pol.secure_aggregation
+        try:
+            peers = masking.peers_of(signed)
+            if peers is None:
+                return (f"this node releases {signed['algorithm']} only under secure aggregation (a sum over "
+                        "nodes: Federation.aggregate)") if required else None
+            assert self.session is not None
+            min_sites = pol.secure_aggregation_min_sites if required else 1
+            try:  # the listing a moment ago serves a fit's rounds; any key it lacks is looked up afresh
+                masking.check_peers(peers, self.session.node_id, self.identity, self._peer_listing(fresh=False),
+                                    min_sites)
+            except VerificationError:
+                masking.check_peers(peers, self.session.node_id, self.identity, self._peer_listing(fresh=True),
+                                    min_sites)
+        except VerificationError as exc:
+            return str(exc)
+        return None
+
+    def _peer_listing(self, fresh: bool) -> list[dict[str, Any]]:
+        """The collaboration's nodes as the hub lists them to this node (kept for :data:`PEER_LISTING_S`)."""
+        assert self.session is not None
+        cached = self._peers_seen
+        if fresh or cached is None or time.monotonic() - cached[0] > PEER_LISTING_S:
+            listing = self._call("GET", f"/api/collaborations/{self.session.collaboration_id}/nodes").json()
+            self._peers_seen = cached = (time.monotonic(), listing)
+        return cached[1]
+
+    def _mask(self, out: WorkResult, peers: Mapping[str, str], signed: Mapping[str, Any]) -> WorkResult:
+        assert self.session is not None
+        try:
+            return WorkResult("completed", masking.masked(out.result or b"", peers, self.session.node_id,
+                                                          self.identity, signed))
+        except (SecureSumError, VerificationError) as exc:
+            return WorkResult("failed", message=f"secure aggregation: {exc}",
+                              reason="the result could not be masked for secure aggregation")
 
 
 def _detail(r: httpx.Response) -> str:

@@ -30,6 +30,8 @@ policy:
                                     # type; the message, which may quote a value, stays in the node's log
   time_limit_s: 300
   memory_limit_mb: 4096
+  secure_aggregation: [nordfed.lasso.newton]   # released only masked, for a sum over several nodes
+  secure_aggregation_min_sites: 2
 ```
 
 `nordfed node init` writes a commented file of this form with every registered algorithm pinned
@@ -111,6 +113,11 @@ class NodePolicy(BaseModel):
     time_limit_s: float = Field(default=300.0, gt=0)
     memory_limit_mb: int = Field(default=4096, ge=256)
     max_task_age_s: float = Field(default=7 * 86400, gt=0)
+    #: algorithms whose results this node releases only masked for a secure sum over nodes
+    #: (:mod:`nordfed.privacy.secure_sum`), never on their own
+    secure_aggregation: list[str] = Field(default_factory=list)
+    #: the fewest nodes (this one included) such a sum may be over
+    secure_aggregation_min_sites: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _cell_count(self) -> NodePolicy:
@@ -469,4 +476,11 @@ policy:
   memory_limit_mb: {_y(d.memory_limit_mb)}
   # tasks signed longer ago than this are refused
   max_task_age_s: {_y(d.max_task_age_s)}
+  # algorithms whose results leave only masked for a sum over nodes (secure aggregation), e.g. the rounds of
+  # fits: [nordfed.lasso.newton, nordfed.lasso.deviance, nordfed.glm.irls, nordfed.cox.stratum,
+  # nordfed.cox.risk_sets, nordfed.text.context_lr]. This site then cannot be the only site of such a fit
+  # (a held-out site's recalibration in leave-one-site-out validation is one)
+  secure_aggregation: {_y(d.secure_aggregation)}
+  # the fewest nodes, this one included, such a sum may be over
+  secure_aggregation_min_sites: {_y(d.secure_aggregation_min_sites)}
 """

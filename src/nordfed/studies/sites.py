@@ -75,11 +75,17 @@ class SiteSubset(Federation):
         return list(self._sites)
 
     def run(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> dict[str, Any]:
+        return self.inner.run(name, params, self._chosen(sites))
+
+    def aggregate(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> Any:
+        return self.inner.aggregate(name, params, self._chosen(sites))
+
+    def _chosen(self, sites: Sequence[str] | None) -> list[str]:
         wanted = list(sites or self._sites)
         for s in wanted:
             if s not in self._sites:
                 raise AlgorithmError(s, "not one of the sites chosen with --sites")
-        return self.inner.run(name, params, wanted)
+        return wanted
 
 
 @dataclass

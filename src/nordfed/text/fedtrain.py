@@ -2,8 +2,9 @@
 at the current weights; the client sums them, adds the ridge penalty and takes L-BFGS steps until convergence.
 
 The summed objective is exactly the pooled one, so the federated model equals a pooled fit (tested against
-scikit-learn's LogisticRegression). Gradients of hashed n-gram models can hint at rare strings, so a network
-should run this under secure aggregation (the federation's business, not the algorithm's).
+scikit-learn's LogisticRegression). Gradients of hashed n-gram models can hint at rare strings, so the sites'
+answers are masked for a secure sum (:meth:`~nordfed.fed.protocol.Federation.aggregate`): the client sees only
+the sum.
 """
 
 from __future__ import annotations
@@ -52,9 +53,8 @@ def fit_federated(fed: Federation, c: float = 10.0, n_features: int = N_HASH, da
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal rounds
         rounds += 1
-        out = fed.run(ALGORITHM, {"theta": theta, "n_features": n_features, "dataset": dataset}, sites)
-        return (sum(float(r["loss"]) for r in out.values()),
-                np.sum([np.asarray(r["grad"]) for r in out.values()], axis=0))
+        out = fed.aggregate(ALGORITHM, {"theta": theta, "n_features": n_features, "dataset": dataset}, sites)
+        return float(out["loss"]), np.asarray(out["grad"], dtype=float)
 
     theta, nit = minimise(fun, n_dims(n_features), c, max_iter=max_iter)
     model = ContextClassifier.from_theta(theta, n_features, nit)
