@@ -76,3 +76,29 @@ def test_bad_input_is_a_clear_error() -> None:
         fit_glm(federation(df), outcome="arrest", covariates=["nope"])
     with pytest.raises(ValueError, match=r"binomial outcome 'prio' must lie in \[0, 1\]"):
         fit_glm(federation(df), outcome="prio", covariates=["age"])
+
+
+def test_irls_halves_a_step_that_a_site_refuses_as_concentrated() -> None:
+    from nordfed.fed.glm import irls
+    from nordfed.privacy.disclosure import CONCENTRATED
+
+    asked: list[float] = []
+
+    def evaluate(beta: np.ndarray, limit: float = 10.0, refusal: str = f"refused: {CONCENTRATED} X'WX") -> dict:
+        # IRLS is Newton's method: on -log cosh(b - 3) its first step from 0 is about 100, far past where a site
+        # would refuse, though the optimum (3) is well inside
+        b = float(beta[0])
+        asked.append(b)
+        if abs(b) > limit:
+            raise AlgorithmError("DK", refusal, refused=True)
+        curvature, gradient = 1 / np.cosh(b - 3) ** 2, -np.tanh(b - 3)
+        return {"xtwx": np.array([[curvature]]), "xtwz": np.array([curvature * b + gradient]),
+                "deviance": 2 * np.log(np.cosh(b - 3))}
+
+    beta, sums, _ = irls(evaluate, np.zeros(1))
+    assert beta[0] == pytest.approx(3.0, abs=1e-8) and max(abs(b) for b in asked) > 10
+    assert sums["deviance"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(AlgorithmError, match=CONCENTRATED):  # nowhere to step: the refusal itself
+        irls(lambda b: evaluate(b, limit=-1.0) if b.any() else evaluate(b), np.zeros(1))
+    with pytest.raises(AlgorithmError, match="minimum cell count"):  # other refusals are not stepped around
+        irls(lambda b: evaluate(b, refusal="refused: fewer rows than the minimum cell count"), np.zeros(1))

@@ -9,7 +9,7 @@ binomial outcome both outcome levels must be zero or at least the minimum cell c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from nordfed.fed.inference import wald_table
 from nordfed.fed.protocol import AlgorithmError, Federation, SiteData, algorithm
 from nordfed.fed.survival_data import numeric_columns
 from nordfed.privacy.disclosure import (
+    CONCENTRATED,
     check_counts,
     check_two_valued,
     require_min_rows,
@@ -113,6 +114,9 @@ def glm_irls(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
     eta, mu, w = irls_weights(params["family"], X, offset, np.asarray(params["beta"], float))
     require_spread_weights(w, "X'WX")
     out = irls_sums(params["family"], y, X, offset, eta, mu, w)
+    if not np.isfinite(out["deviance"]):  # said here: a masked sum cannot carry it to the client
+        raise ValueError(f"site {data.site}: GLM deviance is not finite at these coefficients (perfect separation "
+                         "or overflow?)")
     out["n"] = len(y)
     return out
 
@@ -154,6 +158,36 @@ def _start(family: str, n: int, ysum: float, offset_sum: float, p: int) -> np.nd
     return beta
 
 
+def irls(evaluate: Callable[[np.ndarray], Mapping[str, Any]], beta: np.ndarray, max_iter: int = 100,
+         tol: float = 1e-10) -> tuple[np.ndarray, Mapping[str, Any], int]:
+    """IRLS from ``beta``; ``evaluate(beta)`` gives the summed ``xtwx``, ``xtwz`` and ``deviance`` there.
+    Returns the converged β, the sums at it and the number of updates.
+
+    An update that a site refuses because one row would dominate X'WX (an overshooting step, as glm.fit's
+    step halving meets a non-finite deviance) is halved towards the last point until a site answers; the
+    refusal itself is raised when no halving helps, and other refusals are not stepped around.
+    """
+    sums = evaluate(beta)
+    dev_old = np.inf
+    for it in range(1, max_iter + 1):
+        dev = float(sums["deviance"])
+        target = np.linalg.solve(np.asarray(sums["xtwx"]), np.asarray(sums["xtwz"]))
+        converged = abs(dev - dev_old) <= tol * (abs(dev) + tol) and np.max(np.abs(target - beta)) < 1e-8
+        step, dev_old = target - beta, dev
+        for halvings in range(31):
+            try:
+                sums = evaluate(beta + step)
+                break
+            except AlgorithmError as exc:
+                if not (exc.refused and CONCENTRATED in exc.message) or halvings == 30:
+                    raise
+                step = step / 2
+        beta = beta + step
+        if converged:
+            return beta, sums, it
+    raise AlgorithmError("all", f"GLM did not converge in {max_iter} iterations")
+
+
 def fit_glm(
     fed: Federation,
     *,
@@ -177,23 +211,8 @@ def fit_glm(
     first = fed.aggregate("nordfed.glm.irls", base)
     n = int(first["n"])
     beta = _start(family, n, first["ysum"], first["offset_sum"], len(names))
-    dev_old = np.inf
-    iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        sums = fed.aggregate("nordfed.glm.irls", {**base, "beta": beta})
-        xtwx, xtwz, dev = np.asarray(sums["xtwx"]), np.asarray(sums["xtwz"]), float(sums["deviance"])
-        if not np.isfinite(dev):
-            raise AlgorithmError("all", "GLM deviance is not finite (perfect separation or overflow?)")
-        beta_new = np.linalg.solve(xtwx, xtwz)
-        converged = abs(dev - dev_old) <= tol * (abs(dev) + tol) and np.max(np.abs(beta_new - beta)) < 1e-8
-        beta, dev_old = beta_new, dev
-        if converged:
-            break
-    else:
-        raise AlgorithmError("all", f"GLM did not converge in {max_iter} iterations")
-    # final sums at the converged β for deviance, dispersion and the covariance
-    sums = fed.aggregate("nordfed.glm.irls", {**base, "beta": beta})
+    beta, sums, iterations = irls(lambda b: fed.aggregate("nordfed.glm.irls", {**base, "beta": b}), beta,
+                                  max_iter, tol)
     xtwx, dev, pearson = np.asarray(sums["xtwx"]), float(sums["deviance"]), float(sums["pearson"])
     df_resid = n - len(names)
     scale = pearson / df_resid if family == "gaussian" else 1.0
