@@ -56,6 +56,8 @@ class Algorithm:
     name: str
     version: str
     partial: PartialFn
+    #: releases under differential privacy when a task asks (``params["dp"]``, :mod:`nordfed.privacy.dp`)
+    dp: bool = False
 
     @property
     def code_hash(self) -> str:
@@ -73,8 +75,8 @@ _DATASETS: dict[str, DatasetBuilder] = {}
 _loaded = False
 
 
-def algorithm(name: str, version: str = "1") -> Callable[[PartialFn], PartialFn]:
-    """Register a node-side partial under ``name`` (decorator).
+def algorithm(name: str, version: str = "1", dp: bool = False) -> Callable[[PartialFn], PartialFn]:
+    """Register a node-side partial under ``name`` (decorator); ``dp``: it honours a task's ``params["dp"]``.
 
     >>> @algorithm("nordfed.count")              # doctest: +SKIP
     ... def count(data, params): return {"n": len(data.frame(params.get("dataset")))}
@@ -84,7 +86,7 @@ def algorithm(name: str, version: str = "1") -> Callable[[PartialFn], PartialFn]
         existing = _REGISTRY.get(name)
         if existing is not None and existing.partial is not fn and existing.partial.__qualname__ != fn.__qualname__:
             raise ValueError(f"algorithm {name!r} is registered twice")
-        _REGISTRY[name] = Algorithm(name=name, version=version, partial=fn)
+        _REGISTRY[name] = Algorithm(name=name, version=version, partial=fn, dp=dp)
         return fn
 
     return deco
@@ -193,6 +195,9 @@ class Federation(ABC):
 def run_partial(algo: Algorithm, data: SiteData, params_wire: bytes) -> bytes:
     """What a node does with a task input: decode, run, encode. Raises DisclosureError on refusal."""
     params = wire.decode(params_wire)
+    if isinstance(params, dict) and params.get("dp") is not None and not algo.dp:
+        # answering without the noise the researcher asked for would release more than she was told
+        raise DisclosureError(f"refused: {algo.name} does not release under differential privacy")
     result = algo.partial(data, params)
     return wire.encode(result)
 

@@ -21,6 +21,7 @@ import httpx
 
 from nordfed.node import masking
 from nordfed.node.audit import PUSH_IDLE_S, HubReplica, NodeLedger
+from nordfed.node.budget import PrivacyBudget
 from nordfed.node.channel import ChannelClosed, ChannelRefused, HubChannel
 from nordfed.node.worker import WarmWorker, WorkerSpec, WorkResult
 from nordfed.policy.node import NodeConfig, PolicyError, stale_pins
@@ -113,6 +114,7 @@ class NodeRuntime:
         self.nonces = NonceLog(state / "seen_nonces.jsonl")
         self.ledger = NodeLedger(config, self.identity)
         self.replica = HubReplica(self.ledger)
+        self.budget = PrivacyBudget(self.ledger, config.policy.privacy_budget)
         self._idle = True  # the last claim found no run
         try:
             self.ledger.check_intact()
@@ -347,7 +349,8 @@ class NodeRuntime:
             assert self.worker is not None
             self.worker.wait_ready()  # the first run may arrive while the worker is still importing
             self.local_hashes = self.worker.hashes
-            reason = self._admit(run, signed)
+            reason = self._admit(run, signed) or self.budget.admit(run, signed, self.config.policy.dp_required,
+                                                                    self.worker.dp_algorithms)
         if reason is not None or signed is None:
             log.warning("run %s (%s) refused: %s", run_id, ref, reason)
             self.ledger.run_refused(run, str(reason))

@@ -199,6 +199,7 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
 
     # import every algorithm module now, not during the first task; report what this code base really is
     hashes = {a.name: (a.version, a.code_hash) for a in algorithms().values()}
+    private = sorted(a.name for a in algorithms().values() if a.dp)
     cdm = SiteCDM(spec.cdm_url) if spec.cdm_url else None
     retired: list[SiteCDM] = []  # see _fresh
     policy = DisclosurePolicy(min_cell_count=spec.min_cell_count, exact_event_times=spec.exact_event_times,
@@ -206,7 +207,7 @@ def _worker_main(inbox: Connection, conn: Connection, spec: WorkerSpec) -> None:
     # SiteData reads frames only through the Mapping interface, so lazy loading is invisible to partials; it
     # uses the CDM only through attributes, which SiteCDM hands on to a live connection
     data = SiteData(site=spec.site, cdm=cdm, frames=LazyTables(spec.tables), policy=policy)  # type: ignore[arg-type]
-    conn.send(("ready", hashes))
+    conn.send(("ready", hashes, private))
     try:
         while True:
             try:
@@ -261,6 +262,8 @@ class WarmWorker:
         self._proc: subprocess.Popen[bytes] | None = None
         #: name → (version, code hash) of the algorithms the worker actually loaded
         self.hashes: dict[str, tuple[str, str]] = {}
+        #: the algorithms that release under differential privacy when a task asks
+        self.dp_algorithms: frozenset[str] = frozenset()
         self._seq = 0
         self._conn: Connection | None = None
         self._out: Connection | None = None
@@ -292,7 +295,8 @@ class WarmWorker:
             self.stop()
             raise RuntimeError(f"node worker did not start within {self.start_timeout_s:g} s")
         try:
-            _, self.hashes = self._conn.recv()
+            _, self.hashes, private = self._conn.recv()
+            self.dp_algorithms = frozenset(private)
         except EOFError:
             code = self._proc.wait()
             self.stop()

@@ -32,6 +32,8 @@ policy:
   memory_limit_mb: 4096
   secure_aggregation: [nordfed.lasso.newton]   # released only masked, for a sum over several nodes
   secure_aggregation_min_sites: 2
+  privacy_budget: 5.0               # differential privacy: total ε per researcher here (tasks ask: dp: {epsilon})
+  dp_required: false                # true: refuse every task that does not ask for differential privacy
 ```
 
 `nordfed node init` writes a commented file of this form with every registered algorithm pinned
@@ -118,6 +120,10 @@ class NodePolicy(BaseModel):
     secure_aggregation: list[str] = Field(default_factory=list)
     #: the fewest nodes (this one included) such a sum may be over
     secure_aggregation_min_sites: int = Field(default=2, ge=1)
+    #: differential privacy: the total ε each researcher may spend at this node (None: no limit)
+    privacy_budget: float | None = Field(default=None, gt=0)
+    #: refuse every task that does not ask for differential privacy (``dp: {epsilon}``)
+    dp_required: bool = Field(default=False, strict=True)
 
     @model_validator(mode="after")
     def _cell_count(self) -> NodePolicy:
@@ -483,4 +489,9 @@ policy:
   secure_aggregation: {_y(d.secure_aggregation)}
   # the fewest nodes, this one included, such a sum may be over
   secure_aggregation_min_sites: {_y(d.secure_aggregation_min_sites)}
+  # differential privacy: the total epsilon each researcher may spend here, charged per task that asks for it
+  # (dp: {{epsilon: 0.5}}) on the node's ledger; null: no limit
+  privacy_budget: {_y(d.privacy_budget)}
+  # true: refuse every task that does not ask for differential privacy
+  dp_required: {_y(d.dp_required)}
 """
