@@ -204,3 +204,25 @@ def test_a_substituted_peer_key_is_refused(net, fed) -> None:
     assert "not the one the hub publishes" in runs[victim["name"]].log
     assert runs[victim["name"]].value is None
 
+
+
+def test_cli_creates_a_secure_sum_task_and_prints_only_the_sum(net) -> None:
+    from typer.testing import CliRunner
+
+    from nordfed.cli import app
+
+    env = {"NORDFED_HOME": str(net.workdir / "cli-home"), "COLUMNS": "200"}
+    key_dir = net.workdir / "client-home" / "keys" / net.researcher  # the keys the nodes pinned
+    runner = CliRunner()
+    r = runner.invoke(app, ["login", "--hub", net.hub_url, "-u", net.researcher, "-p", net.password,
+                            "--key-dir", str(key_dir)], env=env)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["task", "create", "-c", str(net.collaboration_id), "-a", "nordfed.count", "--secure-sum"],
+                      env=env)
+    assert r.exit_code == 0 and "completed" in r.output, r.output
+    task_id = r.output.split("task ")[1].split()[0]
+    r = runner.invoke(app, ["task", "result", task_id], env=env)
+    assert r.exit_code == 0 and "sum over DK, NO, SE (secure aggregation)" in r.output, r.output
+    assert f'"persons": {sum(SITES.values())}' in r.output and '"persons": 60' not in r.output
+    r = runner.invoke(app, ["task", "result", task_id, "--json"], env=env)
+    assert r.exit_code == 0 and '"sum_over"' in r.output, r.output

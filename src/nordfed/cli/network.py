@@ -246,6 +246,8 @@ def task_create(
     description: str | None = typer.Option(None, "--description"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow progress until every node finished."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait."),
+    secure_sum: bool = typer.Option(False, "--secure-sum", help="Nodes mask their results so that only their "
+                                    "sum can be read (`task result` prints it)."),
 ) -> None:
     """Create an end-to-end encrypted task (sealed per node) and optionally follow it."""
     from nordfed.client.api import HubError
@@ -257,7 +259,8 @@ def task_create(
         _fail(f"--params is not valid JSON: {exc}")
     c = _client()
     try:
-        task = c.create_task(collaboration, algorithm, p, node_ids=node or None, description=description)
+        task = c.create_task(collaboration, algorithm, p, node_ids=node or None, description=description,
+                             secure_sum=secure_sum)
         console.print(f"task {task['id']} created")
         if wait:
             task = follow(c, task["id"], timeout)
@@ -282,15 +285,19 @@ def task_result(
     task_id: int = typer.Argument(..., help="Task id."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """Fetch, verify (node signatures) and decrypt a task's results."""
+    """Fetch, verify (node signatures) and decrypt a task's results; of a --secure-sum task, their sum."""
     from nordfed.client.api import HubError
     from nordfed.fed import wire
     from nordfed.privacy.crypto import VerificationError
+    from nordfed.privacy.secure_sum import is_masked
 
     try:
         rows = _client().results(task_id)
     except (HubError, VerificationError) as exc:
         _fail(str(exc))
+    if any(is_masked(r.value) for r in rows):
+        _print_sum(rows, as_json)
+        return
     if as_json:
         data = {r.node_name: {"status": r.status, "result": r.value, "log": r.log} for r in rows}
         console.print_json(wire.encode(data).decode())
@@ -301,6 +308,29 @@ def task_result(
             console.print_json(wire.encode(r.value).decode())
         else:
             console.print(r.log, highlight=False, markup=False)
+
+
+def _print_sum(rows: list[Any], as_json: bool) -> None:
+    """A secure-sum task's result: the sum over its nodes (no node's own result can be read)."""
+    from nordfed.fed import wire
+    from nordfed.privacy.secure_sum import SecureSumError, unmask_sum
+
+    missing = [r for r in rows if r.status != "completed"]
+    if missing:
+        for r in missing:
+            console.rule(f"{r.node_name}: {r.status}")
+            console.print(r.log, highlight=False, markup=False)
+        _fail(f"the sum cannot be read: {', '.join(r.node_name for r in missing)} did not complete "
+              "(every node's masked result is needed)")
+    try:
+        total = unmask_sum([r.value for r in rows])
+    except SecureSumError as exc:
+        _fail(str(exc))
+    if as_json:
+        console.print_json(wire.encode({"sum_over": [r.node_name for r in rows], "result": total}).decode())
+        return
+    console.rule(f"sum over {', '.join(r.node_name for r in rows)} (secure aggregation)")
+    console.print_json(wire.encode(total).decode())
 
 
 @task_app.command("list")
