@@ -16,7 +16,7 @@ import pytest
 from nordfed.client import HubFederation
 from nordfed.fed.protocol import AlgorithmError, InProcessFederation
 from nordfed.ledger import Ledger
-from nordfed.node.localnet import LocalNetwork, tiny_cdm
+from nordfed.node.localnet import LocalNetwork, tiny_sites
 from nordfed.policy.node import load_node_config
 from nordfed.privacy.dp import DPRequestError, noisy_counts, requested_epsilon
 
@@ -80,8 +80,7 @@ def _budget(site: str, policy: dict) -> dict:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     wd = tmp_path_factory.mktemp("dp")
-    sites = {s: tiny_cdm(f"duckdb:///{wd / f'{s}.duckdb'}", n, seed=i) for i, (s, n) in enumerate(SITES.items())}
-    with LocalNetwork(wd, sites, policy_hook=_budget, poll_timeout_s=10) as network:
+    with LocalNetwork(wd, tiny_sites(wd, SITES), policy_hook=_budget, poll_timeout_s=10) as network:
         yield network
 
 

@@ -19,7 +19,7 @@ from nordfed.client.api import _algorithm_ref
 from nordfed.fed import wire
 from nordfed.fed.protocol import AlgorithmError, InProcessFederation
 from nordfed.ledger import Ledger
-from nordfed.node.localnet import LocalNetwork, tiny_cdm
+from nordfed.node.localnet import LocalNetwork, tiny_sites
 from nordfed.policy.node import load_node_config
 from nordfed.privacy import secure_sum as S
 from nordfed.privacy.crypto import VerificationError, b64, seal_task_input
@@ -143,8 +143,7 @@ def _secure_count_only(site: str, policy: dict) -> dict:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     wd = tmp_path_factory.mktemp("secsum")
-    sites = {s: tiny_cdm(f"duckdb:///{wd / f'{s}.duckdb'}", n, seed=i) for i, (s, n) in enumerate(SITES.items())}
-    with LocalNetwork(wd, sites, policy_hook=_secure_count_only, poll_timeout_s=10) as network:
+    with LocalNetwork(wd, tiny_sites(wd, SITES), policy_hook=_secure_count_only, poll_timeout_s=10) as network:
         yield network
 
 

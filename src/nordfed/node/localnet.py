@@ -61,6 +61,11 @@ def tiny_cdm(url: str, n_persons: int, seed: int = 0) -> str:
     return url
 
 
+def tiny_sites(workdir: Path, persons: Mapping[str, int]) -> dict[str, str]:
+    """One :func:`tiny_cdm` DuckDB file per site in ``workdir`` (site → persons): site → CDM URL."""
+    return {s: tiny_cdm(f"duckdb:///{workdir / f'{s}.duckdb'}", n, seed=i) for i, (s, n) in enumerate(persons.items())}
+
+
 @dataclass
 class NodeHandle:
     name: str
