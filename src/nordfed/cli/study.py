@@ -1,5 +1,6 @@
-"""`nordfed study`: run a ready-made study from its YAML (PLP or survival), validate study files, and manage hub
-studies (a named subset of a collaboration's organizations that tasks belong to: create, list, show).
+"""`nordfed study`: run a ready-made study from its YAML (PLP or survival), validate study files, score a site's
+patients with a PLP study's model (`study score`: the MDT list, at the site), and manage hub studies (a named
+subset of a collaboration's organizations that tasks belong to: create, list, show).
 
 `study run --sites DK,SE` runs on only those sites (YAML sites or hub nodes), e.g. to go on without a site too
 small for the study. Through a hub (`study run --hub`) every task of the run is tagged with a hub study of the
@@ -24,8 +25,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described by a YAML file; manage hub studies.",
-                        no_args_is_help=True)
+study_app = typer.Typer(help="Run ready-made studies (PLP, survival) described by a YAML file; score a site's "
+                             "patients with a PLP study's model; manage hub studies.", no_args_is_help=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -130,6 +131,141 @@ def run(
         except (DisclosureError, ValueError, FileNotFoundError, HubError, VerificationError) as exc:
             _fail(str(exc))  # VerificationError: a node's keys differ from those pinned (the message says what to do)
     _summary(results, html, js)
+
+
+def _site_url(spec: Any, site: str) -> tuple[str, str]:
+    """(site name, CDM URL) of one of the study's sites, found as `study run` finds them (a synthetic site is
+    made on first use)."""
+    from nordfed.omop.store import CDMError
+    from nordfed.studies.sites import SiteChoiceError, open_sites
+    from nordfed.studies.spec import SpecError
+
+    err = Console(stderr=True)
+    try:
+        with open_sites(spec, only=[site], progress=lambda m: err.print(f"  {m}", highlight=False)) as opened:
+            return next(iter(opened.urls.items()))
+    except SiteChoiceError as exc:
+        _fail(str(exc).replace("--sites:", "--site:", 1), 2)
+    except (SpecError, CDMError, ValueError) as exc:
+        _fail(str(exc), 2)
+    raise AssertionError("unreachable")  # _fail raises
+
+
+def _writable(path: Path | None, option: str) -> None:
+    if path is not None and not path.parent.is_dir():
+        _fail(f"{option}: directory {path.parent} does not exist", 2)
+
+
+@study_app.command("score")
+def score(
+    spec: Annotated[Path, typer.Argument(help="study YAML, e.g. studies/crc_1y_mortality.yaml", show_default=False)],
+    results: Annotated[Path, typer.Option("--results", help="the study's results JSON (beside its HTML report)",
+                                          show_default=False)],
+    cdm: Annotated[str | None, typer.Option("--cdm", help="the site's CDM URL (default: the study's --site)",
+                                            show_default=False)] = None,
+    site: Annotated[str | None, typer.Option(
+        "--site", help="one of the study's sites (e.g. DK), used without --cdm; with --cdm it names the site",
+        show_default=False)] = None,
+    since: Annotated[str | None, typer.Option("--since", help="only cohort entries on or after this date "
+                                                               "(YYYY-MM-DD)", show_default=False)] = None,
+    person: Annotated[list[int] | None, typer.Option("--person", help="only this person id (repeatable)",
+                                                     show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="reasons per patient")] = 3,
+    out: Annotated[Path | None, typer.Option("--out", help="write the list as CSV", show_default=False)] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="write a printable MDT list (HTML)",
+                                              show_default=False)] = None,
+    show: Annotated[int, typer.Option("--show", min=0, help="patients printed, highest risk first (0: all)")] = 50,
+) -> None:
+    """Score a site's patients with a PLP study's model (e.g. the list for the MDT meeting).
+
+    Risk, risk group, bundle and main reasons per patient. Runs at the site on its own CDM; nothing leaves it.
+    """
+    import datetime as dt
+
+    from nordfed.omop.store import CDMError, open_cdm, redacted
+    from nordfed.studies.score import (
+        REFERENCE,
+        ResultsError,
+        load_results,
+        mdt_report,
+        score_patients,
+        summary_line,
+        to_csv,
+    )
+    from nordfed.studies.spec import PlpStudy, SpecError, load_spec
+
+    try:
+        study = load_spec(spec)
+    except SpecError as exc:
+        _fail(str(exc), 2)
+    if not isinstance(study, PlpStudy):
+        _fail(f"{spec}: a {study.kind} study; only a PLP study has a model to score patients with", 2)
+    try:
+        res = load_results(results, study)
+    except ResultsError as exc:
+        _fail(str(exc), 2)
+    try:
+        start = dt.date.fromisoformat(since) if since is not None else None
+    except ValueError:
+        _fail(f"--since: {since!r} is not a date (give YYYY-MM-DD, e.g. 2022-01-01)", 2)
+    _writable(out, "--out")
+    _writable(html, "--html")
+    if cdm is None and site is None:
+        known = ", ".join(study.synthetic.sites if study.synthetic else list(study.sites or {}))
+        _fail(f"give --cdm URL (the site's CDM) or --site (one of the study's sites: {known or 'none'})", 2)
+    name, url = (site or "this site", cdm) if cdm is not None else _site_url(study, str(site))
+    try:
+        handle = open_cdm(url)
+    except (CDMError, OSError) as exc:
+        _fail(f"--cdm: cannot open {redacted(url)}: {exc}", 2)
+    started = time.monotonic()
+    try:
+        with handle:
+            scores = score_patients(study, res, handle, since=start, persons=person, top=top)
+    except CDMError as exc:  # not an OMOP CDM, or one without the tables the cohort needs
+        _fail(f"{redacted(url)}: {exc}", 2)
+    except ValueError as exc:  # a cohort definition or setting this CDM cannot apply
+        _fail(str(exc))
+    elapsed = time.monotonic() - started
+    _score_table(scores, show)
+    con = Console()
+    if scores.attrs.get("message"):
+        con.print(f"[yellow]note:[/] {escape(str(scores.attrs['message']))}", highlight=False)
+    bundles = res["risk_groups"]["bundles"]
+    con.print(f"[bold]{escape(summary_line(scores, bundles))}[/] ({name}, {elapsed:.1f} s)", highlight=False)
+    if len(scores) and top:
+        con.print(f"reasons: {REFERENCE}", highlight=False, style="dim")
+    if out is not None:
+        con.print(f"list: {to_csv(scores, out)}", highlight=False)
+    if html is not None:
+        from nordfed.synth.writer import truth_path_for
+
+        try:
+            synthetic = truth_path_for(url).exists()
+        except CDMError:
+            synthetic = False
+        what = f"site {name}" + (f", cohort entries since {start.isoformat()}" if start else "")
+        report = mdt_report(scores, res, name, synthetic, what)
+        con.print(f"MDT list: {report.write(html)}", highlight=False)
+
+
+def _score_table(scores: Any, show: int) -> None:
+    if scores.empty:
+        return
+    shown = scores if not show else scores.head(show)
+    t = Table(title=f"highest risk first ({len(shown)} of {len(scores)})" if len(shown) < len(scores) else None)
+    t.add_column("person", justify="right", no_wrap=True)
+    t.add_column("entry", no_wrap=True)
+    t.add_column("risk", justify="right", no_wrap=True)
+    t.add_column("group", justify="right")
+    t.add_column("bundle", max_width=22)  # the reasons get the rest of the width
+    t.add_column("reasons (log-odds)", ratio=1)
+    for r in shown.itertuples(index=False):
+        reasons = "\n".join(f"{d['contribution']:+.2f} {d['name']}"
+                            + (f" = {d['value']:.4g}" if d["value"] is not None else "") for d in r.reason_details)
+        t.add_row(str(r.person_id), str(r.cohort_start_date), f"{100 * r.risk:.1f} %", str(r.risk_group),
+                  escape(r.bundle), escape(reasons))
+    Console().print(t)
 
 
 @contextmanager

@@ -122,12 +122,15 @@ class StudyReport:
     """
 
     def __init__(self, title: str, subtitle: str = "", metadata: ReportMetadata | Mapping[str, Any] | None = None,
-                 min_cell_count: int = 10) -> None:
+                 min_cell_count: int = 10, aggregates: bool = True) -> None:
+        """``aggregates`` False: a page of patient-level numbers kept at the site (an MDT list), which says so
+        in place of the disclosure-control box."""
         if min_cell_count < 1:
             raise ValueError("min_cell_count must be at least 1")
         self.title, self.subtitle = title, subtitle
         self.metadata = metadata if isinstance(metadata, ReportMetadata) else ReportMetadata(**dict(metadata or {}))
         self.min_cell_count = min_cell_count
+        self.aggregates = aggregates
         self.headlines: list[Headline] = []
         self.sections: list[Section] = []
         self._anchors: set[str] = set()
@@ -195,7 +198,7 @@ class StudyReport:
         sections, suppressed = self._rendered_sections()
         return _ENV.get_template("report.html").render(
             title=self.title, subtitle=self.subtitle, meta=self.metadata, headlines=self.headlines,
-            sections=sections, suppressed=suppressed, m=self.min_cell_count)
+            sections=sections, suppressed=suppressed, m=self.min_cell_count, aggregates=self.aggregates)
 
     def write(self, path: str | Path) -> Path:
         """Render and write atomically (a temp file renamed into place: never a half-written report)."""
