@@ -189,8 +189,9 @@ def score_patients(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, since: 
     covariates with the largest positive ``contribution`` to the log-odds, ``coefficient × (x − x̄)`` with ``x``
     the covariate as the model sees it (a measurement value divided by the study's normalisation maximum) and
     ``x̄`` its mean over every entry of the site's cohort (before the filters), among the covariates the patient
-    has: the reasons say why a patient's risk is above that of the site's average patient. ``value`` is the patient's own value of a measurement
-    value, Charlson index or visit count, ``None`` for a covariate that is present or not.
+    has: the reasons say why a patient's risk is above that of the site's average patient. ``value`` is the
+    patient's own value of a measurement value, Charlson index or visit count, ``None`` for a covariate that is
+    present or not.
 
     An empty result carries the reason in ``attrs["message"]`` (no cohort entry on this CDM, none after the
     population rules or the filters); persons asked for but not found are named there too.
