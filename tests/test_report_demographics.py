@@ -18,8 +18,8 @@ import pytest
 import yaml
 from matplotlib.collections import LineCollection
 
+from nordfed.reports.group_tables import demographic_table
 from nordfed.reports.prediction_plots import demographic_plot
-from nordfed.reports.tables import demographic_table
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SYN = {"sites": ["DK", "SE"], "persons": 3000, "seed": 5}

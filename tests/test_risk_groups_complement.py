@@ -15,7 +15,7 @@ from nordfed.fed.evaluation import evaluate, pooled_table
 from nordfed.fed.protocol import InProcessFederation
 from nordfed.fed.risk_groups import risk_groups
 from nordfed.privacy.disclosure import DisclosurePolicy
-from nordfed.reports.tables import risk_group_table
+from nordfed.reports.group_tables import risk_group_table
 from test_lasso_support import simulated
 
 M = 10

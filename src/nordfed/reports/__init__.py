@@ -9,6 +9,7 @@ Building blocks take plain data (dicts or result dataclasses from any producer):
 - :mod:`nordfed.reports.layouts` — the standard PLP and survival study reports.
 """
 
+from nordfed.reports.group_tables import risk_group_table
 from nordfed.reports.html import Headline, ReportMetadata, Section, StudyReport
 from nordfed.reports.layouts import PlpResults, SurvivalResults, plp_report, survival_report
 from nordfed.reports.plots import Chart, coefficient_plot, km_plot
@@ -22,7 +23,6 @@ from nordfed.reports.tables import (
     coefficient_table,
     cox_table,
     ground_truth_table,
-    risk_group_table,
     sites_side_by_side,
     validation_table,
 )

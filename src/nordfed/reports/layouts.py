@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nordfed.reports import plots, prediction_plots, tables
+from nordfed.reports import group_tables, plots, prediction_plots, tables
 from nordfed.reports.html import ReportMetadata, StudyReport
 from nordfed.reports.tables import as_mapping, pick
 
@@ -229,7 +229,7 @@ def plp_report(res: PlpResults, title: str, subtitle: str = "",
     if res.risk_groups is not None:
         rg = as_mapping(res.risk_groups)
         s = rep.add_section("Risk groups")
-        s.add_table(tables.risk_group_table(rg["pooled"], rg.get("per_site"), rg.get("spans")))
+        s.add_table(group_tables.risk_group_table(rg["pooled"], rg.get("per_site"), rg.get("spans")))
     if res.truth is not None:
         s = rep.add_section("Ground truth comparison", "Synthetic data only: the simulation's true parameters next "
                             "to what the federated fit recovered.")

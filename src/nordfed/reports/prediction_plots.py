@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
+from nordfed.reports.group_tables import DEMOGRAPHIC_LABELS, span_label
 from nordfed.reports.plots import (
     INK,
     PALETTE,
@@ -26,7 +27,7 @@ from nordfed.reports.plots import (
     curve_colours,
     new_figure,
 )
-from nordfed.reports.tables import DEMOGRAPHIC_LABELS, _span_label, as_mapping, pick
+from nordfed.reports.tables import as_mapping, pick
 
 
 def _rounded(value: float | None) -> str:
@@ -271,7 +272,7 @@ def _demographic_points(rows: Sequence[Any],
     for sp in (as_mapping(s) for s in spans):
         a, b = (labels.index(str(g)) for g in sp["groups"])
         covered.update(range(a, b + 1))
-        at = {"label": _span_label(sp["groups"]), "x0": a, "x1": b}
+        at = {"label": span_label(sp["groups"]), "x0": a, "x1": b}
         if sp.get("observed_rate") is None or sp.get("expected_rate") is None:
             hidden.append(at)
         else:
