@@ -161,7 +161,7 @@ def plp_html(results: dict[str, Any], transport: str = "in-process") -> Any:
 def _demographic_section(rep: Any, internal: dict[str, Any], mcc: int) -> None:
     """PatientLevelPrediction's demographic summary of the internal evaluation, placed after the risk groups (the
     other observed-vs-expected table) or, without them, after the internal performance."""
-    from nordfed.reports import prediction_plots, tables
+    from nordfed.reports import group_tables, prediction_plots
 
     demo = {k: v for k, v in (internal.get("demographics") or {}).items() if v}
     if not demo:
@@ -180,7 +180,7 @@ def _demographic_section(rep: Any, internal: dict[str, Any], mcc: int) -> None:
                    "Points: observed outcome rate (95% Wilson interval) and expected risk per group. A bar over "
                    "several age groups is one rate for them together, where sites released their outcomes only "
                    "merged; a withheld group is left out and marked suppr.")
-    sec.add_table(tables.demographic_table(demo, spans, f"Demographic summary, {tag}"))
+    sec.add_table(group_tables.demographic_table(demo, spans, f"Demographic summary, {tag}"))
     rep.sections.remove(sec)
     titles = [s.title for s in rep.sections]
     after = next((t for t in ("Risk groups", "External validation by site", "Internal performance") if t in titles),
