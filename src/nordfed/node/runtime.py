@@ -453,6 +453,8 @@ class NodeRuntime:
                                     min_sites)
         except VerificationError as exc:
             return str(exc)
+        except (RuntimeError, httpx.HTTPError) as exc:  # the hub could not be asked: no sum without checked keys
+            return f"secure aggregation: could not check the peer keys with the hub ({exc})"
         return None
 
     def _peer_listing(self, fresh: bool) -> list[dict[str, Any]]:
