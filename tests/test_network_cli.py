@@ -45,13 +45,15 @@ def test_algorithms_table_keeps_one_line_each_and_json_has_full_hashes():
     assert r.exit_code == 0, r.output
     line = next(ln for ln in r.output.splitlines() if "nordfed.count " in ln)
     assert count.code_hash[:12] in line and count.code_hash not in r.output  # no hash wrapped over lines
+    assert "[dp] Persons" in line  # it releases under differential privacy, and the mark is not read as markup
     # one line each (other tests may have registered algorithms of their own, named otherwise)
     assert all(sum(f"{name} " in ln for ln in r.output.splitlines()) == 1 for name in algorithms())
     assert all(len(ln) <= 80 for ln in r.output.splitlines())
     r = runner.invoke(app, ["algorithms", "--json"], env={"COLUMNS": "80"})
     rows = {a["name"]: a for a in json.loads(r.output)}
-    assert rows["nordfed.count"] == {"name": "nordfed.count", "version": count.version,
+    assert rows["nordfed.count"] == {"name": "nordfed.count", "version": count.version, "dp": True,
                                      "code_hash": count.code_hash, "description": rows["nordfed.count"]["description"]}
+    assert rows["nordfed.ping"]["dp"] is False
     assert rows["nordfed.count"]["description"].startswith("Persons in the site's CDM")
     assert set(rows) == set(algorithms())
 

@@ -396,14 +396,20 @@ def list_algorithms(
                                  "JSON."),
 ) -> None:
     """List registered algorithms with version and code hash (what a node pins in its policy)."""
-    pins = algorithm_pins()
+    from nordfed.fed.protocol import algorithms
+
+    private = {name for name, a in algorithms().items() if a.dp}
+    pins = [{**a, "dp": a["name"] in private} for a in algorithm_pins()]
     if as_json:  # plain print: rich would wrap long strings at the console width
         print(json.dumps(pins, indent=2))
         return
-    t = Table(title="algorithms", caption="code hashes shortened; full ones: nordfed algorithms --json")
-    rows = [(a["name"], a["version"], a["code_hash"][:SHORT_HASH] + "…", a["description"]) for a in pins]
-    widths = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(("name", "version", "code_hash"))]
-    for col, width in zip(("name", "version", "code_hash"), widths, strict=True):
+    t = Table(title="algorithms", caption="code hashes shortened; full ones: nordfed algorithms --json. [dp]: "
+              "releases under differential privacy when a task asks (params dp: {epsilon})")
+    rows = [(a["name"], a["version"], a["code_hash"][:SHORT_HASH] + "…", escape("[dp] " * a["dp"] + a["description"]))
+            for a in pins]
+    columns = ("name", "version", "code_hash")
+    widths = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(columns)]
+    for col, width in zip(columns, widths, strict=True):
         t.add_column(col, width=width, no_wrap=True)  # never cut: a hash that wraps is unreadable
     # what is left of the width (3 = padding and border per column), one line per algorithm
     t.add_column("description", no_wrap=True, overflow="ellipsis",
