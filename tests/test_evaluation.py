@@ -150,3 +150,41 @@ def test_leave_one_site_out_and_temporal_validation() -> None:
     assert ev.n == len(after)
     p_after = expit(model["intercept"] + after[cols].to_numpy() @ np.array(model["coef"]))
     assert ev.brier == pytest.approx(brier_score_loss(after.y, p_after), abs=1e-12)
+
+
+def test_a_single_site_is_recalibrated_at_the_site_and_equals_statsmodels() -> None:
+    """A held-out site's calibration intercept and slope are fitted at the site (nordfed.eval.recalibration): the
+    federated fit over one site would need that site's own sums, which a node may release only as secure sums
+    over several sites."""
+    from nordfed.fed.evaluation import recalibration
+
+    class Asked(InProcessFederation):
+        """The same sites, noting which algorithms run per site and which as secure sums."""
+
+        def __init__(self, fed: InProcessFederation):
+            super().__init__(fed._sites)
+            self.runs: list[str] = []
+            self.sums: list[str] = []
+
+        def run(self, name, params, sites=None):
+            self.runs.append(name)
+            return super().run(name, params, sites)
+
+        def aggregate(self, name, params, sites=None):
+            self.sums.append(name)
+            return super().aggregate(name, params, sites)
+
+    df, _ = simulated(1500, seed=4)
+    fed = Asked(split(df, 3))
+    ev = evaluate(fed, MODEL, "y", sites=["S2"], age_column=None, sex_column=None)
+    assert "nordfed.eval.recalibration" in fed.runs and "nordfed.lasso.newton" not in fed.sums
+    s2 = fed._sites["S2"].frames["default"]
+    lp = logit(_pred(s2))
+    y = s2["y"].to_numpy()
+    cal_int = sm.GLM(y, np.ones(len(y)), offset=lp, family=sm.families.Binomial()).fit(tol=1e-12)
+    cal_slope = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit(tol=1e-12)
+    assert ev.calibration_intercept == pytest.approx(cal_int.params[0], abs=1e-6)
+    assert ev.calibration_slope == pytest.approx(cal_slope.params[1], abs=1e-6)
+    # the same numbers as the federated fit over that one site
+    cal, _, slope = recalibration(fed, "y", MODEL, None, ["S2"], None)
+    assert (ev.calibration_intercept, ev.calibration_slope) == pytest.approx((cal, slope), abs=1e-12)

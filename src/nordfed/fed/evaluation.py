@@ -20,7 +20,7 @@ import numpy as np
 
 from nordfed.fed import score_hist
 from nordfed.fed.lasso import fit_lasso
-from nordfed.fed.protocol import AlgorithmError, Federation
+from nordfed.fed.protocol import AlgorithmError, Federation, InProcessFederation, SiteData, algorithm
 
 _LP = "__lp__"
 
@@ -197,6 +197,32 @@ def merge_suppressed_groups(fed: Federation, base: dict[str, Any], cutoffs: np.n
     return np.asarray(cuts, dtype=float)
 
 
+def recalibration(fed: Federation, outcome: str, model: Mapping[str, Any], dataset: Any, sites: Sequence[str],
+                  where: Mapping[str, Any] | None) -> tuple[float, float, float]:
+    """``(calibration intercept, recalibration intercept, calibration slope)`` of ``model`` on the sites' rows:
+    the intercept with the model's logit as offset, and the logistic fit on that logit (no penalty)."""
+    derived = {_LP: model}
+    cal_int = fit_lasso(fed, [], outcome, lam=0.0, dataset=dataset, sites=sites, where=where, derived=derived,
+                        offset=_LP).original()[0]
+    a, b = fit_lasso(fed, [_LP], outcome, lam=0.0, standardize=False, dataset=dataset, sites=sites, where=where,
+                     derived=derived).original()
+    return float(cal_int), float(a), float(b[0])
+
+
+@algorithm("nordfed.eval.recalibration", "1")
+def recalibration_partial(data: SiteData, params: dict[str, Any]) -> dict[str, float]:
+    """This site's calibration intercept and slope of ``model``, fitted here on its rows alone by the same engine.
+
+    Over one site, the federated fit's per-round sums would be the site's own, and a node that releases
+    ``nordfed.lasso.newton`` only as a secure sum over several sites refuses them; these three numbers are all
+    the evaluation needs, and what it releases of a site anyway.
+    """
+    cal_int, a, slope = recalibration(InProcessFederation({data.site: data}), params["outcome"],
+                                      as_model(params["model"]), params.get("dataset"), [data.site],
+                                      params.get("where"))
+    return {"calibration_intercept": cal_int, "intercept": a, "slope": slope}
+
+
 def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sites: Sequence[str] | None = None,
              where: Mapping[str, Any] | None = None, n_groups: int = 10, age_column: str | None = "age",
              sex_column: str | None = "sex") -> Evaluation:
@@ -214,12 +240,11 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
     per_site = {s: {"n": r["n"], "events": r["events"], "brier": r["brier"] / r["n"],
                     "auroc": r["u"] / (r["events"] * (r["n"] - r["events"])) if 0 < r["events"] < r["n"] else None}
                 for s, r in res.items()}
-    derived = {_LP: mdl}
-    cal_int = fit_lasso(fed, [], outcome, lam=0.0, dataset=dataset, sites=site_list, where=where,
-                        derived=derived, offset=_LP).original()[0]
-    slope_fit = fit_lasso(fed, [_LP], outcome, lam=0.0, standardize=False, dataset=dataset, sites=site_list,
-                          where=where, derived=derived)
-    a, b = slope_fit.original()
+    if len(site_list) == 1:  # a held-out site: fitted there (see recalibration_partial)
+        rec = fed.run("nordfed.eval.recalibration", base, site_list)[site_list[0]]
+        cal_int, a, slope = rec["calibration_intercept"], rec["intercept"], rec["slope"]
+    else:
+        cal_int, a, slope = recalibration(fed, outcome, mdl, dataset, site_list, where)
     cutoffs = score_hist.pooled_quantiles([r["blocks"]["all"] for r in res.values()],
                                           np.arange(1, n_groups) / n_groups)
     cutoffs = merge_suppressed_groups(fed, base, cutoffs, site_list)
@@ -228,7 +253,7 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
         by["age_group"] = age_column
     if sex_column:
         by["sex"] = sex_column
-    gparams = {**base, "cutoffs": cutoffs, "recalibration": [a, float(b[0])]}
+    gparams = {**base, "cutoffs": cutoffs, "recalibration": [a, slope]}
     try:
         groups = fed.run("nordfed.eval.groups", {**gparams, "by": by}, site_list)
     except (ValueError, KeyError, AlgorithmError) as exc:  # demographic columns absent at a site: no such table
@@ -264,7 +289,7 @@ def evaluate(fed: Federation, model: Any, outcome: str, dataset: Any = None, sit
         if spans:
             demo_spans[name] = [{**s, "groups": [labels[s["groups"][0]], labels[s["groups"][1]]]} for s in spans]
     return Evaluation(n=n, n_events=n_pos, auroc=auc, auroc_se=se, auroc_ci=(lo, hi), auprc=auprc, brier=brier,
-                      calibration_intercept=float(cal_int), calibration_slope=float(b[0]), ici=ici,
+                      calibration_intercept=float(cal_int), calibration_slope=float(slope), ici=ici,
                       calibration_table=table, per_site=per_site, demographics=demo,
                       demographic_spans=demo_spans)
 
