@@ -485,7 +485,7 @@ policy:
   # algorithms whose results leave only masked for a sum over nodes (secure aggregation), e.g. the rounds of
   # fits: [nordfed.lasso.newton, nordfed.lasso.deviance, nordfed.glm.irls, nordfed.cox.stratum,
   # nordfed.cox.risk_sets, nordfed.text.context_lr]. This site then cannot be the only site of such a fit
-  # (a held-out site's recalibration in leave-one-site-out validation is one)
+  # (with two sites, leave-one-site-out validation trains on one)
   secure_aggregation: {_y(d.secure_aggregation)}
   # the fewest nodes, this one included, such a sum may be over
   secure_aggregation_min_sites: {_y(d.secure_aggregation_min_sites)}
