@@ -33,7 +33,8 @@ def _site_age_sex(cdm) -> pd.Series:
 
 
 def test_algorithms_are_registered():
-    assert get_algorithm("nordfed.characterization").version == "1"
+    assert get_algorithm("nordfed.characterization").version == "2"
+    assert get_algorithm("nordfed.characterization").dp and not get_algorithm("nordfed.dq").dp
     assert get_algorithm("nordfed.dq").version == "1"
 
 
@@ -114,3 +115,33 @@ def test_federated_dq_flags_the_defective_site(sites):
         assert ((fails == 0) | (fails >= 10)).all()
         # % failing is withheld exactly where the failing count is
         assert (df["pct_fail"].isna() >= df["n_fail"].isna()).all()
+
+
+def test_private_characterization_has_fixed_cells_unbiased_noise_and_no_top_concepts(sites):
+    """With dp: every age group × sex and every year bin is released, empty or not (which cells exist would
+    tell too), with discrete Laplace noise of scale 3/ε; top concepts are not released."""
+    import math
+
+    import numpy as np
+
+    from nordfed.fed.characterization import MAX_PRIVATE_YEARS
+
+    cdms, _ = sites
+    fed = InProcessFederation.from_cdms({"DK": cdms["DK"]}, DisclosurePolicy(min_cell_count=1))
+    exact = _site_age_sex(cdms["DK"])
+    draws = [fed.run("nordfed.characterization", {"dp": {"epsilon": 1.5}})["DK"] for _ in range(300)]
+    for r in draws:
+        assert len(r["age_sex"]) == 19 * 3 and [y for y, _ in r["observation_years"]] == \
+            list(range(MAX_PRIVATE_YEARS + 1))
+        assert r["top"] == {} and r["dp"] == {"epsilon": 1.5}
+    totals = np.array([r["persons"] for r in draws], dtype=float)
+    a = math.exp(-1.5 / 3)
+    sd = math.sqrt(2 * a / (1 - a) ** 2)
+    assert abs(totals.mean() - SIZES["DK"]) < 5 * sd / math.sqrt(len(totals))
+    assert totals.std() == pytest.approx(sd, rel=0.15) and (totals != SIZES["DK"]).mean() > 0.5
+    # the fullest age-sex cell, on average over the draws (noise clamped at 0 only matters near 0)
+    (age, sex), n = max(exact.items(), key=lambda kv: kv[1])
+    cell = [next(c["persons"] for c in r["age_sex"] if c["age_group"] == age and c["sex"] == sex) for r in draws]
+    assert abs(np.mean(cell) - n) < 5 * sd / math.sqrt(len(cell))
+    pooled = characterize(InProcessFederation.from_cdms(cdms), epsilon=1.0)
+    assert len(pooled.pooled["age_sex"]) == 19 * 3 and pooled.pooled["condition"].empty

@@ -26,6 +26,7 @@ from nordfed.fed.protocol import Federation, SiteData, algorithm
 from nordfed.omop import characterization as ch
 from nordfed.omop import dq
 from nordfed.privacy.disclosure import DisclosureError, suppress_cells_of_total, suppress_counts
+from nordfed.privacy.dp import noisy_counts, requested_epsilon
 
 if TYPE_CHECKING:
     from nordfed.omop.store import CDM
@@ -62,14 +63,18 @@ def _cdm(data: SiteData) -> CDM:
     return data.cdm
 
 
-@algorithm("nordfed.characterization", version="1")
+@algorithm("nordfed.characterization", version="2", dp=True)
 def characterization_partial(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
-    """Persons by sex × age group, observation years and top concepts, with small cells suppressed."""
+    """Persons by sex × age group, observation years and top concepts, with small cells suppressed (with
+    ``dp: {epsilon}``: see :func:`_private`)."""
     cdm = _cdm(data)
     if int(params.get("age_width", AGE_WIDTH)) != AGE_WIDTH:
         # groups of two widths differenced against each other single out persons (20 vs 21 years gave
         # "1 male aged exactly 20"); the client can add 5-year groups up
         raise DisclosureError(f"refused: age groups are {AGE_WIDTH} years wide at this node")
+    epsilon = requested_epsilon(params)
+    if epsilon is not None:
+        return _private(cdm, data, epsilon)
     top_n = int(params.get("top_n", 10))
     domains = list(params.get("domains", DEFAULT_DOMAINS))
     persons = int(cdm.scalar("SELECT count(*) FROM person") or 0)
@@ -88,6 +93,43 @@ def characterization_partial(data: SiteData, params: dict[str, Any]) -> dict[str
         "observation_years": [[y, n] for y, n in sorted(years.items())],
         "top": top,
         "min_cell_count": data.policy.min_cell_count,
+    }
+
+
+#: the last whole-years bin of the private observation-time histogram holds everyone observed that long or longer
+MAX_PRIVATE_YEARS = 30
+
+
+def _private(cdm: CDM, data: SiteData, epsilon: float) -> dict[str, Any]:
+    """ε-differentially private characterization: the person total, persons by sex × age group and by whole
+    years observed, each over a fixed domain (every group, sex and year up to :data:`MAX_PRIVATE_YEARS`, empty
+    or not: which cells exist would tell too), with discrete Laplace noise of scale 3/ε (a person is in the
+    total, in one age-sex cell and in one year bin). No top concepts: choosing them is a release of its own.
+    Small-cell suppression then applies to the noisy counts (post-processing)."""
+    ages = range(0, ch.MAX_AGE_GROUP + 1, AGE_WIDTH)
+    sexes = ("female", "male", "unknown")
+    exact = {(int(r.age_low), str(r.sex)): int(r.persons)
+             for r in ch.persons_by_age_sex(cdm, AGE_WIDTH).itertuples(index=False)}
+    years: dict[int, int] = {}
+    for y, n in ch.observation_time(cdm).by_year.items():
+        years[min(int(y), MAX_PRIVATE_YEARS)] = years.get(min(int(y), MAX_PRIVATE_YEARS), 0) + int(n)
+    cells = [(a, sx) for a in ages for sx in sexes]
+    bins = list(range(MAX_PRIVATE_YEARS + 1))
+    total = int(cdm.scalar("SELECT count(*) FROM person") or 0)
+    noisy = noisy_counts([total, *(exact.get(c, 0) for c in cells), *(years.get(y, 0) for y in bins)], epsilon,
+                         sensitivity=3)
+    persons, by_cell, by_year = noisy[0], noisy[1:1 + len(cells)], noisy[1 + len(cells):]
+    age_sex = pd.DataFrame({"age_group": [ch.age_group_label(a, AGE_WIDTH) for a, _ in cells],
+                            "age_low": [a for a, _ in cells], "sex": [sx for _, sx in cells], "persons": by_cell})
+    age_sex = _suppress_column(age_sex, "persons", data, of_total=True)
+    kept_years = suppress_cells_of_total(dict(zip(bins, by_year, strict=True)), data.policy)
+    return {
+        "persons": suppress_counts({"n": persons}, data.policy)["n"],
+        "age_sex": _records(age_sex),
+        "observation_years": [[y, n] for y, n in sorted(kept_years.items())],
+        "top": {},
+        "min_cell_count": data.policy.min_cell_count,
+        "dp": {"epsilon": epsilon},
     }
 
 
@@ -135,14 +177,17 @@ def _pool(long: pd.DataFrame, keys: list[str], counts: list[str]) -> pd.DataFram
 
 
 def characterize(federation: Federation, top_n: int = 10, domains: Sequence[str] = DEFAULT_DOMAINS,
-                 sites: Sequence[str] | None = None) -> FederatedTables:
+                 sites: Sequence[str] | None = None, epsilon: float | None = None) -> FederatedTables:
     """Run ``nordfed.characterization`` at every site; per-site and pooled tables.
 
     Tables: ``persons`` (per site), ``age_sex``, ``observation_years`` and one per domain (top concepts).
     A concept missing from a site's top list counts as not reported there (``sites_reporting``).
+    ``epsilon``: ε-differentially private counts at each site (charged to your budget there), no top concepts.
     """
-    res = federation.run("nordfed.characterization",
-                         {"top_n": top_n, "domains": list(domains)}, sites)
+    params: dict[str, Any] = {"top_n": top_n, "domains": list(domains)}
+    if epsilon is not None:
+        params["dp"] = {"epsilon": epsilon}
+    res = federation.run("nordfed.characterization", params, sites)
     out = FederatedTables()
     out.per_site["persons"] = _counts(pd.DataFrame([{"site": s, "persons": r["persons"]} for s, r in res.items()]),
                                       "persons")
