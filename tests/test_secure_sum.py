@@ -225,3 +225,20 @@ def test_cli_creates_a_secure_sum_task_and_prints_only_the_sum(net) -> None:
     assert f'"persons": {sum(SITES.values())}' in r.output and '"persons": 60' not in r.output
     r = runner.invoke(app, ["task", "result", task_id, "--json"], env=env)
     assert r.exit_code == 0 and '"sum_over"' in r.output, r.output
+
+
+def test_a_secure_sum_with_an_offline_node_fails_at_once_naming_it(net, fed) -> None:
+    """A secure sum needs every node's answer: asking one the hub lists as offline would wait for it until the
+    timeout (ten minutes by default), so the client refuses at once and says what to do."""
+    root = net.root()
+    reg = root.request("POST", "/api/nodes", json={"name": "FI", "organization_id": net.nodes["DK"].organization_id,
+                                                   "collaboration_id": net.collaboration_id})
+    try:
+        started = time.monotonic()
+        with pytest.raises(AlgorithmError) as exc:
+            HubFederation(net.client, net.collaboration_id, timeout=60).aggregate("nordfed.count", {})
+        assert exc.value.site == "FI" and "FI is offline" in exc.value.message and "--sites" in exc.value.message
+        assert time.monotonic() - started < 10
+    finally:
+        root.delete_node(reg["id"])
+    assert fed.aggregate("nordfed.count", {})["persons"] == sum(SITES.values())

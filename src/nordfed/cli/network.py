@@ -312,16 +312,20 @@ def task_result(
 
 def _print_sum(rows: list[Any], as_json: bool) -> None:
     """A secure-sum task's result: the sum over its nodes (no node's own result can be read)."""
+    from nordfed.client.api import FINISHED
     from nordfed.fed import wire
     from nordfed.privacy.secure_sum import SecureSumError, unmask_sum
 
     missing = [r for r in rows if r.status != "completed"]
     if missing:
         for r in missing:
-            console.rule(f"{r.node_name}: {r.status}")
-            console.print(r.log, highlight=False, markup=False)
-        _fail(f"the sum cannot be read: {', '.join(r.node_name for r in missing)} did not complete "
-              "(every node's masked result is needed)")
+            err.rule(f"{r.node_name}: {r.status}")
+            err.print(r.log, highlight=False, markup=False)
+        waiting = [r.node_name for r in missing if r.status not in FINISHED]
+        _fail(f"the sum cannot be read yet: {', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} not "
+              "answered (a node that is down answers when it starts again)" if waiting else
+              f"the sum cannot be read: {', '.join(r.node_name for r in missing)} did not complete (every node's "
+              "masked result is needed)")
     try:
         total = unmask_sum([r.value for r in rows])
     except SecureSumError as exc:
@@ -329,6 +333,8 @@ def _print_sum(rows: list[Any], as_json: bool) -> None:
     if as_json:
         console.print_json(wire.encode({"sum_over": [r.node_name for r in rows], "result": total}).decode())
         return
+    if len(rows) == 1:  # what a sum over one node is: its own numbers
+        err.print(f"note: a sum over one node is {rows[0].node_name}'s own result", highlight=False)
     console.rule(f"sum over {', '.join(r.node_name for r in rows)} (secure aggregation)")
     console.print_json(wire.encode(total).decode())
 

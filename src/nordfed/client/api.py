@@ -50,6 +50,16 @@ class NotLoggedIn(HubError):
     """The hub refused the session (HTTP 401 on the bearer token): never logged in, logged out, expired or revoked."""
 
 
+class NodeOfflineError(ValueError):
+    """A secure sum asked of nodes the hub lists as offline: it would wait for them until its timeout."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        super().__init__(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} offline, and a secure sum needs "
+                         "every node's result (its masks cancel only in the full sum): start the node, or leave it "
+                         "out (nordfed task create -n NODE_ID ..., nordfed study run --sites ...)")
+
+
 def hub_base_url(url: str) -> str:
     """The hub's base URL as the client keeps it: ``http(s)://host[:port]`` without a trailing ``/`` or ``/api``
     (the hub's startup banner and API paths name the ``/api`` URL, so both forms are accepted).
@@ -272,12 +282,16 @@ class Client:
         the encryption keys pinned here."""
         name, version, code_hash = _algorithm_ref(algorithm)
         me = self.identity
-        listing = self.nodes(collaboration_id, max_age_s=60.0)
+        # a secure sum needs every node's answer: their status must be recent, the keys may be older
+        listing = self.nodes(collaboration_id, max_age_s=5.0 if secure_sum else 60.0)
         if node_ids is not None and not set(node_ids) <= {n["id"] for n in listing if n.get("encryption_key")}:
             listing = self.nodes(collaboration_id)  # a node we have not seen (or without keys yet): refresh
         nodes = [n for n in listing if node_ids is None or n["id"] in node_ids]
         if not nodes:
             raise ValueError(f"collaboration {collaboration_id} has no matching nodes")
+        offline = [n["name"] for n in nodes if n.get("status") == "offline"]
+        if secure_sum and offline:
+            raise NodeOfflineError(offline)
         payload = {"nonce": secrets.token_hex(16), "algorithm": name, "version": version, "code_hash": code_hash,
                    "params": b64(wire.encode(dict(params))),
                    "username": self.user.get("username"), "organization_id": self.user.get("organization_id"),

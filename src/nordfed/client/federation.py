@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nordfed.client.api import FINISHED, Client, RunResult
+from nordfed.client.api import FINISHED, Client, NodeOfflineError, RunResult
 from nordfed.fed.protocol import AlgorithmError, Federation
 from nordfed.privacy.secure_sum import SecureSumError, unmask_sum
 
@@ -56,8 +56,11 @@ class HubFederation(Federation):
         for s in wanted:
             if s not in ids:
                 raise AlgorithmError(s, "no such site in this federation")
-        task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted],
-                                       study_id=self.study_id, secure_sum=secure_sum)
+        try:
+            task = self.client.create_task(self.collaboration_id, name, params, node_ids=[ids[s] for s in wanted],
+                                           study_id=self.study_id, secure_sum=secure_sum)
+        except NodeOfflineError as exc:
+            raise AlgorithmError(exc.names[0], str(exc)) from exc
         self.last_task_id = task["id"]
         try:
             results = self._finished_results(task["id"])

@@ -441,8 +441,8 @@ class NodeRuntime:
         try:
             peers = masking.peers_of(signed)
             if peers is None:
-                return (f"this node releases {signed['algorithm']} only under secure aggregation (a sum over "
-                        "nodes: Federation.aggregate)") if required else None
+                return (f"this node releases {signed['algorithm']} only under secure aggregation, as a sum over "
+                        "nodes (nordfed task create --secure-sum; in code Federation.aggregate)") if required else None
             assert self.session is not None
             min_sites = pol.secure_aggregation_min_sites if required else 1
             try:  # the listing a moment ago serves a fit's rounds; any key it lacks is looked up afresh
