@@ -67,7 +67,8 @@ def _summary(results: dict[str, Any], html: Path, js: Path) -> None:
         for site, r in ev["per_site"].items():
             ext = (results.get("external") or {}).get(site)
             ext_txt = (f", external (trained on the others) {ext['evaluation']['auroc']:.3f}"
-                       if isinstance(ext, dict) and "evaluation" in ext else "")
+                       if isinstance(ext, dict) and "evaluation" in ext else
+                       ", external n/a (the report says why)" if isinstance(ext, dict) and "error" in ext else "")
             auc = r.get("auroc")
             con.print(f"  {site}: AUROC {auc:.3f}{ext_txt}" if auc is not None else f"  {site}: AUROC n/a")
         top = [(k, v) for k, v in results["model"]["named"].items() if k != "(Intercept)"][:8]

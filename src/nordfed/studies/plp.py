@@ -276,14 +276,23 @@ def run_plp(spec: PlpStudy, fed: Federation, truth_files: dict[str, Any] | None 
 
 def _leave_one_site_out(fed: Federation, covariates: list[str], dataset: dict[str, Any], lam: float,
                         alpha: float) -> dict[str, Any]:
-    res = {}
+    res: dict[str, Any] = {}
     for site in fed.sites:
         others = [s for s in fed.sites if s != site]
-        fit = fit_lasso(fed, covariates, OUTCOME, lam=lam, alpha=alpha, dataset=dataset, sites=others,
-                        tol=1e-7, max_iter=50)
-        ev = evaluate(fed, fit, OUTCOME, dataset=dataset, sites=[site], age_column="age", sex_column="sex")
-        roc = scored(fed, fit.to_model(), dataset, [site], smooth=True)[site]
+        step = f"training on {', '.join(others)}"
+        # one held-out site that cannot be validated (a refusal, too few rows) leaves the others' results
+        try:
+            fit = fit_lasso(fed, covariates, OUTCOME, lam=lam, alpha=alpha, dataset=dataset, sites=others,
+                            tol=1e-7, max_iter=50)
+            step = f"evaluating at {site}"
+            ev = evaluate(fed, fit, OUTCOME, dataset=dataset, sites=[site], age_column="age", sex_column="sex")
+            roc = scored(fed, fit.to_model(), dataset, [site], smooth=True)[site]
+        except (AlgorithmError, ValueError) as exc:
+            res[site] = {"trained_on": others, "error": f"{step}: {exc}"}
+            continue
         res[site] = {"trained_on": others, "evaluation": ev.to_dict(), "roc": roc}
+    if all("error" in r for r in res.values()):  # nothing to show: one note for the report, as before
+        raise AlgorithmError("all", "; ".join(f"held out {s}: {r['error']}" for s, r in res.items()))
     return res
 
 

@@ -85,6 +85,9 @@ def _external(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], 
         notes.append(f"Leave-one-site-out validation not available: {ext['error']}")
     elif ext:
         for site, r in ext.items():
+            if "error" in r:
+                notes.append(f"{site} held out (trained on {', '.join(r['trained_on'])}): not available: {r['error']}")
+                continue
             label = f"{site} (trained on {', '.join(r['trained_on'])})"
             rows[label] = r["evaluation"]
             rocs[site] = r["roc"]
