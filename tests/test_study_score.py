@@ -28,7 +28,14 @@ from nordfed.omop.store import open_cdm
 from nordfed.studies import run_study
 from nordfed.studies.partials import study_dataset
 from nordfed.studies.plp import OUTCOME, study_params
-from nordfed.studies.score import check_results, load_results, risk_groups_of, score_patients, scoring_params
+from nordfed.studies.score import (
+    MIN_CONTRIBUTION,
+    check_results,
+    load_results,
+    risk_groups_of,
+    score_patients,
+    scoring_params,
+)
 from nordfed.studies.sites import duckdb_url, open_sites
 from nordfed.studies.spec import PlpStudy, load_spec
 
@@ -130,7 +137,7 @@ def test_reasons_are_the_largest_positive_contributions(study: tuple[PlpStudy, d
     for r in scores.itertuples():
         x = own.loc[(r.person_id, r.cohort_start_date), [str(c) for c in ids]].to_numpy(dtype=float)
         contrib = np.where(x != 0, coef * (x - mean), 0.0)
-        expected = sorted((j for j in range(len(ids)) if contrib[j] > 0), key=lambda j: -contrib[j])[:3]
+        expected = sorted((j for j in range(len(ids)) if contrib[j] >= MIN_CONTRIBUTION), key=lambda j: -contrib[j])[:3]
         got = r.reason_details
         assert [d["covariate_id"] for d in got] == [ids[j] for j in expected]
         for d, j in zip(got, expected, strict=True):
@@ -143,6 +150,13 @@ def test_reasons_are_the_largest_positive_contributions(study: tuple[PlpStudy, d
         assert r.reasons.count("(+") == len(got)
         checked += bool(got)
     assert checked > 100
+    # age and sex as the study's demographic tables count them (index year minus year of birth)
+    with open_cdm(_site_url(spec, "SE")) as cdm:
+        people = cdm.query("SELECT person_id, year_of_birth, gender_concept_id FROM person").set_index("person_id")
+    assert (scores["age"].to_numpy() == np.array([d.year for d in scores["cohort_start_date"]])
+            - people["year_of_birth"].reindex(scores["person_id"]).to_numpy()).all()
+    sexes = people["gender_concept_id"].reindex(scores["person_id"]).map({8507: "male", 8532: "female"})
+    assert (scores["sex"].to_numpy() == sexes.fillna("unknown").to_numpy()).all()
     # measured against the average patient: what every patient has alike is nobody's reason (from 0, sodium
     # at about 138 would be everybody's)
     everyone = [c for c, m in zip(ids, mean, strict=True) if m and (own[str(c)].to_numpy() == m).all()]
@@ -197,8 +211,8 @@ def test_a_cdm_without_the_cohort_gives_an_empty_list_with_a_message(
     spec, results, _, _ = study
     with open_cdm(duckdb_url(tmp_path / "empty.duckdb"), create=True) as cdm:
         scores = score_patients(spec, results, cdm)
-    assert scores.empty and list(scores.columns)[:5] == ["person_id", "cohort_start_date", "risk", "risk_group",
-                                                         "bundle"]
+    assert scores.empty and list(scores.columns)[:7] == ["person_id", "cohort_start_date", "age", "sex", "risk",
+                                                         "risk_group", "bundle"]
     assert "no entries of the study's target cohort" in scores.attrs["message"]
 
 

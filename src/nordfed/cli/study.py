@@ -251,12 +251,16 @@ def score(
 
 
 def _score_table(scores: Any, show: int) -> None:
+    import pandas as pd
+
     if scores.empty:
         return
     shown = scores if not show else scores.head(show)
     t = Table(title=f"highest risk first ({len(shown)} of {len(scores)})" if len(shown) < len(scores) else None)
     t.add_column("person", justify="right", no_wrap=True)
     t.add_column("entry", no_wrap=True)
+    t.add_column("age", justify="right", no_wrap=True)
+    t.add_column("sex", no_wrap=True)
     t.add_column("risk", justify="right", no_wrap=True)
     t.add_column("group", justify="right")
     t.add_column("bundle", max_width=22)  # the reasons get the rest of the width
@@ -264,7 +268,8 @@ def _score_table(scores: Any, show: int) -> None:
     for r in shown.itertuples(index=False):
         reasons = "\n".join(f"{d['contribution']:+.2f} {d['name']}"
                             + (f" = {d['value']:.4g}" if d["value"] is not None else "") for d in r.reason_details)
-        t.add_row(str(r.person_id), str(r.cohort_start_date), f"{100 * r.risk:.1f} %", str(r.risk_group),
+        t.add_row(str(r.person_id), str(r.cohort_start_date), "" if pd.isna(r.age) else str(r.age), r.sex,
+                  f"{100 * r.risk:.1f} %", str(r.risk_group),
                   escape(r.bundle), escape(reasons))
     Console().print(t)
 

@@ -27,11 +27,15 @@ from nordfed.features import analyses as A
 from nordfed.features.covariates import analysis_of, covariate_ref
 from nordfed.features.design import plp_dataset, study_data
 from nordfed.fed.lasso_site import linear_predictor
+from nordfed.omop.characterization import sex_label
 from nordfed.omop.store import CDM
 from nordfed.studies.plp import study_params
 from nordfed.studies.spec import PlpStudy
 
-COLUMNS = ["person_id", "cohort_start_date", "risk", "risk_group", "bundle", "reasons", "reason_details"]
+COLUMNS = ["person_id", "cohort_start_date", "age", "sex", "risk", "risk_group", "bundle", "reasons",
+           "reason_details"]
+#: a smaller contribution to the log-odds (a few percent on the odds) is not named as a reason
+MIN_CONTRIBUTION = 0.05
 #: what a reason's contribution is measured against (the HTML list and the CLI say it too)
 REFERENCE = ("contributions to the log-odds relative to the average patient of this site's cohort, among what the "
              "patient has recorded: coefficient × (the patient's covariate − its mean over the cohort), as the "
@@ -157,7 +161,7 @@ def _reasons(x: np.ndarray, coef: np.ndarray, mean: np.ndarray, ids: list[int], 
     out: list[list[dict[str, Any]]] = []
     for row in range(len(x)):
         c = contrib[row]
-        order = [j for j in np.argsort(-c, kind="stable")[:top] if c[j] > 0]
+        order = [j for j in np.argsort(-c, kind="stable")[:top] if c[j] >= MIN_CONTRIBUTION]
         out.append([{"covariate_id": ids[j], "name": names.get(ids[j], f"covariate {ids[j]}"),
                      # the patient's own value (not the normalised one) where the covariate has a value
                      "value": float(f"{x[row, j] * scale[j]:.12g}") if valued[j] else None,
@@ -239,9 +243,16 @@ def score_patients(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, since: 
     details = _reasons(rows[columns].to_numpy(dtype=float), np.asarray(model["coef"], dtype=float),
                        frame[columns].to_numpy(dtype=float).mean(axis=0), ids, covariate_names(results, cdm), scale,
                        valued, top)
+    people = cdm.query("SELECT person_id, year_of_birth, gender_concept_id FROM person WHERE person_id IN ("
+                       + ", ".join(str(int(p)) for p in rows["subject_id"].unique()) + ")").set_index("person_id")
+    person_ids = rows["subject_id"].astype(np.int64).to_numpy()
+    born = people["year_of_birth"].reindex(person_ids).to_numpy(dtype=float)
     out = pd.DataFrame({
-        "person_id": rows["subject_id"].astype(np.int64).to_numpy(),
+        "person_id": person_ids,
         "cohort_start_date": starts[keep].dt.date.to_numpy(),
+        # as the study's age groups count it: index year minus year of birth
+        "age": pd.array(starts[keep].dt.year.to_numpy() - born, dtype="Int64"),
+        "sex": [sex_label(g) for g in people["gender_concept_id"].reindex(person_ids)],
         "risk": risk,
         "risk_group": group.astype(int),
         "bundle": [bundles[g - 1] for g in group],
@@ -291,10 +302,12 @@ def mdt_report(scores: pd.DataFrame, results: Mapping[str, Any], site: str, synt
     sec = report.add_section("Patients", "Highest predicted risk first.")
     if scores.attrs.get("message"):
         sec.add_note(str(scores.attrs["message"]))
-    cols = [Column("person_id", "Person"), Column("cohort_start_date", "Entry"),
+    cols = [Column("person_id", "Person"), Column("cohort_start_date", "Cohort entry"), Column("age", "Age"),
+            Column("sex", "Sex"),
             Column("risk", "Risk", "percent", 3), Column("risk_group", "Group"), Column("bundle", "Bundle"),
             Column("reasons", "Main reasons (contribution to the log-odds)")]
     rows = [{**r, "person_id": str(r["person_id"]), "cohort_start_date": str(r["cohort_start_date"]),
+             "age": "" if pd.isna(r["age"]) else str(r["age"]),
              "risk_group": str(r["risk_group"]), "reasons": r["reasons"] or "none above the reference"}
             for r in scores.drop(columns="reason_details").to_dict("records")]
     sec.add_table(Table(cols, rows, f"{len(scores)} patients"))
@@ -303,6 +316,11 @@ def mdt_report(scores: pd.DataFrame, results: Mapping[str, Any], site: str, synt
     how.add_text("Risk groups by predicted risk: " + "; ".join(
         f"group {i + 1} ({bundles[i]}): {100 * bounds[i]:.1f} % to {100 * bounds[i + 1]:.1f} %"
         for i in range(len(bundles))) + ".")
-    how.add_text(f"Reasons are the covariates with the largest {REFERENCE}. A value after '=' is the patient's own "
-                 "measured value.")
+    how.add_text("Each row is an entry of the study's target cohort: the cohort entry date is its index date (for a "
+                 "surgery cohort, the operation), and the covariates are those recorded up to it. The cut-offs are "
+                 "the study's, over all its sites' patients; one site's or one period's patients need not split "
+                 "evenly between the groups.")
+    how.add_text(f"Reasons are the covariates with the largest {REFERENCE}; contributions below "
+                 f"{MIN_CONTRIBUTION:g} are not named. A value after '=' is the patient's own measured value. 'Long "
+                 "term' covers the year before the cohort entry, 'short term' the 30 days before it.")
     return report
