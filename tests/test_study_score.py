@@ -261,8 +261,8 @@ def test_cli_prints_the_list_and_writes_csv_and_html(study: tuple[PlpStudy, dict
     assert "Synthetic data" in text  # the demo's sites are synthetic: the page says so
 
 
-@pytest.mark.parametrize("case", ["other study", "missing results", "bad date", "no site", "unknown site",
-                                  "not a CDM"])
+@pytest.mark.parametrize("case", ["other study", "missing results", "bad date", "at without person", "no site",
+                                  "unknown site", "not a CDM"])
 def test_cli_bad_input_exits_2_with_a_clear_message(study: tuple[PlpStudy, dict[str, Any], Path, Path],
                                                     tmp_path: Path, case: str) -> None:
     spec, _, path, js = study
@@ -277,6 +277,9 @@ def test_cli_bad_input_exits_2_with_a_clear_message(study: tuple[PlpStudy, dict[
     elif case == "bad date":
         args += ["--since", "2022-13-01"]
         expected = "--since: '2022-13-01' is not a date"
+    elif case == "at without person":
+        args += ["--at", "2023-01-01"]
+        expected = "--at scores the persons given with --person as of that date"
     elif case == "no site":
         args = args[:3]
         expected = "give --cdm URL (the site's CDM) or --site (one of the study's sites: DK, SE)"
@@ -294,3 +297,24 @@ def test_cli_bad_input_exits_2_with_a_clear_message(study: tuple[PlpStudy, dict[
     # long paths wrap anywhere at the console width: compared without white space
     assert "".join(expected.split()) in "".join(res.output.split())
     assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+
+
+def test_scoring_as_of_a_date_equals_the_cohort_entry_on_that_date(
+        study: tuple[PlpStudy, dict[str, Any], Path, Path]) -> None:
+    """--at scores persons as if they entered the cohort that day (a planned operation): on the day of their
+    recorded entry it gives exactly the list's risk and reasons."""
+    from nordfed.studies.score import score_at
+
+    spec, results, _, _ = study
+    with open_cdm(_site_url(spec, "DK")) as cdm:
+        listed = score_patients(spec, results, cdm)
+        sample = listed.iloc[[0, len(listed) // 2, len(listed) - 1]]
+        for r in sample.itertuples():
+            [got] = score_at(spec, results, cdm, [r.person_id], r.cohort_start_date).itertuples()
+            assert got.risk == pytest.approx(r.risk, rel=1e-12) and got.risk_group == r.risk_group
+            assert [d["covariate_id"] for d in got.reason_details] == [d["covariate_id"] for d in r.reason_details]
+        # a day earlier the same person may have less recorded, never another person's numbers
+        first = sample.iloc[0]
+        before = score_at(spec, results, cdm, [first.person_id, 10**9], first.cohort_start_date - dt.timedelta(1))
+    assert list(before["person_id"]) == [first.person_id] and before["age"].iat[0] == first.age
+    assert "person(s) 1000000000 not in this CDM's person table" in before.attrs["message"]

@@ -169,6 +169,9 @@ def score(
         show_default=False)] = None,
     since: Annotated[str | None, typer.Option("--since", help="only cohort entries on or after this date "
                                                                "(YYYY-MM-DD)", show_default=False)] = None,
+    at: Annotated[str | None, typer.Option("--at", help="score --person as of this date (YYYY-MM-DD), e.g. a planned "
+                                                      "operation, whether or not they are in the cohort yet",
+                                           show_default=False)] = None,
     person: Annotated[list[int] | None, typer.Option("--person", help="only this person id (repeatable)",
                                                      show_default=False)] = None,
     top: Annotated[int, typer.Option("--top", min=0, help="reasons per patient")] = 3,
@@ -189,6 +192,7 @@ def score(
         ResultsError,
         load_results,
         mdt_report,
+        score_at,
         score_patients,
         summary_line,
         to_csv,
@@ -209,6 +213,12 @@ def score(
         start = dt.date.fromisoformat(since) if since is not None else None
     except ValueError:
         _fail(f"--since: {since!r} is not a date (give YYYY-MM-DD, e.g. 2022-01-01)", 2)
+    try:
+        when = dt.date.fromisoformat(at) if at is not None else None
+    except ValueError:
+        _fail(f"--at: {at!r} is not a date (give YYYY-MM-DD, e.g. 2024-03-01)", 2)
+    if when is not None and (not person or start is not None):
+        _fail("--at scores the persons given with --person as of that date (and takes no --since)", 2)
     _writable(out, "--out")
     _writable(html, "--html")
     if cdm is None and site is None:
@@ -222,7 +232,8 @@ def score(
     started = time.monotonic()
     try:
         with handle:
-            scores = score_patients(study, res, handle, since=start, persons=person, top=top)
+            scores = score_at(study, res, handle, person or [], when, top=top) if when is not None else \
+                score_patients(study, res, handle, since=start, persons=person, top=top)
     except CDMError as exc:  # not an OMOP CDM, or one without the tables the cohort needs
         _fail(f"{redacted(url)}: {exc}", 2)
     except ValueError as exc:  # a cohort definition or setting this CDM cannot apply
@@ -245,7 +256,8 @@ def score(
             synthetic = truth_path_for(url).exists()
         except CDMError:
             synthetic = False
-        what = f"site {name}" + (f", cohort entries since {start.isoformat()}" if start else "")
+        what = f"site {name}" + (f", cohort entries since {start.isoformat()}" if start else "") + (
+            f", scored as of {when.isoformat()}" if when else "")
         report = mdt_report(scores, res, name, synthetic, what)
         con.print(f"MDT list: {report.write(html)}", highlight=False)
 

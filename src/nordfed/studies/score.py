@@ -24,8 +24,8 @@ import pandas as pd
 from scipy.special import expit
 
 from nordfed.features import analyses as A
-from nordfed.features.covariates import analysis_of, covariate_ref
-from nordfed.features.design import plp_dataset, study_data
+from nordfed.features.covariates import CovariateSettings, analysis_of, covariate_ref, extract_covariates
+from nordfed.features.design import StudyData, design_frame, plp_dataset, study_data
 from nordfed.fed.lasso_site import linear_predictor
 from nordfed.omop.characterization import sex_label
 from nordfed.omop.store import CDM
@@ -228,7 +228,43 @@ def score_patients(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, since: 
                                                                           if since is not None else ""))
     if not keep.any():
         return _empty("; ".join(notes) or "no cohort entry left after the filters")
+    columns = [str(c) for c in results["model"]["covariates"]]
+    return _scored(frame, keep, results, cdm, frame[columns].to_numpy(dtype=float).mean(axis=0), top, notes)
+
+
+def score_at(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, persons: Iterable[int], at: dt.date,
+             top: int = 3) -> pd.DataFrame:
+    """As :func:`score_patients`, for ``persons`` as if they entered the study's cohort on ``at`` (a planned
+    operation, before it happens): the study's covariates as recorded up to ``at``, whatever the cohort says of
+    them. Reasons are measured against the site's cohort average as in :func:`score_patients` (against the
+    persons scored when this CDM has no cohort entries)."""
+    params = scoring_params(spec, results)
+    wanted = sorted({int(p) for p in persons})
+    if not wanted:
+        return _empty("no person given to score")
+    found = cdm.query("SELECT person_id FROM person WHERE person_id IN (" + ", ".join(map(str, wanted)) + ")")
+    ids = sorted(int(p) for p in found["person_id"])
+    notes = [f"person(s) {', '.join(map(str, sorted(set(wanted) - set(ids))))} not in this CDM's person table"] \
+        if len(ids) < len(wanted) else []
+    if not ids:
+        return _empty("; ".join(notes))
+    population = pd.DataFrame({"row_id": np.arange(1, len(ids) + 1, dtype=np.int64), "subject_id": ids,
+                               "cohort_start_date": pd.Timestamp(at), "outcome": 0, "time_at_risk": 0.0,
+                               "days_to_event": np.nan})
+    covariates = extract_covariates(cdm, population, CovariateSettings.from_dict(params.get("covariates")))
+    frame = design_frame(StudyData(population, pd.DataFrame(), covariates), params["covariate_ids"],
+                         params["max_values"])
+    columns = [str(c) for c in results["model"]["covariates"]]
+    cohort = plp_dataset(cdm, params)
+    reference = (cohort if len(cohort) else frame)[columns].to_numpy(dtype=float).mean(axis=0)
+    return _scored(frame, np.ones(len(frame), dtype=bool), results, cdm, reference, top, notes)
+
+
+def _scored(frame: pd.DataFrame, keep: np.ndarray, results: Mapping[str, Any], cdm: CDM, reference: np.ndarray,
+            top: int, notes: list[str]) -> pd.DataFrame:
+    """The list for ``frame``'s rows in ``keep``: risk, group, bundle, reasons against ``reference``, age, sex."""
     model = results["model"]
+    starts = pd.to_datetime(frame["index_date"])
     # every row of the population, then the filter: a matrix product over fewer rows may round differently, and
     # a patient's risk must not depend on who else is on the list
     risk = expit(linear_predictor(frame, model))[keep]
@@ -240,9 +276,8 @@ def score_patients(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, since: 
     scale = np.array([max_values.get(c, 1.0) for c in ids])
     valued = np.isin(analysis_of(np.asarray(ids, dtype=np.int64)), list(A.CONTINUOUS))
     columns = [str(c) for c in ids]
-    details = _reasons(rows[columns].to_numpy(dtype=float), np.asarray(model["coef"], dtype=float),
-                       frame[columns].to_numpy(dtype=float).mean(axis=0), ids, covariate_names(results, cdm), scale,
-                       valued, top)
+    details = _reasons(rows[columns].to_numpy(dtype=float), np.asarray(model["coef"], dtype=float), reference, ids,
+                       covariate_names(results, cdm), scale, valued, top)
     people = cdm.query("SELECT person_id, year_of_birth, gender_concept_id FROM person WHERE person_id IN ("
                        + ", ".join(str(int(p)) for p in rows["subject_id"].unique()) + ")").set_index("person_id")
     person_ids = rows["subject_id"].astype(np.int64).to_numpy()
