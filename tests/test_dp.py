@@ -122,3 +122,19 @@ def test_a_site_that_requires_dp_refuses_exact_results_and_algorithms_without_it
     with pytest.raises(AlgorithmError) as exc:
         fed.run("nordfed.count", {"dp": {"epsilon": 50}}, sites=["DK"])
     assert "dp.epsilon must be" in exc.value.message
+
+
+def test_the_cli_exits_1_when_a_node_refused_and_says_where_to_look(net) -> None:
+    from typer.testing import CliRunner
+
+    from nordfed.cli import app
+
+    net.client.save_state()  # the network's researcher, logged in, for the CLI
+    env = {"NORDFED_HOME": str(net.workdir / "client-home"), "COLUMNS": "200"}
+    runner = CliRunner()
+    r = runner.invoke(app, ["task", "create", "-c", str(net.collaboration_id), "-a", "nordfed.count", "-n",
+                            str(net.nodes["SE"].id)], env=env)
+    assert r.exit_code == 1 and "SE refused" in r.output and "nordfed task result" in r.output, r.output
+    task_id = r.output.split("task ")[1].split()[0]
+    r = runner.invoke(app, ["task", "result", task_id], env=env)
+    assert r.exit_code == 1 and "only under differential privacy" in r.output, r.output

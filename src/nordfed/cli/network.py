@@ -267,6 +267,16 @@ def task_create(
             console.print(_run_table(task))
     except (HubError, VerificationError, KeyError, ValueError, TimeoutError) as exc:  # a changed node key too
         _fail(str(exc))
+    if wait:
+        _fail_unless_completed(task["id"], [(r.get("node_name") or str(r["node_id"]), r["status"])
+                                            for r in task["runs"]])
+
+
+def _fail_unless_completed(task_id: int, runs: list[tuple[str, str]]) -> None:
+    """Exit 1 when a node refused or failed its run, so that scripts can tell (the table or results say why)."""
+    bad = [f"{name} {status}" for name, status in runs if status != "completed"]
+    if bad:
+        _fail(f"task {task_id}: {', '.join(bad)} (`nordfed task result {task_id}` shows why)")
 
 
 @task_app.command("status")
@@ -301,13 +311,15 @@ def task_result(
     if as_json:
         data = {r.node_name: {"status": r.status, "result": r.value, "log": r.log} for r in rows}
         console.print_json(wire.encode(data).decode())
-        return
-    for r in rows:
-        console.rule(f"{r.node_name}: {r.status}")
-        if r.status == "completed":
-            console.print_json(wire.encode(r.value).decode())
-        else:
-            console.print(r.log, highlight=False, markup=False)
+    else:
+        for r in rows:
+            console.rule(f"{r.node_name}: {r.status}")
+            if r.status == "completed":
+                console.print_json(wire.encode(r.value).decode())
+            else:
+                console.print(r.log, highlight=False, markup=False)
+    if any(r.status != "completed" for r in rows):  # the results above say why; the exit code tells a script
+        raise typer.Exit(1)
 
 
 def _print_sum(rows: list[Any], as_json: bool) -> None:
