@@ -165,6 +165,7 @@ def admin_commands_work_against(url: str, base: str) -> None:
         app, ["hub", "register-node", "ouh", "--organization-id", "2", "--collaboration-id", "1", *auth]
     )
     assert node.exit_code == 0, node.output
+    assert "written to standard output, not shown here" in " ".join(node.stderr.split())  # redirected: says where
     api_key = node.stdout.strip().splitlines()[-1]
     assert httpx.post(f"{base}/token/node", json={"api_key": api_key}).json()["name"] == "ouh"
     wrong = runner.invoke(app, ["hub", "create-organization", "X", "SE", "--url", url, "--password", "nope-nope"])

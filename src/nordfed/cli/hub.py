@@ -275,7 +275,9 @@ def register_node(
     """Register a node and print its api key (shown once; the hub keeps only a hash)."""
     body = {"name": name, "organization_id": organization_id, "collaboration_id": collaboration_id}
     node = _admin_call(url, username, password, "/nodes", body)
-    err.print(f"node {node['name']!r} registered (id {node['id']}); its api key, shown only now:")
+    # redirected (> api.key), the key goes to the file and the terminal should not seem to show nothing
+    where = ":" if sys.stdout.isatty() else " (written to standard output, not shown here)"
+    err.print(f"node {node['name']!r} registered (id {node['id']}); its api key, shown only now{where}")
     typer.echo(node["api_key"])
 
 
