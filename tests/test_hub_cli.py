@@ -143,6 +143,12 @@ def admin_commands_work_against(url: str, base: str) -> None:
     assert again.exit_code == 1 and "already exists" in again.output
     collab = runner.invoke(app, ["hub", "create-collaboration", "crc", "--organization-id", "2", *auth])
     assert collab.exit_code == 0 and "(id 1)" in collab.output, collab.output
+    grown = runner.invoke(app, ["hub", "update-collaboration", "1", "--add-organization-id", "3", *auth])
+    assert grown.exit_code == 0 and "organizations 2, 3" in grown.output, grown.output
+    idle = runner.invoke(app, ["hub", "update-collaboration", "1", *auth])
+    assert idle.exit_code == 2 and "nothing to change" in idle.output, idle.output
+    unknown = runner.invoke(app, ["hub", "update-collaboration", "1", "--add-organization-id", "99", *auth])
+    assert unknown.exit_code == 1 and "Traceback" not in unknown.output, unknown.output
     user = runner.invoke(
         app,
         [

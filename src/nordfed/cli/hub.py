@@ -263,6 +263,28 @@ def create_collaboration(
     typer.echo(f"collaboration {collab['name']!r} created (id {collab['id']})")
 
 
+@hub_app.command("update-collaboration")
+def update_collaboration(
+    collaboration_id: Annotated[int, typer.Argument(help="Collaboration id.")],
+    add: Annotated[list[int] | None, typer.Option("--add-organization-id", help="Organization to add (repeatable).")]
+    = None,
+    remove: Annotated[list[int] | None, typer.Option(
+        "--remove-organization-id", help="Organization to remove (repeatable); its nodes here are disabled.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+    url: UrlOption = "http://127.0.0.1:7700",
+    username: UserOption = "root",
+    password: PasswordOption = ...,
+) -> None:
+    """Add organizations to a collaboration, remove them, or rename it (root or collaboration_admin)."""
+    body = {k: v for k, v in (("add_organization_ids", add), ("remove_organization_ids", remove), ("name", name))
+            if v}
+    if not body:
+        _fail("nothing to change: give --add-organization-id, --remove-organization-id or --name", 2)
+    collab = _admin_call(url, username, password, f"/collaborations/{collaboration_id}", body, method="PATCH")
+    typer.echo(f"collaboration {collab['name']!r} (id {collab['id']}): organizations "
+               f"{', '.join(map(str, collab['organization_ids']))}")
+
+
 @hub_app.command("register-node")
 def register_node(
     name: Annotated[str, typer.Argument(help="Node name, unique in its collaboration.")],
