@@ -133,7 +133,7 @@ def test_private_characterization_has_fixed_cells_unbiased_noise_and_no_top_conc
     for r in draws:
         assert len(r["age_sex"]) == 19 * 3 and [y for y, _ in r["observation_years"]] == \
             list(range(MAX_PRIVATE_YEARS + 1))
-        assert r["top"] == {} and r["dp"] == {"epsilon": 1.5}
+        assert r["top"] == {} and r["dp"] == "epsilon 1.5, discrete Laplace noise"
     totals = np.array([r["persons"] for r in draws], dtype=float)
     a = math.exp(-1.5 / 3)
     sd = math.sqrt(2 * a / (1 - a) ** 2)

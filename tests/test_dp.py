@@ -59,6 +59,10 @@ def test_a_private_count_is_noisy_and_unbiased_and_other_algorithms_refuse() -> 
     fed = _federation()
     exact = fed.run("nordfed.count", {})["DK"]
     noisy = [fed.run("nordfed.count", {"dp": {"epsilon": 1.0}})["DK"] for _ in range(400)]
+    assert "dp" not in exact and {r["dp"] for r in noisy} == {"epsilon 1, discrete Laplace noise"}  # says so
+    # a secure sum keeps the label (text is the same at every site) and adds the noisy counts up
+    two = InProcessFederation.from_frames({s: fed._sites["DK"].frames["default"] for s in ("A", "B")})
+    assert two.aggregate("nordfed.count", {"dp": {"epsilon": 1.0}})["dp"] == "epsilon 1, discrete Laplace noise"
     totals = np.array([r["persons"] for r in noisy])
     assert (totals != exact["persons"]).mean() > 0.3
     assert abs(totals.mean() - exact["persons"]) < 0.5  # sd of the mean 2.8/sqrt(400) = 0.14

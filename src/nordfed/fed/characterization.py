@@ -26,7 +26,7 @@ from nordfed.fed.protocol import Federation, SiteData, algorithm
 from nordfed.omop import characterization as ch
 from nordfed.omop import dq
 from nordfed.privacy.disclosure import DisclosureError, suppress_cells_of_total, suppress_counts
-from nordfed.privacy.dp import noisy_counts, requested_epsilon
+from nordfed.privacy.dp import label, noisy_counts, requested_epsilon
 
 if TYPE_CHECKING:
     from nordfed.omop.store import CDM
@@ -129,7 +129,7 @@ def _private(cdm: CDM, data: SiteData, epsilon: float) -> dict[str, Any]:
         "observation_years": [[y, n] for y, n in sorted(kept_years.items())],
         "top": {},
         "min_cell_count": data.policy.min_cell_count,
-        "dp": {"epsilon": epsilon},
+        "dp": label(epsilon),
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from nordfed.fed.protocol import SiteData, algorithm
 from nordfed.privacy.disclosure import require_min_rows, suppress_cells_of_total
-from nordfed.privacy.dp import noisy_counts, requested_epsilon
+from nordfed.privacy.dp import label, noisy_counts, requested_epsilon
 
 #: OMOP standard gender concepts
 GENDER = {8507: "male", 8532: "female"}
@@ -40,7 +40,8 @@ def count_by_sex(data: SiteData, params: dict[str, Any]) -> dict[str, Any]:
         total, *cells = noisy_counts([total, *(by_sex[k] for k in keys)], epsilon, sensitivity=2)
         by_sex = dict(zip(keys, cells, strict=True))
     # the total is released, so a small cell needs a complementary one (25 persons, 17 male gave 8 female)
-    return {"persons": total, "by_sex": suppress_cells_of_total(dict(sorted(by_sex.items())), data.policy)}
+    out = {"persons": total, "by_sex": suppress_cells_of_total(dict(sorted(by_sex.items())), data.policy)}
+    return out if epsilon is None else {**out, "dp": label(epsilon)}
 
 
 @algorithm("nordfed.ping", version="1")

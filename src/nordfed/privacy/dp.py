@@ -50,6 +50,11 @@ def _mechanism(scale: float) -> Any:
     return dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int), scale=scale)
 
 
+def label(epsilon: float) -> str:
+    """What a private result says of itself (text, so a secure sum over sites keeps it rather than adding it up)."""
+    return f"epsilon {epsilon:g}, discrete Laplace noise"
+
+
 def noisy_counts(counts: Sequence[int], epsilon: float, sensitivity: int) -> list[int]:
     """``counts`` plus discrete Laplace noise of scale ``sensitivity / epsilon``: ε-differentially private when
     one person changes the counts by at most ``sensitivity`` in sum (L1). Negative results become 0."""
