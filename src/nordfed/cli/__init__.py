@@ -30,7 +30,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app). Order decides the order in --help.
-for _name in ("omop", "synth", "simulate", "hub", "network", "study", "text", "ledger", "demo"):
+for _name in ("omop", "synth", "simulate", "hub", "network", "task", "study", "text", "ledger", "demo"):
     importlib.import_module(f"nordfed.cli.{_name}").register(app)
 
 

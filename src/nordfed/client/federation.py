@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nordfed.client.api import FINISHED, Client, NodeOfflineError, RunResult
+from nordfed.client.api import FINISHED, Client, RunResult
+from nordfed.client.errors import NodeOfflineError
 from nordfed.fed.protocol import AlgorithmError, Federation
 from nordfed.privacy.secure_sum import SecureSumError, unmask_sum
 
