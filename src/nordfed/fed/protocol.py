@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from nacl.public import PrivateKey
-
 from nordfed.fed import wire
 from nordfed.privacy.disclosure import DisclosureError, DisclosurePolicy
 
 if TYPE_CHECKING:
-    # pandas only for annotations: the CLI and the hub import this module and should start fast
+    # pandas and nacl only for annotations: the CLI and the hub import this module and should start fast
     import pandas as pd
+    from nacl.public import PrivateKey
 
     from nordfed.omop.store import CDM
 
@@ -236,6 +235,8 @@ class InProcessFederation(Federation):
 
     def aggregate(self, name: str, params: Mapping[str, Any], sites: Sequence[str] | None = None) -> Any:
         # the sites mask with keys of their own as nodes do, so the in-process sum is the same arithmetic
+        from nacl.public import PrivateKey
+
         from nordfed.privacy import secure_sum
         from nordfed.privacy.crypto import b64
 

@@ -48,7 +48,8 @@ def _cached(cdm: CDM, name: str, params: dict[str, Any], build: Any) -> pd.DataF
     return frame
 
 
-def _persons(cdm: CDM, subject_ids: np.ndarray) -> pd.DataFrame:
+def persons(cdm: CDM, subject_ids: np.ndarray) -> pd.DataFrame:
+    """``subject_id, year_of_birth, gender_concept_id`` of the given persons (those in the person table)."""
     ids = ", ".join(str(int(s)) for s in np.unique(subject_ids)) or "NULL"
     return cdm.query(f"SELECT person_id AS subject_id, year_of_birth, gender_concept_id FROM person "
                      f"WHERE person_id IN ({ids})")
@@ -74,7 +75,7 @@ def truth_frame(cdm: CDM, cohort: str) -> pd.DataFrame | None:
 
 def _study_frame(cdm: CDM, params: dict[str, Any]) -> pd.DataFrame:
     frame = plp_dataset(cdm, params)
-    people = _persons(cdm, frame["subject_id"].to_numpy()).set_index("subject_id")
+    people = persons(cdm, frame["subject_id"].to_numpy()).set_index("subject_id")
     yob = people["year_of_birth"].reindex(frame["subject_id"]).to_numpy(dtype=float)
     gender = people["gender_concept_id"].reindex(frame["subject_id"]).to_numpy()
     extra = {"age": pd.to_datetime(frame["index_date"]).dt.year.to_numpy() - yob,
@@ -125,7 +126,7 @@ def _survival_frame(cdm: CDM, params: dict[str, Any], cov: dict[str, Any]) -> pd
     out = pd.DataFrame({"row_id": pop["row_id"].to_numpy(), "subject_id": pop["subject_id"].to_numpy(),
                         "index_date": pd.to_datetime(pop["cohort_start_date"]).to_numpy(),
                         "duration": np.maximum(days, 0.0), "event": event})
-    people = _persons(cdm, out["subject_id"].to_numpy()).set_index("subject_id")
+    people = persons(cdm, out["subject_id"].to_numpy()).set_index("subject_id")
     if cov.get("age", True):
         yob = people["year_of_birth"].reindex(out["subject_id"]).to_numpy(dtype=float)
         out["age"] = out["index_date"].dt.year.to_numpy() - yob

@@ -29,6 +29,7 @@ from nordfed.features.design import StudyData, design_frame, plp_dataset, study_
 from nordfed.fed.lasso_site import linear_predictor
 from nordfed.omop.characterization import sex_label
 from nordfed.omop.store import CDM
+from nordfed.studies.partials import persons as persons_of
 from nordfed.studies.plp import study_params
 from nordfed.studies.spec import PlpStudy
 
@@ -242,8 +243,7 @@ def score_at(spec: PlpStudy, results: Mapping[str, Any], cdm: CDM, persons: Iter
     wanted = sorted({int(p) for p in persons})
     if not wanted:
         return _empty("no person given to score")
-    found = cdm.query("SELECT person_id FROM person WHERE person_id IN (" + ", ".join(map(str, wanted)) + ")")
-    ids = sorted(int(p) for p in found["person_id"])
+    ids = sorted(int(p) for p in persons_of(cdm, np.asarray(wanted))["subject_id"])
     notes = [f"person(s) {', '.join(map(str, sorted(set(wanted) - set(ids))))} not in this CDM's person table"] \
         if len(ids) < len(wanted) else []
     if not ids:
@@ -278,8 +278,7 @@ def _scored(frame: pd.DataFrame, keep: np.ndarray, results: Mapping[str, Any], c
     columns = [str(c) for c in ids]
     details = _reasons(rows[columns].to_numpy(dtype=float), np.asarray(model["coef"], dtype=float), reference, ids,
                        covariate_names(results, cdm), scale, valued, top)
-    people = cdm.query("SELECT person_id, year_of_birth, gender_concept_id FROM person WHERE person_id IN ("
-                       + ", ".join(str(int(p)) for p in rows["subject_id"].unique()) + ")").set_index("person_id")
+    people = persons_of(cdm, rows["subject_id"].to_numpy()).set_index("subject_id")
     person_ids = rows["subject_id"].astype(np.int64).to_numpy()
     born = people["year_of_birth"].reindex(person_ids).to_numpy(dtype=float)
     out = pd.DataFrame({
